@@ -1,0 +1,1 @@
+"""Built-in datasets (see zoo_plugins)."""

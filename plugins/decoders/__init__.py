@@ -1,0 +1,1 @@
+"""Built-in decoders (see zoo_plugins)."""

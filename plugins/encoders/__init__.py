@@ -1,0 +1,1 @@
+"""Built-in encoders (see zoo_plugins)."""

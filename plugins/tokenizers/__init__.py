@@ -1,0 +1,1 @@
+"""Built-in tokenizers (see zoo_plugins)."""

@@ -1,0 +1,1 @@
+"""Built-in weights (see zoo_plugins)."""

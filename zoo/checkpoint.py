@@ -1,0 +1,199 @@
+"""One-file checkpoints: ``.safetensors`` with the config, tokenizer and zoo version in the metadata.
+
+Never pickle: safetensors holds only tensors; everything else is JSON or base64 text in its header, so a
+checkpoint can be inspected without running code from it. Writes are atomic (temp file + rename), so a
+crash never leaves half a checkpoint behind under the real name.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import struct
+import tempfile
+import urllib.request
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from safetensors.torch import load_model, save_model
+
+from zoo.errors import CheckpointError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from zoo.model import CaptionModel
+    from zoo.recipes import Recipe
+
+FORMAT_NAME = "caption-zoo"
+FORMAT_VERSION = 1
+_MAX_HEADER = 100 * 1024 * 1024
+
+
+def _zoo_version() -> str:
+    from zoo import __version__
+
+    return __version__
+
+
+def atomic_write(path: str | Path, write: Any) -> Path:
+    """Call ``write(tmp_path)`` then rename onto ``path``: readers see the old file or the new, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def save(model: "CaptionModel", path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` to one ``.safetensors`` file; ``extra`` (JSON) goes into the metadata too
+    (scores, training state)."""
+    meta = {
+        "format": FORMAT_NAME,
+        "format_version": str(FORMAT_VERSION),
+        "zoo_version": _zoo_version(),
+        "config": json.dumps(model.config, sort_keys=True),
+        "tokenizer": base64.b64encode(model.tokenizer.to_bytes()).decode("ascii"),
+    }
+    if extra:
+        meta["extra"] = json.dumps(extra, sort_keys=True)
+    model_cpu_state = model  # save_model handles shared (tied) tensors
+
+    def write(tmp: str) -> None:
+        save_model(model_cpu_state, tmp, metadata=meta)
+
+    return atomic_write(path, write)
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The safetensors header metadata, with clear errors for missing, truncated or foreign files."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder; give the .safetensors file inside it")
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise CheckpointError(f"checkpoint {path} is not a safetensors file (only {size} bytes)")
+        (n,) = struct.unpack("<Q", head)
+        if n > _MAX_HEADER or n + 8 > size:
+            raise CheckpointError(
+                f"checkpoint {path} is not a valid safetensors file, or it is truncated (header claims "
+                f"{n} bytes, file has {size}). Re-download or re-save it; a .pt/.pth pickle is not accepted."
+            )
+        try:
+            header = json.loads(fh.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"checkpoint {path} has a corrupt safetensors header: {exc}") from exc
+    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    if 8 + n + end > size:
+        raise CheckpointError(
+            f"checkpoint {path} is truncated: its tensors need {8 + n + end} bytes but the file has {size}. "
+            f"Re-download or re-save it."
+        )
+    meta = header.get("__metadata__") or {}
+    if meta.get("format") != FORMAT_NAME:
+        raise CheckpointError(
+            f"{path} is a safetensors file but not a caption-zoo checkpoint (no 'format: {FORMAT_NAME}' in "
+            f"its metadata). To use bare encoder weights, pass it as the encoder's pretrained=PATH."
+        )
+    version = int(meta.get("format_version", "0"))
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} uses format version {version}, written by caption-zoo "
+            f"{meta.get('zoo_version', '?')}; this caption-zoo ({_zoo_version()}) reads up to version "
+            f"{FORMAT_VERSION}. Upgrade: pip install -U caption-zoo"
+        )
+    return meta
+
+
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> "CaptionModel":
+    """Rebuild a model from the file alone (no network, no other file)."""
+    from zoo.factory import create_decoder, create_encoder, tokenizer_from_bytes
+    from zoo.model import CaptionModel
+
+    meta = read_metadata(path)
+    try:
+        config = json.loads(meta["config"])
+        tok_bytes = base64.b64decode(meta["tokenizer"])
+    except (KeyError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path}: metadata entry missing or corrupt ({exc})") from exc
+    tokenizer = tokenizer_from_bytes(config["tokenizer"]["name"], tok_bytes)
+    enc_kw = dict(config["encoder"]["kwargs"])
+    enc_kw["pretrained"] = False  # the weights come from this file
+    enc = create_encoder(config["encoder"]["name"], **enc_kw)
+    dec = create_decoder(config["decoder"]["name"], tokenizer.vocab_size, enc.feature_dim, **config["decoder"]["kwargs"])
+    model = CaptionModel(enc, dec, tokenizer, config)
+    try:
+        missing, unexpected = load_model(model, str(path), strict=False, device=str(map_location))
+    except Exception as exc:  # safetensors raises its own error types
+        raise CheckpointError(f"checkpoint {path} could not be read: {exc}") from exc
+    if missing or unexpected:
+        raise CheckpointError(
+            f"checkpoint {path} does not match the model its config describes: missing {sorted(missing)[:5]}, "
+            f"unexpected {sorted(unexpected)[:5]}. Was it written by a different version of a plugin?"
+        )
+    model.eval()
+    return model
+
+
+def read_extra(path: str | Path) -> dict[str, Any]:
+    meta = read_metadata(path)
+    return json.loads(meta.get("extra", "{}"))
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("ZOO_CACHE", Path.home() / ".cache" / "caption-zoo"))
+
+
+def fetch_verified(url: str, sha256: str, dest: Path | None = None) -> Path:
+    """Download (or reuse) ``url`` and check its sha256; a mismatch deletes the file and says so."""
+    if url.startswith("file://") or "://" not in url:
+        src = Path(url[len("file://") :] if url.startswith("file://") else url)
+        if not src.exists():
+            raise CheckpointError(f"weights file {src} does not exist")
+        path = src
+    else:
+        path = dest or cache_dir() / "weights" / f"{sha256[:16]}-{Path(url).name}"
+        if not path.exists():
+            try:
+
+                def write(tmp: str) -> None:
+                    urllib.request.urlretrieve(url, tmp)  # noqa: S310 - URLs come from registry.yaml
+
+                atomic_write(path, write)
+            except OSError as exc:
+                raise CheckpointError(f"could not download {url}: {exc}. Offline? Put the file at {path}.") from exc
+    got = sha256_file(path)
+    if got != sha256.lower():
+        raise CheckpointError(
+            f"sha256 mismatch for {path}: expected {sha256}, got {got}. The file is corrupt or not the "
+            f"one registry.yaml names; delete it and download again."
+        )
+    return path
+
+
+def load_from_recipe(recipe: "Recipe") -> "CaptionModel":
+    assert recipe.weights is not None
+    path = fetch_verified(recipe.weights["url"], recipe.weights["sha256"])
+    return load(path)

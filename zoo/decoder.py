@@ -1,0 +1,67 @@
+"""The decoder contract: what every caption decoder, built-in or third-party, implements.
+
+A decoder maps image ``Features`` and tokens to next-token logits. It is used in two ways:
+
+* **Teacher forcing** (training): ``forward(features, tokens) -> logits``. ``tokens`` (B, T) start with
+  <bos>; ``logits`` (B, T, V) at position t predict token t+1. Decoders should run the whole sequence in
+  one fused call where they can (``nn.GRU`` over (B, T, E)), not a Python step loop.
+* **Generation** (beam search, greedy = beam 1), one token at a time:
+
+  1. ``memory = prepare(features)``: per-image work done once (e.g. the attention projection of the grid).
+     Any nested structure of tensors with the batch first (``Features`` included).
+  2. ``state = init_state(memory)``: the recurrent state, tensors with the **batch first**.
+  3. ``logits, state = step(prev_tokens, state, memory)``: ``prev_tokens`` (B,) → logits (B, V).
+
+  The beam search expands, reorders and drops rows of ``memory`` and ``state`` with
+  ``select_batch``/``reorder_state``; a decoder whose state is not batch-first overrides ``reorder_state``.
+
+Because everything goes through this contract, a third-party decoder gets beam search, evaluation,
+checkpoints and the leaderboard for free. Constructor: ``Decoder(vocab_size, feature_dim, **options)``;
+options are plain JSON values (they are stored in checkpoints and shown by ``zoo info``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from zoo.features import Features, select_batch
+
+
+class Decoder(nn.Module):
+    """Base class for decoders. Subclasses implement ``forward``, ``init_state`` and ``step``."""
+
+    def __init__(self, vocab_size: int, feature_dim: int) -> None:
+        super().__init__()
+        self.vocab_size = int(vocab_size)
+        self.feature_dim = int(feature_dim)
+
+    def forward(self, features: Features, tokens: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def prepare(self, features: Features) -> Any:
+        """Work done once per image before decoding; default: the features themselves."""
+        return features
+
+    def init_state(self, memory: Any) -> Any:  # pragma: no cover
+        raise NotImplementedError
+
+    def step(self, prev_tokens: torch.Tensor, state: Any, memory: Any) -> tuple[torch.Tensor, Any]:  # pragma: no cover
+        raise NotImplementedError
+
+    def reorder_state(self, state: Any, index: torch.Tensor) -> Any:
+        """Rows ``index`` of the state (beam expansion, reordering, dropping finished images)."""
+        return select_batch(state, index)
+
+    def forward_stepwise(self, features: Features, tokens: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing through ``step`` one token at a time: the reference the fused ``forward``
+        must match (tests) and the baseline it is benchmarked against."""
+        memory = self.prepare(features)
+        state = self.init_state(memory)
+        out = []
+        for t in range(tokens.shape[1]):
+            logits, state = self.step(tokens[:, t], state, memory)
+            out.append(logits)
+        return torch.stack(out, dim=1)

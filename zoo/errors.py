@@ -1,0 +1,39 @@
+"""Error types. Every error the zoo raises on bad input derives from `ZooError`, so the command line can
+print its message (which says what is wrong and what to do) instead of a traceback."""
+
+from __future__ import annotations
+
+
+class ZooError(Exception):
+    """Base class: a problem the user can fix, with a message that says how."""
+
+
+class UnknownNameError(ZooError, KeyError):
+    """A name that no plugin registered; the message lists the closest registered names."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class DuplicateNameError(ZooError):
+    """Two plugins registered the same name for the same kind."""
+
+
+class PluginLoadError(ZooError):
+    """A plugin module could not be imported or raised while registering."""
+
+
+class CheckpointError(ZooError):
+    """A checkpoint file that is missing, truncated, not safetensors, or from a newer format."""
+
+
+class RecipeError(ZooError):
+    """A bad entry in registry.yaml (names the recipe and the offending key)."""
+
+
+class DataError(ZooError):
+    """Bad data: a missing or corrupt image, a malformed annotation file."""
+
+
+class MetricError(ZooError):
+    """A metric that cannot be computed here (Java missing, SPICE models absent, ...)."""

@@ -1,0 +1,129 @@
+"""``create_model``: the single front door, by recipe name or by parts (as timm's ``create_model``)."""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+from typing import Any, Iterable
+
+from zoo.errors import RecipeError, ZooError
+from zoo.manager import get_registry
+from zoo.model import CaptionModel
+from zoo.tokenizer import Tokenizer
+
+__all__ = [
+    "create_model",
+    "create_encoder",
+    "create_decoder",
+    "create_tokenizer",
+    "tokenizer_from_bytes",
+    "list_models",
+    "list_names",
+]
+
+
+def list_names(kind: str, pattern: str | Iterable[str] = "*") -> list[str]:
+    """Registered names of a kind ('decoders', 'encoders', ...) matching fnmatch pattern(s)."""
+    if kind in ("model", "models", "recipe", "recipes"):
+        return list_models(pattern)
+    return get_registry().names(kind, pattern)
+
+
+def list_models(pattern: str | Iterable[str] = "*") -> list[str]:
+    """Recipe names from registry.yaml (and plugins' recipe files) matching fnmatch pattern(s)."""
+    from zoo.recipes import load_recipes
+
+    patterns = [pattern] if isinstance(pattern, str) else list(pattern)
+    return sorted(n for n in load_recipes() if any(fnmatch.fnmatchcase(n, p) for p in patterns))
+
+
+def create_encoder(name: str, **kwargs: Any) -> Any:
+    return get_registry().create("encoder", name, **kwargs)
+
+
+def create_decoder(name: str, vocab_size: int, feature_dim: int, **kwargs: Any) -> Any:
+    entry = get_registry().get("decoder", name)
+    try:
+        return entry.factory(vocab_size=vocab_size, feature_dim=feature_dim, **kwargs)
+    except TypeError as exc:
+        opts = ", ".join(k for k in entry.options() if k not in ("vocab_size", "feature_dim"))
+        raise ZooError(f"decoder {entry.name!r}: {exc}. Its options are: {opts}") from exc
+
+
+def create_tokenizer(name: str, captions: Iterable[str], **kwargs: Any) -> Tokenizer:
+    """Train tokenizer ``name`` on ``captions``."""
+    cls = get_registry().get("tokenizer", name).factory
+    tok = cls.train(captions, **kwargs)
+    return tok
+
+
+def tokenizer_from_bytes(name: str, data: bytes) -> Tokenizer:
+    return get_registry().get("tokenizer", name).factory.from_bytes(data)
+
+
+def create_model(
+    recipe: str | None = None,
+    *,
+    encoder: str | None = None,
+    decoder: str | None = None,
+    tokenizer: Tokenizer | str | None = None,
+    pretrained: bool | str = False,
+    encoder_kwargs: dict[str, Any] | None = None,
+    decoder_kwargs: dict[str, Any] | None = None,
+    tokenizer_kwargs: dict[str, Any] | None = None,
+    captions: Iterable[str] | None = None,
+    **kwargs: Any,
+) -> CaptionModel:
+    """Build a captioner.
+
+    * ``create_model("gru-resnet50-coco")``: a recipe from registry.yaml. If the recipe lists trained
+      weights they are downloaded (sha256-checked) and loaded; ``pretrained`` then means the encoder.
+    * ``create_model(encoder="resnet10t", decoder="gru-attn", tokenizer=tok)``: by parts. ``tokenizer`` is
+      a trained ``Tokenizer``, or a name plus ``captions=`` to train it on.
+    * ``pretrained``: the encoder's ImageNet weights (True: the first weight source that has them; a path:
+      that file). Extra ``**kwargs`` go to the decoder (e.g. ``hidden_size=512``).
+    """
+    enc_kw = dict(encoder_kwargs or {})
+    dec_kw = dict(decoder_kwargs or {})
+    tok_kw = dict(tokenizer_kwargs or {})
+    dec_kw.update(kwargs)
+    if recipe is not None:
+        from zoo.recipes import get_recipe
+
+        r = get_recipe(recipe)
+        if r.weights is not None and tokenizer is None and encoder is None and decoder is None:
+            from zoo.checkpoint import load_from_recipe
+
+            return load_from_recipe(r)
+        encoder = encoder or r.encoder
+        decoder = decoder or r.decoder
+        enc_kw = {**r.encoder_kwargs, **enc_kw}
+        dec_kw = {**r.decoder_kwargs, **dec_kw}
+        tok_kw = {**r.tokenizer_kwargs, **tok_kw}
+        if tokenizer is None:
+            if captions is None:
+                raise RecipeError(
+                    f"recipe {recipe!r} has no trained weights yet, so it has no vocabulary: pass a trained "
+                    f"tokenizer (tokenizer=...) or captions=... to train its {r.tokenizer!r} tokenizer, or "
+                    f"train the recipe with `zoo train {recipe}`."
+                )
+            tokenizer = r.tokenizer
+    if encoder is None or decoder is None or tokenizer is None:
+        raise ZooError("create_model needs a recipe name, or encoder=, decoder= and tokenizer=")
+    if isinstance(tokenizer, str):
+        if captions is None:
+            raise ZooError(f"tokenizer {tokenizer!r} given by name: pass captions=... to train it on")
+        tokenizer = create_tokenizer(tokenizer, captions, **tok_kw)
+    if "pretrained" not in enc_kw:
+        enc_kw["pretrained"] = pretrained
+    enc = create_encoder(encoder, **enc_kw)
+    dec = create_decoder(decoder, tokenizer.vocab_size, enc.feature_dim, **dec_kw)
+    tok_name = tokenizer.name or type(tokenizer).__name__
+    config = {
+        "recipe": recipe,
+        "encoder": {"name": encoder, "kwargs": {**enc.config(), "pretrained": False}},
+        "decoder": {"name": decoder, "kwargs": copy.deepcopy(dec_kw)},
+        "tokenizer": {"name": tok_name, "kwargs": tokenizer.options()},
+        "pretrained": pretrained if isinstance(pretrained, bool) else str(pretrained),
+    }
+    return CaptionModel(enc, dec, tokenizer, config)

@@ -1,0 +1,112 @@
+"""``CaptionModel``: an encoder, a decoder and a tokenizer that travel together."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from zoo.decoder import Decoder
+from zoo.encoder import Encoder
+from zoo.features import Features
+from zoo.generation import Hypothesis, beam_search
+from zoo.tokenizer import Tokenizer
+
+
+class CaptionModel(nn.Module):
+    """Image → caption. ``config`` holds everything ``zoo.create_model`` needs to rebuild it
+    (encoder/decoder/tokenizer names and options); the tokenizer itself is saved as bytes."""
+
+    def __init__(self, encoder: Encoder, decoder: Decoder, tokenizer: Tokenizer, config: dict[str, Any]):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+        self.tokenizer = tokenizer
+        self.config = copy.deepcopy(config)
+
+    # -- training -------------------------------------------------------------------------------------
+    def encode(self, images: torch.Tensor) -> Features:
+        if self.encoder.frozen:
+            with torch.no_grad():
+                return self.encoder(images)
+        return self.encoder(images)
+
+    def forward(self, images_or_features: torch.Tensor | Features, tokens: torch.Tensor) -> torch.Tensor:
+        """Teacher-forcing logits (B, T, V) for input ``tokens`` (B, T) that start with <bos>."""
+        feats = images_or_features if isinstance(images_or_features, Features) else self.encode(images_or_features)
+        return self.decoder(feats, tokens)
+
+    def loss(
+        self,
+        images_or_features: torch.Tensor | Features,
+        captions: torch.Tensor,
+        label_smoothing: float = 0.0,
+    ) -> torch.Tensor:
+        """Mean token cross-entropy; ``captions`` is ``tokenizer.batch_encode`` output (<bos> … <eos> pad)."""
+        logits = self(images_or_features, captions[:, :-1])
+        target = captions[:, 1:]
+        return nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]).float(),
+            target.reshape(-1),
+            ignore_index=self.tokenizer.pad_id,
+            label_smoothing=label_smoothing,
+        )
+
+    # -- generation -----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate_hypotheses(
+        self,
+        images_or_features: torch.Tensor | Features,
+        beam_size: int = 3,
+        max_len: int = 20,
+        length_penalty: float = 1.0,
+    ) -> list[Hypothesis]:
+        feats = (
+            images_or_features
+            if isinstance(images_or_features, Features)
+            else self.encoder(images_or_features)
+        )
+        return beam_search(
+            self.decoder,
+            feats,
+            bos_id=self.tokenizer.bos_id,
+            eos_id=self.tokenizer.eos_id,
+            beam_size=beam_size,
+            max_len=max_len,
+            length_penalty=length_penalty,
+        )
+
+    @torch.no_grad()
+    def generate(
+        self,
+        images_or_features: torch.Tensor | Features,
+        beam_size: int = 3,
+        max_len: int = 20,
+        length_penalty: float = 1.0,
+    ) -> list[str]:
+        """Captions for a batch of transformed images (or precomputed features); beam_size=1 is greedy."""
+        was_training = self.training
+        self.eval()
+        try:
+            hyps = self.generate_hypotheses(images_or_features, beam_size, max_len, length_penalty)
+        finally:
+            self.train(was_training)
+        return [self.tokenizer.decode(h.tokens) for h in hyps]
+
+    def transform(self, train: bool = False) -> Any:
+        return self.encoder.transform(train=train)
+
+    @torch.no_grad()
+    def caption_images(self, images: Sequence[Any], **kwargs: Any) -> list[str]:
+        """Captions for PIL images (transforms them with the encoder's data config)."""
+        tf = self.transform(train=False)
+        dev = next(self.parameters()).device
+        batch = torch.stack([tf(img.convert("RGB")) for img in images]).to(dev)
+        return self.generate(batch, **kwargs)
+
+    def num_parameters(self) -> dict[str, int]:
+        enc = sum(p.numel() for p in self.encoder.parameters())
+        dec = sum(p.numel() for p in self.decoder.parameters())
+        return {"encoder": enc, "decoder": dec, "total": enc + dec}

@@ -1,0 +1,71 @@
+"""The tokenizer interface. Every tokenizer uses the same special ids, so decoders, beam search and
+checkpoints never need to ask: pad=0, bos=1, eos=2, unk=3."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar, Iterable, Sequence
+
+import torch
+
+PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
+SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<unk>")
+
+
+class Tokenizer(ABC):
+    """Text ↔ token ids. Trained from captions; serialised to bytes that go inside the checkpoint."""
+
+    pad_id: ClassVar[int] = PAD_ID
+    bos_id: ClassVar[int] = BOS_ID
+    eos_id: ClassVar[int] = EOS_ID
+    unk_id: ClassVar[int] = UNK_ID
+    #: the registry name, written into checkpoints so ``zoo.load`` can rebuild the tokenizer
+    name: ClassVar[str] = ""
+
+    @classmethod
+    @abstractmethod
+    def train(cls, captions: Iterable[str], **options: object) -> "Tokenizer":
+        """Learn a vocabulary from raw captions."""
+
+    @abstractmethod
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` without <bos>/<eos>."""
+
+    @abstractmethod
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of ``ids``: stops at <eos>, drops <pad>/<bos>."""
+
+    @property
+    @abstractmethod
+    def vocab_size(self) -> int: ...
+
+    @abstractmethod
+    def to_bytes(self) -> bytes:
+        """Everything needed to rebuild this tokenizer (kept in the checkpoint)."""
+
+    @classmethod
+    @abstractmethod
+    def from_bytes(cls, data: bytes) -> "Tokenizer": ...
+
+    def options(self) -> dict:
+        """The options it was trained with (recorded in configs and the leaderboard)."""
+        return {}
+
+    # -- shared helpers -------------------------------------------------------------------------------
+    def batch_encode(self, texts: Sequence[str], max_len: int | None = None) -> torch.Tensor:
+        """(B, T+1) ids: <bos> w1 .. wn <eos> <pad>...; captions longer than ``max_len`` tokens are cut
+        (the <eos> is kept). Inputs for teacher forcing are ``[:, :-1]``, targets ``[:, 1:]``."""
+        seqs = []
+        for t in texts:
+            ids = self.encode(t)
+            if max_len is not None:
+                ids = ids[:max_len]
+            seqs.append([self.bos_id, *ids, self.eos_id])
+        width = max(len(s) for s in seqs)
+        out = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        for i, s in enumerate(seqs):
+            out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        return out
+
+    def decode_batch(self, batch: Iterable[Sequence[int]]) -> list[str]:
+        return [self.decode(ids) for ids in batch]
