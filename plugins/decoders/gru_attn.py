@@ -1,0 +1,127 @@
+"""``gru-attn``: Show, Attend and Tell (Xu et al., 2015) with a GRU cell.
+
+At step t, with previous hidden state h_{t-1} and grid features g_1..g_N (the encoder's (B, N, C) grid)::
+
+    e_ti  = vᵀ tanh(W_g g_i + W_h h_{t-1} + b)      additive (Bahdanau) attention
+    α_t   = softmax_i(e_ti)
+    c_t   = β_t ⊙ Σ_i α_ti g_i,  β_t = σ(W_β h_{t-1})  (the gate; β_t = 1 with ``gate=False``)
+    h_t   = GRUCell([E y_{t-1}; c_t], h_{t-1})
+    logits_t = W_o h_t + b_o
+
+with h_0 = tanh(W_init · pooled + b). The GRU cell is torch's (equations in ``zoo_plugins.decoders.gru``).
+W_g g_i does not depend on t, so it is computed ONCE per batch, in ``prepare`` for generation and at the
+start of ``forward`` for training. Teacher forcing has to loop over time (c_t needs h_{t-1}), but each
+step is only the attention and one ``GRUCell``; the embeddings and the output layer run once over the
+whole sequence.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+import zoo
+from zoo_plugins.decoders._rnn import (
+    OutputHead,
+    check_bool,
+    check_dropout,
+    check_features,
+    check_int,
+    make_embedding,
+)
+
+NAME = "gru-attn"
+
+
+class AttentionMemory(NamedTuple):
+    """Per-image work done once: the grid, its attention projection W_g·grid, and h_0 (all batch first)."""
+
+    grid: torch.Tensor  # (B, N, C)
+    keys: torch.Tensor  # (B, N, A)
+    h0: torch.Tensor  # (B, H)
+
+
+class GRUAttentionDecoder(zoo.Decoder):
+    """Show-Attend-Tell with a GRU cell: additive attention over the grid, gated context + word as input.
+
+    Options: ``embed_size``, ``hidden_size``, ``attention_size`` (A of the additive attention),
+    ``dropout`` (embeddings and before the output), ``gate`` (sigmoid gate on the context, as in the
+    paper), ``tie_weights``."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        feature_dim: int,
+        embed_size: int = 256,
+        hidden_size: int = 512,
+        attention_size: int = 512,
+        dropout: float = 0.3,
+        gate: bool = True,
+        tie_weights: bool = False,
+    ) -> None:
+        super().__init__(check_int(NAME, "vocab_size", vocab_size), check_int(NAME, "feature_dim", feature_dim))
+        self.embed_size = check_int(NAME, "embed_size", embed_size)
+        self.hidden_size = check_int(NAME, "hidden_size", hidden_size)
+        self.attention_size = check_int(NAME, "attention_size", attention_size)
+        self.dropout_p = check_dropout(NAME, dropout)
+        self.gate = check_bool(NAME, "gate", gate)
+        self.tie_weights = check_bool(NAME, "tie_weights", tie_weights)
+        C, H, A = self.feature_dim, self.hidden_size, self.attention_size
+
+        self.embed = make_embedding(self.vocab_size, self.embed_size)
+        self.drop = nn.Dropout(self.dropout_p)
+        self.init_h = nn.Linear(C, H)
+        self.att_grid = nn.Linear(C, A)  # W_g (+ b): precomputed once per batch
+        self.att_hidden = nn.Linear(H, A, bias=False)  # W_h
+        self.att_score = nn.Linear(A, 1, bias=False)  # v
+        self.gate_proj = nn.Linear(H, C) if self.gate else None  # W_β
+        self.cell = nn.GRUCell(self.embed_size + C, H)
+        self.head = OutputHead(H, self.embed, self.tie_weights)
+
+    # -- generation contract ---------------------------------------------------------------------------
+    def prepare(self, features: zoo.Features) -> AttentionMemory:
+        check_features(self, NAME, features)
+        return AttentionMemory(
+            features.grid, self.att_grid(features.grid), torch.tanh(self.init_h(features.pooled))
+        )
+
+    def init_state(self, memory: AttentionMemory) -> torch.Tensor:
+        return memory.h0
+
+    def step(
+        self, prev_tokens: torch.Tensor, state: torch.Tensor, memory: AttentionMemory
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self._advance(self.drop(self.embed(prev_tokens)), state, memory)
+        return self.head(self.drop(h)), h
+
+    # -- teacher forcing -------------------------------------------------------------------------------
+    def forward(self, features: zoo.Features, tokens: torch.Tensor) -> torch.Tensor:
+        memory = self.prepare(features)
+        words = self.drop(self.embed(tokens))  # (B, T, E), once
+        h = memory.h0
+        hs = []
+        for t in range(tokens.shape[1]):
+            h = self._advance(words[:, t], h, memory)
+            hs.append(h)
+        return self.head(self.drop(torch.stack(hs, dim=1)))  # output layer once over (B, T, H)
+
+    # -- internals -------------------------------------------------------------------------------------
+    def attend(self, h: torch.Tensor, memory: AttentionMemory) -> tuple[torch.Tensor, torch.Tensor]:
+        """Context (B, C) (gated) and attention weights (B, N) for hidden state ``h`` (B, H)."""
+        energy = self.att_score(torch.tanh(memory.keys + self.att_hidden(h).unsqueeze(1))).squeeze(-1)
+        alpha = torch.softmax(energy, dim=-1)
+        context = torch.bmm(alpha.unsqueeze(1), memory.grid).squeeze(1)
+        if self.gate_proj is not None:
+            context = torch.sigmoid(self.gate_proj(h)) * context
+        return context, alpha
+
+    def _advance(self, word: torch.Tensor, h: torch.Tensor, memory: AttentionMemory) -> torch.Tensor:
+        context, _ = self.attend(h, memory)
+        return self.cell(torch.cat([word, context], dim=-1), h)
+
+
+@zoo.hookimpl
+def zoo_register(registry) -> None:  # type: ignore[no-untyped-def]
+    registry.add_decoder("gru-attn", GRUAttentionDecoder)

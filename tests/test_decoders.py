@@ -1,0 +1,258 @@
+"""The four built-in decoders through the public contract: created by name from the registry, fed random
+``zoo.Features`` directly (no encoder), tiny sizes so the whole file runs in seconds."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import zoo
+from zoo.generation import beam_search
+
+NAMES = ["gru", "gru-stacked", "gru-attn", "lstm"]
+V, C, N = 30, 16, 9  # vocab, feature dim, grid positions
+BOS, EOS, PAD = zoo.Tokenizer.bos_id, zoo.Tokenizer.eos_id, zoo.Tokenizer.pad_id
+TINY = {"embed_size": 16, "hidden_size": 32, "dropout": 0.0}
+EXTRA = {"gru-attn": {"attention_size": 16}}
+
+
+def tiny_opts(name: str, **over: object) -> dict:
+    return {**TINY, **EXTRA.get(name, {}), **over}
+
+
+def features(batch: int, seed: int = 0) -> zoo.Features:
+    g = torch.Generator().manual_seed(seed)
+    grid = torch.randn(batch, N, C, generator=g)
+    return zoo.Features(grid, grid.mean(1) + 0.5 * torch.randn(batch, C, generator=g))
+
+
+def make(name: str, seed: int = 0, **over: object) -> zoo.Decoder:
+    torch.manual_seed(seed)
+    return zoo.create_decoder(name, V, C, **tiny_opts(name, **over))
+
+
+# -- shapes and the fused/stepwise equivalence -------------------------------------------------------------
+@pytest.mark.parametrize("name", NAMES)
+def test_shapes_and_batch_first_state(name: str) -> None:
+    dec = make(name).eval()
+    feats, tokens = features(5), torch.randint(0, V, (5, 7))
+    assert dec(feats, tokens).shape == (5, 7, V)
+    memory = dec.prepare(feats)
+    state = dec.init_state(memory)
+    for t in state if isinstance(state, tuple) else (state,):
+        assert t.shape[0] == 5  # batch first, so the generic select_batch can reorder it
+    logits, state2 = dec.step(torch.full((5,), BOS), state, memory)
+    assert logits.shape == (5, V)
+    assert type(state2) is type(state)
+
+
+@pytest.mark.parametrize(
+    "name,over",
+    [(n, {}) for n in NAMES]
+    + [
+        ("gru-stacked", {"num_layers": 3}),
+        ("gru-attn", {"gate": False}),
+        ("lstm", {"num_layers": 2}),
+        ("gru", {"tie_weights": True}),
+        ("gru-attn", {"tie_weights": True, "embed_size": 32}),
+    ],
+)
+def test_fused_forward_equals_stepwise(name: str, over: dict) -> None:
+    dec = make(name, dropout=0.3, **over).eval()  # dropout off in eval mode
+    feats, tokens = features(4, seed=1), torch.randint(0, V, (4, 9))
+    fused = dec(feats, tokens)
+    stepwise = dec.forward_stepwise(feats, tokens)
+    torch.testing.assert_close(fused, stepwise, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["gru", "gru-stacked", "lstm"])
+def test_forward_is_one_fused_rnn_call(name: str) -> None:
+    """Teacher forcing must run the recurrent module once over the whole sequence, not per step."""
+    dec = make(name).eval()
+    calls: list[tuple[int, ...]] = []
+    rnn = next(m for m in dec.modules() if isinstance(m, (nn.GRU, nn.LSTM)))
+    rnn.register_forward_hook(lambda mod, inp, out: calls.append(tuple(inp[0].shape)))
+    dec(features(3), torch.randint(0, V, (3, 6)))
+    assert len(calls) == 1 and calls[0][1] >= 6
+
+
+def test_attention_projection_is_computed_once_per_batch() -> None:
+    dec = make("gru-attn").eval()
+    calls = []
+    dec.att_grid.register_forward_hook(lambda *a: calls.append(1))
+    dec(features(3), torch.randint(0, V, (3, 6)))
+    assert len(calls) == 1
+    beam_search(dec, features(3), bos_id=BOS, eos_id=EOS, beam_size=2, max_len=5)
+    assert len(calls) == 2
+
+
+# -- learning: overfit a fixed batch, then decode it back -------------------------------------------------
+def training_batch() -> tuple[zoo.Features, torch.Tensor, list[list[int]]]:
+    """8 images, captions of 3..7 random words + <eos>: (B, 9) <bos> w.. <eos> <pad>..."""
+    g = torch.Generator().manual_seed(123)
+    seqs = []
+    for i in range(8):
+        n = 3 + i % 5
+        seqs.append(torch.randint(4, V, (n,), generator=g).tolist() + [EOS])
+    caps = torch.full((8, 9), PAD)
+    for i, s in enumerate(seqs):
+        caps[i, : len(s) + 1] = torch.tensor([BOS, *s])
+    return features(8, seed=7), caps, seqs
+
+
+def xent(dec: zoo.Decoder, feats: zoo.Features, caps: torch.Tensor) -> torch.Tensor:
+    logits = dec(feats, caps[:, :-1])
+    return nn.functional.cross_entropy(logits.reshape(-1, V), caps[:, 1:].reshape(-1), ignore_index=PAD)
+
+
+def rescore(dec: zoo.Decoder, feats: zoo.Features, seqs: list[list[int]]) -> torch.Tensor:
+    """Total log-probability of each generated sequence, recomputed by teacher forcing."""
+    L = max(len(s) for s in seqs)
+    inp = torch.full((len(seqs), L), PAD)
+    tgt = torch.full((len(seqs), L), PAD)
+    for i, s in enumerate(seqs):
+        inp[i, : len(s)] = torch.tensor([BOS, *s[:-1]])
+        tgt[i, : len(s)] = torch.tensor(s)
+    with torch.no_grad():
+        logp = torch.log_softmax(dec(feats, inp), dim=-1).gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
+    mask = torch.zeros_like(logp, dtype=torch.bool)
+    for i, s in enumerate(seqs):
+        mask[i, : len(s)] = True
+    return (logp * mask).sum(1)
+
+
+@pytest.fixture(scope="module")
+def trained() -> dict[str, tuple[zoo.Decoder, float, float]]:
+    feats, caps, _ = training_batch()
+    out = {}
+    for name in NAMES:
+        dec = make(name, seed=3).train()
+        opt = torch.optim.Adam(dec.parameters(), lr=1e-2)
+        start = last = float(xent(dec, feats, caps))
+        for _ in range(400):
+            opt.zero_grad()
+            loss = xent(dec, feats, caps)
+            loss.backward()
+            opt.step()
+            last = float(loss)
+            if last < 0.01:
+                break
+        out[name] = (dec.eval(), start, last)
+    return out
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_overfits_small_batch(trained: dict, name: str) -> None:
+    _, start, last = trained[name]
+    assert last < 0.1 * start, f"{name}: loss {start:.3f} -> {last:.3f}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_greedy_reproduces_training_captions(trained: dict, name: str) -> None:
+    dec = trained[name][0]
+    feats, _, seqs = training_batch()
+    hyps = beam_search(dec, feats, bos_id=BOS, eos_id=EOS, beam_size=1, max_len=12, length_penalty=0.0)
+    assert [h.tokens for h in hyps] == seqs
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_beam_never_scores_below_greedy(trained: dict, name: str) -> None:
+    dec = copy.deepcopy(trained[name][0])
+    with torch.no_grad():  # a partially trained decoder: captions are far from certain
+        for p in dec.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    feats = features(8, seed=11)  # unseen images, so the search has real choices to make
+    kw = dict(bos_id=BOS, eos_id=EOS, max_len=10, length_penalty=0.0)
+    greedy = beam_search(dec, feats, beam_size=1, **kw)
+    beam = beam_search(dec, feats, beam_size=3, **kw)
+    g_lp = rescore(dec, feats, [h.tokens for h in greedy])
+    b_lp = rescore(dec, feats, [h.tokens for h in beam])
+    torch.testing.assert_close(b_lp, torch.tensor([h.logprob for h in beam]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(g_lp, torch.tensor([h.logprob for h in greedy]), atol=1e-4, rtol=0)
+    assert bool((b_lp >= g_lp - 1e-5).all()), (b_lp, g_lp)
+    assert bool((b_lp > g_lp + 1e-3).any()), "beam 3 never beat greedy: the test has no power"
+
+
+# -- options ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", NAMES)
+def test_tie_weights_shares_storage(name: str) -> None:
+    dec = make(name, tie_weights=True)  # embed 16 ≠ hidden 32: needs the projection
+    assert dec.head.linear.weight is dec.embed.weight
+    assert isinstance(dec.head.proj, nn.Linear)
+    opt = torch.optim.SGD(dec.parameters(), lr=0.1)
+    feats, tokens = features(2), torch.randint(0, V, (2, 4))
+    dec(feats, tokens).sum().backward()
+    opt.step()
+    assert dec.head.linear.weight.data_ptr() == dec.embed.weight.data_ptr()
+    state = dec.state_dict()
+    out_key = next(k for k in state if k.startswith("head.linear.weight"))
+    assert state[out_key].data_ptr() == state["embed.weight"].data_ptr()
+    untied = make(name)
+    assert untied.head.linear.weight is not untied.embed.weight
+    same = make(name, tie_weights=True, embed_size=32)
+    assert isinstance(same.head.proj, nn.Identity)
+
+
+BAD_OPTIONS = [
+    (n, opt, val)
+    for n in NAMES
+    for opt, val in [("hidden_size", 0), ("embed_size", -3), ("dropout", 1.5), ("tie_weights", "yes"), ("embed_size", 2.5)]
+] + [
+    ("gru-stacked", "num_layers", 1),
+    ("lstm", "num_layers", 0),
+    ("gru-attn", "attention_size", 0),
+    ("gru-attn", "gate", "no"),
+]
+
+
+@pytest.mark.parametrize("name,option,value", BAD_OPTIONS)
+def test_bad_option_value_names_the_option(name: str, option: str, value: object) -> None:
+    with pytest.raises((zoo.ZooError, ValueError)) as info:
+        zoo.create_decoder(name, V, C, **{**tiny_opts(name), option: value})
+    assert option in str(info.value)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_unknown_option_lists_the_valid_ones(name: str) -> None:
+    with pytest.raises(zoo.ZooError, match="hidden_size"):
+        zoo.create_decoder(name, V, C, hiden_size=64)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_wrong_feature_dim_is_a_clear_error(name: str) -> None:
+    dec = make(name)
+    wrong = zoo.Features(torch.randn(2, N, C + 1), torch.randn(2, C + 1))
+    with pytest.raises(zoo.ZooError, match="feature_dim"):
+        dec(wrong, torch.randint(0, V, (2, 3)))
+
+
+EXPECTED_OPTIONS = {
+    "gru": {"embed_size", "hidden_size", "dropout", "tie_weights"},
+    "gru-stacked": {"embed_size", "hidden_size", "num_layers", "dropout", "tie_weights"},
+    "gru-attn": {"embed_size", "hidden_size", "attention_size", "dropout", "gate", "tie_weights"},
+    "lstm": {"embed_size", "hidden_size", "num_layers", "dropout", "tie_weights"},
+}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_registry_lists_options_with_json_defaults(name: str) -> None:
+    entry = zoo.get_registry().get("decoder", name)
+    opts = {k: v for k, v in entry.options().items() if k not in ("vocab_size", "feature_dim")}
+    assert set(opts) == EXPECTED_OPTIONS[name]
+    json.dumps(opts)  # defaults are plain JSON values (stored in checkpoints)
+    assert entry.doc and entry.module == f"zoo_plugins.decoders.{name.replace('-', '_')}"
+    if name == "gru-stacked":
+        assert opts["num_layers"] >= 2
+
+
+def test_zoo_info_shows_gru_attn_options(capsys: pytest.CaptureFixture) -> None:
+    from zoo.cli import main
+
+    assert main(["info", "gru-attn", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["kind"] == "decoder"
+    assert {"attention_size", "gate", "tie_weights"} <= set(info["options"])

@@ -1,0 +1,88 @@
+"""``zoo compare``: train architectures under one budget, evaluate, record, and print the leaderboard."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from zoo.hookspecs import hookimpl
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+@hookimpl
+def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "compare",
+        help="train and rank several architectures under the same budget",
+        description="Every combination of --encoder × --decoder × --tokenizer × --seeds is trained with the "
+        "same data, budget and schedule, evaluated on the same split and decoding settings, recorded, "
+        "and ranked. Re-running the same command resumes: finished runs are not redone.",
+    )
+    p.add_argument("--encoder", required=True, help="comma-separated encoder names")
+    p.add_argument("--decoder", required=True, help="comma-separated decoder names, e.g. gru,gru-stacked,gru-attn,lstm")
+    p.add_argument("--tokenizer", default="word", help="comma-separated tokenizer names")
+    p.add_argument("--data", default="shapes")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--steps", type=int, default=None, help="training budget in optimiser steps")
+    p.add_argument("--epochs", type=int, default=None, help="training budget in epochs")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 1,2")
+    p.add_argument("--split", default="test", help="split to evaluate and rank on")
+    p.add_argument("--beam", type=int, default=3)
+    p.add_argument("--max-len", type=int, default=20)
+    p.add_argument("--pretrained", nargs="?", const=True, default=False)
+    p.add_argument("--freeze", action="store_true", help="freeze the encoder (features cached once, shared by all runs)")
+    p.add_argument("--metrics", default="bleu,meteor,rouge-l,cider-d,spice")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="applied to every run, e.g. decoder.hidden_size=256, train.lr=1e-3")
+    p.add_argument("--out", default="runs/compare", help="folder for the runs")
+    p.add_argument("--db", default=None, help="results database")
+    p.add_argument("--html", default=None, help="also write the leaderboard page here")
+    p.add_argument("--plot", default=None, help="also write the plot (PNG) here")
+    p.add_argument("--resamples", type=int, default=1000)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_compare)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from zoo.compare import CompareConfig, compare
+    from zoo.errors import ZooError
+
+    if args.steps is None and args.epochs is None:
+        raise ZooError("give the budget: --steps N or --epochs N (the same for every run)")
+    train = {"steps": args.steps} if args.steps is not None else {"epochs": args.epochs}
+    cfg = CompareConfig(
+        encoders=_csv(args.encoder), decoders=_csv(args.decoder), tokenizers=_csv(args.tokenizer),
+        data=args.data, data_root=str(Path(args.data_root).resolve()) if args.data_root else None,
+        seeds=[int(s) for s in _csv(args.seeds)], train=train, split=args.split, beam_size=args.beam,
+        max_len=args.max_len, metrics=tuple(_csv(args.metrics)), pretrained=args.pretrained,
+        encoder_kwargs={"freeze": True} if args.freeze else {}, overrides=list(args.overrides),
+    )
+    summaries = compare(cfg, args.out, db_path=args.db, progress=not args.no_progress)
+    show_leaderboard([s["record_id"] for s in summaries], args.db, resamples=args.resamples,
+                     html=args.html, plot=args.plot)
+    return 0
+
+
+def show_leaderboard(record_ids: list[int], db_path: str | None, resamples: int = 1000,
+                     html: str | None = None, plot: str | None = None) -> object:
+    """Print the leaderboard of exactly these rows (not older rows of the same database)."""
+    from zoo.checkpoint import atomic_write
+    from zoo.leaderboard import build_leaderboard
+    from zoo.results import ResultsDB
+
+    with ResultsDB(db_path) as db:
+        wanted = set(record_ids)
+        rows = [r for r in db.rows() if getattr(r, "id", None) in wanted]
+    lb = build_leaderboard(rows, resamples=resamples)
+    print(lb.to_table())
+    if plot:
+        lb.plot(plot)
+        print(f"plot: {plot}")
+    if html:
+        page = lb.to_html(lb.plot_png())
+        atomic_write(html, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
+        print(f"page: {html}")
+    return lb

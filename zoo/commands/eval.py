@@ -1,0 +1,110 @@
+"""``zoo eval``: decode a split with a checkpoint, score it with the official protocol, record the row."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from zoo.hookspecs import hookimpl
+
+
+@hookimpl
+def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "eval",
+        help="evaluate a checkpoint on a data set split (BLEU, METEOR, ROUGE-L, CIDEr-D, SPICE)",
+        description="Decode every image of a split, score with pycocoevalcap's protocol (PTB tokenizer), "
+        "write results_*.json (COCO format) and metrics_*.json, and add a row to the results database.",
+    )
+    p.add_argument("checkpoint", help="a .safetensors checkpoint, or a run folder (uses best.safetensors)")
+    p.add_argument("--data", default=None, help="data set name (default: the one the run trained on)")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="data.KEY=VALUE",
+                   help="data set options, e.g. data.annotations=PATH")
+    p.add_argument("--split", default="test")
+    p.add_argument("--beam", type=int, default=3, help="beam size (1 = greedy)")
+    p.add_argument("--max-len", type=int, default=20)
+    p.add_argument("--length-penalty", type=float, default=1.0)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers decoding images")
+    p.add_argument("--max-images", type=int, default=None)
+    p.add_argument("--metrics", default="bleu,meteor,rouge-l,cider-d,spice")
+    p.add_argument("--out", default=None, help="folder for results/metrics files (default: next to the checkpoint)")
+    p.add_argument("--skip-bad-images", action="store_true", help="count and skip images that cannot be decoded")
+    p.add_argument("--db", default=None, help="results database (default: $ZOO_RESULTS_DB or ~/.local/share/caption-zoo/results.sqlite)")
+    p.add_argument("--no-record", action="store_true", help="do not add this evaluation to the results database")
+    p.add_argument("--seed", type=int, default=None, help="the training seed, recorded with the row")
+    p.add_argument("--json", action="store_true", help="print the metrics JSON instead of the table")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+
+def resolve_checkpoint(path: str) -> tuple[Path, Path | None]:
+    """(checkpoint file, run folder or None)."""
+    from zoo.errors import ZooError
+
+    p = Path(path)
+    if p.is_dir():
+        for name in ("best.safetensors", "last.safetensors"):
+            if (p / name).exists():
+                return p / name, p
+        raise ZooError(f"{p} is a folder without best.safetensors or last.safetensors; is it a run folder?")
+    return p, (p.parent if (p.parent / "run.json").exists() else None)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from zoo import distributed as dist
+    from zoo.checkpoint import load, read_extra
+    from zoo.data import load_dataset
+    from zoo.evaluation import format_scores
+    from zoo.model_eval import evaluate_model, record
+    from zoo.runs import RunSpec
+
+    dist.init_from_env()
+    try:
+        ckpt, run_dir = resolve_checkpoint(args.checkpoint)
+        model = load(ckpt)
+        spec = RunSpec.from_file(run_dir / "run.json") if run_dir else None
+        data = args.data or (spec.data if spec else None)
+        if data is None:
+            from zoo.errors import ZooError
+
+            raise ZooError("say which data set to evaluate on: --data NAME (and --data-root)")
+        root = args.data_root or (spec.data_root if spec and data == spec.data else None)
+        options = dict(spec.data_options) if spec and data == spec.data else {}
+        if args.overrides:
+            options = RunSpec("x", "x", "x", data, data_options=options).with_overrides(args.overrides).data_options
+        dataset = load_dataset(data, root=root, split=args.split, **options)
+        metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
+        out = Path(args.out) if args.out else ckpt.parent / "eval"
+        ev = evaluate_model(
+            model, dataset, beam_size=args.beam, max_len=args.max_len, length_penalty=args.length_penalty,
+            batch_size=args.batch_size, num_workers=args.workers, metrics=metrics, out_dir=out,
+            skip_bad_images=args.skip_bad_images, progress=not args.no_progress, max_images=args.max_images,
+        )
+        if ev is None:
+            return 0
+        extra = read_extra(ckpt)
+        seed = args.seed if args.seed is not None else (spec.train.get("seed", 0) if spec else None)
+        if not args.no_record:
+            record(ev, model, args.db, checkpoint=ckpt, seed=seed,
+                   run_name=str(run_dir) if run_dir else None,
+                   train_images_per_s=extra.get("train_images_per_s") or _train_speed(run_dir))
+        if args.json:
+            print(json.dumps(ev.summary(), indent=1))
+        else:
+            print(f"{ckpt} on {ev.data}/{ev.split}: {ev.num_images} images, beam {args.beam}, max_len {args.max_len}")
+            print(format_scores(ev.metrics, ev.not_computed))
+            for note in ev.notes:
+                print(f"note: {note}")
+            print(f"results: {ev.results_path}\nmetrics: {ev.metrics_path}")
+    finally:
+        dist.cleanup()
+    return 0
+
+
+def _train_speed(run_dir: Path | None) -> float | None:
+    if run_dir is None or not (run_dir / "summary.json").exists():
+        return None
+    return json.loads((run_dir / "summary.json").read_text()).get("train_images_per_s")

@@ -1,0 +1,91 @@
+"""``zoo train``: train a recipe, or any encoder + decoder + tokenizer, on a data set."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from zoo.hookspecs import hookimpl
+
+
+@hookimpl
+def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a recipe or encoder+decoder+tokenizer",
+        description="Train a captioner. Either a recipe (`zoo list models`) or --encoder/--decoder/--tokenizer. "
+        "Writes run.json, log.jsonl, state.safetensors (resumable), best.safetensors and last.safetensors "
+        "into --out. Works under torchrun (DistributedDataParallel).",
+    )
+    p.add_argument("recipe", nargs="?", help="a recipe name from registry.yaml")
+    p.add_argument("--encoder", help="a timm backbone name (or another registered encoder)")
+    p.add_argument("--decoder", help="gru, gru-stacked, gru-attn, lstm, or a plugin's")
+    p.add_argument("--tokenizer", help="word or sentencepiece (or a plugin's)")
+    p.add_argument("--data", help="data set name (shapes, coco, coco-karpathy, folder, ...)")
+    p.add_argument("--data-root", help="folder of the data set (COCO root, image folder)")
+    p.add_argument("--train-split", default=None, help="split to train on (default train)")
+    p.add_argument("--val-split", default=None, help="split to validate on each epoch (default val; 'none' to skip)")
+    p.add_argument("--pretrained", nargs="?", const=True, default=None,
+                   help="ImageNet weights for the encoder (from a weight source), or a weights file")
+    p.add_argument("--freeze", action="store_true", help="freeze the encoder (features are cached on disk)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override an option: decoder.hidden_size=1024, train.epochs=30, data.max_images=500")
+    p.add_argument("--out", help="run folder (default runs/<recipe or parts>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run that stopped, from its last state")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+
+def spec_from_args(args: argparse.Namespace):
+    from zoo.errors import ZooError
+    from zoo.runs import RunSpec
+
+    if args.recipe:
+        spec = RunSpec.from_recipe(args.recipe)
+        for part in ("encoder", "decoder", "tokenizer", "data"):
+            if getattr(args, part):
+                setattr(spec, part, getattr(args, part))
+    else:
+        missing = [f"--{p}" for p in ("encoder", "decoder", "tokenizer") if not getattr(args, p)]
+        if missing:
+            raise ZooError(f"give a recipe name, or {', '.join(missing)} (see `zoo list models`)")
+        spec = RunSpec(encoder=args.encoder, decoder=args.decoder, tokenizer=args.tokenizer, data=args.data or "shapes")
+    if args.data_root:
+        spec.data_root = str(Path(args.data_root).resolve())
+    if args.train_split:
+        spec.train_split = args.train_split
+    if args.val_split:
+        spec.val_split = None if args.val_split.lower() == "none" else args.val_split
+    if args.pretrained is not None:
+        spec.pretrained = args.pretrained
+    if args.freeze:
+        spec.encoder_kwargs["freeze"] = True
+    return spec.with_overrides(args.overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from zoo import distributed as dist
+    from zoo.runs import RunSpec, execute
+
+    dist.init_from_env()
+    try:
+        if args.resume:
+            out = Path(args.resume)
+            spec = RunSpec.from_file(out / "run.json").with_overrides(args.overrides)
+            result = execute(spec, out, resume=True, progress=not args.no_progress)
+        else:
+            spec = spec_from_args(args)
+            out = Path(args.out or Path("runs") / (spec.recipe or spec.system.replace("+", "-")))
+            result = execute(spec, out, progress=not args.no_progress)
+        if dist.rank() == 0:
+            print(json.dumps({
+                "out": str(result.out_dir),
+                "steps": result.steps,
+                "final_loss": result.final_loss,
+                "best_val_cider_d": result.best_val_cider,
+                "train_images_per_s": result.train_images_per_s,
+            }))
+    finally:
+        dist.cleanup()
+    return 0

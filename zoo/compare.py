@@ -1,0 +1,107 @@
+"""``zoo compare``: train several architectures under one budget and rank them.
+
+Every combination of the listed encoders × decoders × tokenizers × seeds is trained with the same data,
+budget, schedule and seed list, evaluated on the same split with the same decoding settings, and recorded
+in the results database; the leaderboard is printed at the end. Each run has its own folder under
+``--out``; a run whose ``eval.json`` exists is finished and is not redone, a run with a saved training
+state is resumed, so an interrupted compare picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from zoo.checkpoint import atomic_write
+from zoo.runs import RunSpec
+
+
+@dataclass
+class CompareConfig:
+    encoders: list[str]
+    decoders: list[str]
+    tokenizers: list[str]
+    data: str = "shapes"
+    data_root: str | None = None
+    data_options: dict[str, Any] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    train: dict[str, Any] = field(default_factory=dict)
+    encoder_kwargs: dict[str, Any] = field(default_factory=dict)
+    decoder_kwargs: dict[str, Any] = field(default_factory=dict)  # shared by all decoders
+    tokenizer_kwargs: dict[str, Any] = field(default_factory=dict)
+    split: str = "test"
+    beam_size: int = 3
+    max_len: int = 20
+    metrics: tuple[str, ...] = ("bleu", "meteor", "rouge-l", "cider-d", "spice")
+    pretrained: bool | str = False
+    overrides: list[str] = field(default_factory=list)
+
+
+def run_name(encoder: str, decoder: str, tokenizer: str, seed: int) -> str:
+    return f"{encoder}-{decoder}-{tokenizer}-seed{seed}".replace("/", "_")
+
+
+def plan(cfg: CompareConfig) -> list[tuple[str, RunSpec]]:
+    runs = []
+    for enc, dec, tok, seed in itertools.product(cfg.encoders, cfg.decoders, cfg.tokenizers, cfg.seeds):
+        spec = RunSpec(
+            encoder=enc, decoder=dec, tokenizer=tok, data=cfg.data, data_root=cfg.data_root,
+            data_options=dict(cfg.data_options), encoder_kwargs=dict(cfg.encoder_kwargs),
+            decoder_kwargs=dict(cfg.decoder_kwargs), tokenizer_kwargs=dict(cfg.tokenizer_kwargs),
+            train={**cfg.train, "seed": seed}, pretrained=cfg.pretrained,
+        ).with_overrides(cfg.overrides)
+        runs.append((run_name(enc, dec, tok, seed), spec))
+    return runs
+
+
+def compare(
+    cfg: CompareConfig,
+    out_dir: str | Path,
+    db_path: str | Path | None = None,
+    progress: bool = True,
+    say: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """Train and evaluate every planned run (skipping finished ones); returns one summary per run."""
+    from zoo.checkpoint import load
+    from zoo.model_eval import evaluate_model, record
+    from zoo.runs import execute, load_split
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "compare.json", lambda tmp: Path(tmp).write_text(json.dumps(cfg.__dict__, indent=1, default=list)))
+    summaries = []
+    runs = plan(cfg)
+    for i, (name, spec) in enumerate(runs, 1):
+        run_dir = out / name
+        done = run_dir / "eval.json"
+        if done.exists():
+            say(f"[{i}/{len(runs)}] {name}: finished earlier, skipped")
+            summaries.append(json.loads(done.read_text()))
+            continue
+        resume = (run_dir / "state.safetensors").exists()
+        finished_training = (run_dir / "last.safetensors").exists()
+        say(f"[{i}/{len(runs)}] {name}: {'evaluating' if finished_training else 'resuming' if resume else 'training'}")
+        train_speed = None
+        if not finished_training:
+            result = execute(spec, run_dir, resume=resume, progress=progress)
+            train_speed = result.train_images_per_s
+        else:
+            summary = run_dir / "summary.json"
+            if summary.exists():
+                train_speed = json.loads(summary.read_text()).get("train_images_per_s")
+        ckpt = run_dir / "best.safetensors"
+        model = load(ckpt)
+        test_set = load_split(spec, cfg.split)
+        ev = evaluate_model(model, test_set, beam_size=cfg.beam_size, max_len=cfg.max_len, metrics=cfg.metrics,
+                            out_dir=run_dir / "eval", progress=progress)
+        assert ev is not None
+        rid = record(ev, model, db_path, checkpoint=ckpt, seed=spec.train.get("seed"), run_name=name, train_images_per_s=train_speed)
+        row = {"run": name, "system": spec.system, "seed": spec.train.get("seed"), "record_id": rid,
+               "metrics": ev.metrics, "not_computed": ev.not_computed,
+               "train_images_per_s": train_speed, "decode_images_per_s": ev.decode_images_per_s}
+        atomic_write(done, lambda tmp: Path(tmp).write_text(json.dumps(row, indent=1)))
+        summaries.append(row)
+    return summaries

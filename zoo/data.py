@@ -1,0 +1,296 @@
+"""Caption data sets: images with their raw human (or generated) captions, and loaders for them.
+
+Every data set, built-in or from a plugin, is a factory registered with ``registry.add_dataset(name,
+factory)`` that returns a ``CaptionDataset``: a list of ``Item`` (image id, raw captions, and either an
+image file or a function that renders the image). Captions stay raw here; tokenizers and the evaluation
+protocol (PTB tokenizer) normalise them, so the same references serve training and scoring.
+
+Images are decoded only when needed, by ``open_image``, which turns every way a file can be bad (missing,
+corrupt, a decompression bomb) into a ``DataError`` that names the file and says what to do. For batches,
+``ImageDataset`` wraps a ``CaptionDataset`` for a ``torch.utils.data.DataLoader`` so that decoding and the
+transform run in the loader's worker processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence, overload
+
+import PIL.Image
+import torch
+import torch.utils.data
+
+from zoo.errors import DataError, ZooError
+
+__all__ = [
+    "CaptionDataset",
+    "ImageDataset",
+    "Item",
+    "collate_skip_none",
+    "load_dataset",
+    "open_image",
+]
+
+log = logging.getLogger("zoo.data")
+
+ImageId = int | str
+
+
+# -- images -----------------------------------------------------------------------------------------------
+def open_image(path: str | Path) -> PIL.Image.Image:
+    """Decode ``path`` into an RGB image (transparency composited on white).
+
+    Raises ``DataError`` naming the file when it is missing, unreadable, not an image, truncated, or larger
+    than Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``). EXIF orientation is not
+    applied, as in the usual COCO pipelines, so features match theirs."""
+    path = Path(path)
+    try:
+        with PIL.Image.open(path) as im:
+            return _to_rgb(im)
+    except FileNotFoundError as exc:
+        raise DataError(
+            f"image file {path} does not exist. Check the data set root (--data-root) and images folder, "
+            f"or remove the entry from the captions file."
+        ) from exc
+    except PIL.Image.DecompressionBombError as exc:
+        raise DataError(_bomb_message(path, exc)) from exc
+    except IsADirectoryError as exc:
+        raise DataError(f"image path {path} is a folder, not an image file.") from exc
+    except PermissionError as exc:
+        raise DataError(f"image file {path} cannot be read: permission denied.") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        # UnidentifiedImageError (not an image) and "image file is truncated" are OSErrors; some plugins
+        # raise SyntaxError or ValueError on malformed headers.
+        raise DataError(
+            f"image file {path} cannot be decoded ({type(exc).__name__}: {exc}): it is corrupt, truncated or "
+            f"not an image. Replace or delete it, or load with skip_bad_images=True to skip such files."
+        ) from exc
+
+
+def _to_rgb(im: PIL.Image.Image) -> PIL.Image.Image:
+    has_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
+    if not has_alpha:
+        return im.convert("RGB")
+    rgba = im.convert("RGBA")
+    background = PIL.Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    background.alpha_composite(rgba)
+    return background.convert("RGB")
+
+
+def _bomb_message(path: Path, exc: BaseException) -> str:
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    pixels = f"{int(found.group(1)):,} pixels" if found else "more pixels than allowed"
+    limit = PIL.Image.MAX_IMAGE_PIXELS
+    shown = f"{limit:,}" if limit is not None else "None"
+    return (
+        f"image file {path} has {pixels}, over twice Pillow's decompression-bomb limit "
+        f"PIL.Image.MAX_IMAGE_PIXELS = {shown} (a guard against files that expand to gigabytes). If you "
+        f"trust this file, raise the limit deliberately before loading, e.g. "
+        f"`import PIL.Image; PIL.Image.MAX_IMAGE_PIXELS = 400_000_000` (None disables the check), "
+        f"or remove the file from the data set."
+    )
+
+
+# -- items and data sets ----------------------------------------------------------------------------------
+@dataclass
+class Item:
+    """One image and its raw captions. The image is a file (``path``) or generated on demand (``render``,
+    a picklable callable, so DataLoader workers can render too)."""
+
+    image_id: ImageId
+    captions: list[str]
+    path: Path | None = None
+    render: Callable[[], PIL.Image.Image] | None = None
+
+    def load_image(self) -> PIL.Image.Image:
+        """The image as RGB; ``DataError`` naming the file if it cannot be decoded."""
+        if self.render is not None:
+            return _to_rgb(self.render())
+        if self.path is not None:
+            return open_image(self.path)
+        raise DataError(f"image {self.image_id!r} has neither a file path nor a render function")
+
+
+class CaptionDataset(Sequence[Item]):
+    """A named split of a data set: items in a fixed order, plus where they came from.
+
+    ``info`` describes how the items were made (generator seed and image size, annotation file name, ...);
+    it is part of the ``fingerprint``, so put there what changes the content but is not visible in the
+    items, and no machine-specific paths."""
+
+    def __init__(
+        self,
+        name: str,
+        split: str,
+        items: list[Item],
+        root: str | Path | None = None,
+        info: dict[str, Any] | None = None,
+    ) -> None:
+        self.name = name
+        self.split = split
+        self.root = Path(root) if root is not None else None
+        self.info: dict[str, Any] = dict(info or {})
+        self._items = list(items)
+        seen: set[tuple[type, ImageId]] = set()
+        for item in self._items:
+            key = (type(item.image_id), item.image_id)
+            if key in seen:
+                raise DataError(
+                    f"data set {name!r} split {split!r}: image id {item.image_id!r} appears twice; "
+                    f"image ids must be unique (merge its captions into one item)."
+                )
+            seen.add(key)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @overload
+    def __getitem__(self, index: int) -> Item: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> "CaptionDataset": ...
+
+    def __getitem__(self, index: int | slice) -> "Item | CaptionDataset":
+        """An item; a slice gives a smaller ``CaptionDataset`` (with its own fingerprint)."""
+        if isinstance(index, slice):
+            return CaptionDataset(self.name, self.split, self._items[index], self.root, self.info)
+        return self._items[index]
+
+    def __iter__(self) -> Iterator[Item]:
+        return iter(self._items)
+
+    def __repr__(self) -> str:
+        return f"CaptionDataset({self.name!r}, split={self.split!r}, images={len(self)}, root={self.root})"
+
+    def references(self) -> dict[ImageId, list[str]]:
+        """Image id → raw captions, as the evaluation protocol wants them."""
+        return {item.image_id: list(item.captions) for item in self._items}
+
+    def captions(self) -> list[str]:
+        """Every raw caption in item order (tokenizer training)."""
+        return [c for item in self._items for c in item.captions]
+
+    def fingerprint(self) -> str:
+        """sha256 over name, split, info, and every item's id, path and captions: the feature-cache key.
+
+        Paths are taken relative to ``root`` when they lie under it, so moving or re-mounting the data
+        set keeps the fingerprint; image bytes are not read (replacing a file in place is not detected)."""
+        h = hashlib.sha256()
+        head = {"name": self.name, "split": self.split, "info": self.info}
+        h.update(json.dumps(head, sort_keys=True, default=str).encode())
+        for item in self._items:
+            row = [item.image_id, self._relative(item.path), item.captions]
+            h.update(b"\n")
+            h.update(json.dumps(row, ensure_ascii=False).encode())
+        return h.hexdigest()
+
+    def _relative(self, path: Path | None) -> str | None:
+        if path is None:
+            return None
+        if self.root is not None:
+            try:
+                return path.relative_to(self.root).as_posix()
+            except ValueError:
+                pass
+        return path.as_posix()
+
+
+# -- batches ----------------------------------------------------------------------------------------------
+class ImageDataset(torch.utils.data.Dataset):
+    """``(index, transform(image))`` for each item of a ``CaptionDataset``, for a DataLoader.
+
+    Decoding and the transform happen in ``__getitem__``, hence in the loader's worker processes. With
+    ``skip_bad_images`` a file that cannot be decoded gives ``(index, None)`` instead of an error; it is
+    logged and counted in ``bad_images`` (shared with the workers), and ``collate_skip_none`` drops it from
+    the batch, so a long feature-extraction run is not lost to one broken JPEG."""
+
+    def __init__(
+        self,
+        dataset: CaptionDataset,
+        transform: Callable[[PIL.Image.Image], Any],
+        skip_bad_images: bool = False,
+    ) -> None:
+        self.dataset = dataset
+        self.transform = transform
+        self.skip_bad_images = skip_bad_images
+        # created here, before any worker starts, so that forked or spawned workers share it
+        self._bad = multiprocessing.Value("q", 0)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[int, Any]:
+        item = self.dataset[index]
+        try:
+            image = item.load_image()
+        except ZooError as exc:
+            if not self.skip_bad_images:
+                raise
+            with self._bad.get_lock():
+                self._bad.value += 1
+            log.warning("skipping image %r: %s", item.image_id, exc)
+            return index, None
+        return index, self.transform(image)
+
+    @property
+    def bad_images(self) -> int:
+        """How many images were skipped so far, across all workers."""
+        return int(self._bad.value)
+
+
+def collate_skip_none(batch: list[tuple[int, Any]]) -> tuple[torch.Tensor, Any]:
+    """Collate ``(index, image)`` pairs, dropping skipped images: ``(indices, images)``.
+
+    ``indices`` (int64) says which items the rows of ``images`` are; when every image of the batch was
+    bad, ``indices`` is empty and ``images`` is None."""
+    kept = [(i, x) for i, x in batch if x is not None]
+    if not kept:
+        return torch.empty(0, dtype=torch.long), None
+    indices = torch.tensor([i for i, _ in kept], dtype=torch.long)
+    images = torch.utils.data.default_collate([x for _, x in kept])
+    return indices, images
+
+
+# -- by name ----------------------------------------------------------------------------------------------
+def load_dataset(name: str, root: str | Path | None = None, split: str = "train", **options: Any) -> CaptionDataset:
+    """Build the data set registered as ``name`` (``zoo list datasets``) for ``split``.
+
+    ``options`` go to its factory; an option the factory does not take is reported with the ones it does
+    (``zoo info <name>`` lists them too)."""
+    from zoo.manager import get_registry
+
+    registry = get_registry()
+    entry = registry.get("dataset", name)
+    accepted = entry.options()
+    takes_any = _takes_var_keyword(entry.factory)
+    unknown = sorted(k for k in options if k not in accepted)
+    if unknown and not takes_any:
+        allowed = ", ".join(k for k in accepted if k not in ("root", "split")) or "none"
+        raise DataError(
+            f"data set {entry.name!r} has no option {unknown[0]!r}; its options are: {allowed} "
+            f"(see `zoo info {entry.name}`)."
+        )
+    dataset = registry.create("dataset", name, root=root, split=split, **options)
+    if not isinstance(dataset, CaptionDataset):
+        raise DataError(
+            f"data set {entry.name!r} (plugin {entry.plugin!r}) returned {type(dataset).__name__}, not a "
+            f"zoo.data.CaptionDataset; fix the plugin's factory."
+        )
+    return dataset
+
+
+def _takes_var_keyword(factory: Callable[..., Any]) -> bool:
+    import inspect
+
+    target = factory.__init__ if inspect.isclass(factory) else factory  # type: ignore[misc]
+    try:
+        params = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(p.kind is p.VAR_KEYWORD for p in params)

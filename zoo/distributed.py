@@ -1,0 +1,72 @@
+"""Several processes with ``torchrun``: thin helpers over ``torch.distributed`` (an existing engine, not
+our own). Training wraps the model in DistributedDataParallel; evaluation shards the images, gathers the
+captions on every rank and scores once. Without ``torchrun`` every helper is a no-op for one process."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+import torch.distributed as tdist
+
+
+def is_distributed() -> bool:
+    return tdist.is_available() and tdist.is_initialized()
+
+
+def init_from_env() -> bool:
+    """Join the process group that ``torchrun`` describes in the environment (WORLD_SIZE > 1)."""
+    if is_distributed():
+        return True
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    tdist.init_process_group(backend=backend)
+    return True
+
+
+def rank() -> int:
+    return tdist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    return tdist.get_world_size() if is_distributed() else 1
+
+
+def barrier() -> None:
+    if is_distributed():
+        tdist.barrier()
+
+
+def local_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DDP(model, device_ids=ids)
+
+
+def all_gather_object(obj: Any) -> list[Any]:
+    if not is_distributed():
+        return [obj]
+    out: list[Any] = [None] * world_size()
+    tdist.all_gather_object(out, obj)
+    return out
+
+
+def shard(indices: list[int]) -> list[int]:
+    """This rank's strided share of ``indices``."""
+    return indices[rank() :: world_size()]
+
+
+def cleanup() -> None:
+    if is_distributed():
+        tdist.destroy_process_group()

@@ -1,0 +1,631 @@
+"""The leaderboard: rank evaluations from the results database and say which differences are real.
+
+Rows are comparable only on the same data set, split and reference captions (CIDEr-D's document
+frequencies come from the references being scored), so ``build_leaderboard`` refuses a mix instead of
+ranking apples against oranges. Rows of one *system* (same config hash and decoding settings) are seeds:
+their scores are shown as mean ± std. Every system gets a 95% paired-bootstrap interval over images for its
+CIDEr-D difference to the leader (``zoo.stats``); a row whose interval contains 0 is marked ≈ (not
+significantly different from the leader). Scores are stored on pycocoevalcap's 0–1 scale and shown ×100.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from zoo.errors import ZooError
+from zoo.results import EvalRecord
+from zoo.stats import align, average_per_image, is_significant, mean_std, paired_bootstrap
+
+STANDARD_METRICS = ("CIDEr-D", "BLEU-4", "METEOR", "ROUGE-L", "SPICE")
+PER_IMAGE_METRIC = "CIDEr-D"  # the only metric with per-image scores in the database
+MIN_RESAMPLES = 1000
+CONFIDENCE = 0.95
+GROUP_BY = ("system", "run")
+NOT_SIGNIFICANT = "≈"
+_ALIASES = {"cider": "ciderd", "rouge": "rougel", "bleu": "bleu4"}
+
+
+class LeaderboardError(ZooError):
+    """Rows that cannot be ranked together, an unknown metric, too few resamples."""
+
+
+def _norm(name: str) -> str:
+    key = "".join(ch for ch in name.lower() if ch.isalnum())
+    return _ALIASES.get(key, key)
+
+
+def resolve_metric(name: str, rows: Sequence[EvalRecord]) -> str:
+    """The recorded metric key ``name`` refers to ("cider", "CIDEr-D", "bleu_4" …), or an error listing
+    the metrics the rows have."""
+    available = sorted({k for r in rows for k in r.metrics})
+    for key in available:
+        if _norm(key) == _norm(name):
+            return key
+    raise LeaderboardError(f"no row has metric {name!r}; recorded metrics: {', '.join(available)}. Pass --metric with one of them.")
+
+
+@dataclass
+class BoardRow:
+    """One line of the leaderboard: a system (its seeds aggregated) or a single run. Scores 0–1 scale."""
+
+    name: str
+    runs: list[EvalRecord]
+    metrics: dict[str, float]
+    metrics_std: dict[str, float]
+    per_image: dict[str, float]
+    rank: int | None = None
+    delta: tuple[float, float, float] | None = None  # (row − leader, lo, hi) on the ranking metric
+    significant: bool | None = None  # None: the leader, or no interval could be computed
+
+    @property
+    def first(self) -> EvalRecord:
+        return self.runs[0]
+
+    @property
+    def seeds(self) -> int:
+        return len(self.runs)
+
+    @property
+    def params(self) -> int:
+        return self.first.params_encoder + self.first.params_decoder
+
+    @property
+    def num_images(self) -> int:
+        return self.first.num_images
+
+    def _mean_of(self, attr: str) -> float | None:
+        values = [getattr(r, attr) for r in self.runs if getattr(r, attr) is not None]
+        return sum(values) / len(values) if values else None
+
+    @property
+    def train_images_per_s(self) -> float | None:
+        return self._mean_of("train_images_per_s")
+
+    @property
+    def decode_images_per_s(self) -> float | None:
+        return self._mean_of("decode_images_per_s")
+
+
+# -- building ----------------------------------------------------------------------------------------------
+def _refuse_mixed(rows: Sequence[EvalRecord]) -> None:
+    groups: dict[tuple[str, str, str], int] = defaultdict(int)
+    for r in rows:
+        groups[(r.data, r.split, r.references_hash)] += 1
+    if len(groups) <= 1:
+        return
+    lines = [f"  data={d} split={s} references={h[:12]} ({n} rows)" for (d, s, h), n in sorted(groups.items())]
+    pairs = {(d, s) for d, s, _ in groups}
+    hint = (
+        "Pass --data and --split to choose one."
+        if len(pairs) > 1
+        else "The same data set and split were scored against different reference captions (another annotation "
+        "file or image subset); pass --references with one hash prefix."
+    )
+    raise LeaderboardError(
+        "refusing to rank rows from different data sets, splits or reference sets together; scores are only "
+        "comparable on the same references. Groups found:\n" + "\n".join(lines) + "\n" + hint
+    )
+
+
+def _decoding_key(r: EvalRecord) -> str:
+    return json.dumps(r.decoding, sort_keys=True)
+
+
+def _dedupe_seeds(runs: list[EvalRecord]) -> tuple[list[EvalRecord], int]:
+    """One run per seed: re-evaluating a checkpoint must not count as another seed (it would shrink the
+    std). The latest evaluation of a seed wins; unseeded runs are told apart by checkpoint sha256."""
+    latest: dict[Any, int] = {}
+    for i, r in enumerate(runs):
+        key: Any = ("seed", r.seed) if r.seed is not None else ("ckpt", r.checkpoint_sha256 or i)
+        latest[key] = i  # runs are in insertion order, so later ones replace earlier
+    kept = [runs[i] for i in sorted(latest.values())]
+    return kept, len(runs) - len(kept)
+
+
+def _disambiguate(groups: list[list[EvalRecord]]) -> list[str]:
+    """Display names: the system name, plus what tells apart groups sharing it (config hash, decoding)."""
+    by_name: dict[str, list[int]] = defaultdict(list)
+    for i, runs in enumerate(groups):
+        by_name[runs[0].system].append(i)
+    names = [runs[0].system for runs in groups]
+    for name, idx in by_name.items():
+        if len(idx) < 2:
+            continue
+        hashes = {groups[i][0].config_hash for i in idx}
+        decodings = [groups[i][0].decoding for i in idx]
+        varying = sorted({k for d in decodings for k in d if len({json.dumps(x.get(k)) for x in decodings}) > 1})
+        for i in idx:
+            first = groups[i][0]
+            parts = [f"#{first.config_hash[:7]}"] if len(hashes) > 1 else []
+            parts += [f"{k}={first.decoding.get(k)}" for k in varying]
+            names[i] = f"{name} ({', '.join(parts)})" if parts else name
+    return names
+
+
+def _run_names(rows: Sequence[EvalRecord]) -> list[str]:
+    names = [r.run_name or (f"{r.system} seed={r.seed}" if r.seed is not None else r.system) for r in rows]
+    counts: dict[str, int] = defaultdict(int)
+    for n in names:
+        counts[n] += 1
+    return [f"{n} #{r.id}" if counts[n] > 1 and r.id is not None else n for n, r in zip(names, rows)]
+
+
+def _summarise(name: str, runs: list[EvalRecord]) -> BoardRow:
+    keys = sorted({k for r in runs for k in r.metrics})
+    metrics, stds = {}, {}
+    for k in keys:
+        values = [r.metrics[k] for r in runs if k in r.metrics]
+        metrics[k], stds[k] = mean_std(values)
+    per_image = average_per_image([r.per_image_cider for r in runs if r.per_image_cider])
+    return BoardRow(name=name, runs=runs, metrics=metrics, metrics_std=stds, per_image=per_image)
+
+
+def build_leaderboard(
+    rows: Iterable[EvalRecord],
+    metric: str = "CIDEr-D",
+    resamples: int = 1000,
+    group_by: str = "system",
+    seed: int = 0,
+) -> "Leaderboard":
+    """Group ``rows`` into systems (or keep single runs with ``group_by='run'``), rank by ``metric`` and
+    compute each row's 95% paired-bootstrap interval for its difference to the leader."""
+    rows = list(rows)
+    if not rows:
+        raise LeaderboardError("no results to rank: the database has no matching rows. Run `zoo eval` first, or check --data/--split.")
+    if group_by not in GROUP_BY:
+        raise LeaderboardError(f"--group-by must be one of {', '.join(GROUP_BY)}, got {group_by!r}")
+    if resamples < MIN_RESAMPLES:
+        raise LeaderboardError(f"--resamples must be at least {MIN_RESAMPLES} for a stable 95% interval, got {resamples}")
+    _refuse_mixed(rows)
+    metric = resolve_metric(metric, rows)
+    notes: list[str] = []
+
+    if group_by == "run":
+        board = [_summarise(n, [r]) for n, r in zip(_run_names(rows), rows)]
+    else:
+        grouped: dict[tuple[str, str], list[EvalRecord]] = defaultdict(list)
+        for r in rows:
+            grouped[(r.config_hash, _decoding_key(r))].append(r)
+        groups = []
+        for runs in grouped.values():
+            kept, dropped = _dedupe_seeds(runs)
+            if dropped:
+                notes.append(
+                    f"{runs[0].system}: {dropped} earlier evaluation(s) of the same seed ignored "
+                    f"(--group-by run shows every run)"
+                )
+            groups.append(kept)
+        board = [_summarise(n, g) for n, g in zip(_disambiguate(groups), groups)]
+
+    ranked = sorted((b for b in board if metric in b.metrics), key=lambda b: (-b.metrics[metric], b.name))
+    unranked = sorted((b for b in board if metric not in b.metrics), key=lambda b: b.name)
+    if unranked:
+        notes.append(f"not ranked (no {metric} recorded): {', '.join(b.name for b in unranked)}")
+    for i, b in enumerate(ranked, 1):
+        b.rank = i
+    lb = Leaderboard(
+        rows=ranked + unranked,
+        metric=metric,
+        data=rows[0].data,
+        split=rows[0].split,
+        references_hash=rows[0].references_hash,
+        resamples=resamples,
+        group_by=group_by,
+        notes=notes,
+    )
+    _compare_to_leader(lb, seed)
+    return lb
+
+
+def _compare_to_leader(lb: Leaderboard, seed: int) -> None:
+    ranked = [b for b in lb.rows if b.rank is not None]
+    if not ranked:
+        return
+    leader = ranked[0]
+    bootstrap = lb.metric == PER_IMAGE_METRIC
+    if not bootstrap and len(ranked) > 1:
+        lb.notes.append(
+            f"Δ for {lb.metric} is a plain difference without interval: per-image scores (needed for the "
+            f"bootstrap) are recorded for {PER_IMAGE_METRIC} only"
+        )
+    missing = []
+    for b in ranked[1:]:
+        if bootstrap and len(leader.per_image) >= 2 and len(b.per_image) >= 2:
+            ours, theirs, ids = align(b.per_image, leader.per_image)
+            if len(ids) >= 2:
+                mean, lo, hi = paired_bootstrap(ours, theirs, resamples=lb.resamples, seed=seed, alpha=1 - CONFIDENCE)
+                b.delta = (mean, lo, hi)
+                b.significant = is_significant(lo, hi)
+                if len(ids) < max(len(b.per_image), len(leader.per_image)):
+                    lb.notes.append(f"{b.name}: compared with the leader on the {len(ids)} images both scored")
+                continue
+        diff = b.metrics[lb.metric] - leader.metrics[lb.metric]
+        b.delta = (diff, float("nan"), float("nan"))
+        if bootstrap:
+            missing.append(b.name)
+    if bootstrap and missing:
+        lb.notes.append(f"no per-image CIDEr-D recorded, so no interval for: {', '.join(missing)}")
+
+
+# -- formatting helpers ------------------------------------------------------------------------------------
+def _x100(v: float | None, digits: int = 1) -> str:
+    return "—" if v is None else f"{v * 100:.{digits}f}"
+
+
+def _speed(v: float | None) -> str:
+    if v is None:
+        return "—"
+    return f"{v:.0f}" if v >= 100 else f"{v:.1f}"
+
+
+def _has_interval(b: BoardRow) -> bool:
+    return b.delta is not None and b.delta[1] == b.delta[1]  # NaN marks "no interval"
+
+
+def _delta_text(b: BoardRow) -> str:
+    if b.rank == 1 or b.delta is None:
+        return "—"
+    mean, lo, hi = b.delta
+    if not _has_interval(b):
+        return f"{mean * 100:+.1f}"
+    text = f"{mean * 100:+.1f} [{lo * 100:+.1f}, {hi * 100:+.1f}]"
+    return f"{text} {NOT_SIGNIFICANT}" if b.significant is False else text
+
+
+@dataclass
+class _Column:
+    header: str
+    text: Callable[[BoardRow], str]
+    value: Callable[[BoardRow], Any]  # for sorting the HTML table; None sorts last
+    numeric: bool = True
+
+
+@dataclass
+class Leaderboard:
+    """A ranked board for one (data set, split, reference set); render with ``to_*`` or ``plot``."""
+
+    rows: list[BoardRow]
+    metric: str
+    data: str
+    split: str
+    references_hash: str
+    resamples: int
+    group_by: str = "system"
+    notes: list[str] = field(default_factory=list)
+
+    # -- shape ---------------------------------------------------------------------------------------------
+    @property
+    def metric_columns(self) -> list[str]:
+        """The ranking metric first, then the standard metrics any row has."""
+        present = {k for b in self.rows for k in b.metrics}
+        return [self.metric] + [m for m in STANDARD_METRICS if m in present and m != self.metric]
+
+    @property
+    def leader(self) -> BoardRow | None:
+        return self.rows[0] if self.rows and self.rows[0].rank == 1 else None
+
+    def _columns(self) -> list[_Column]:
+        m = self.metric
+
+        def main(b: BoardRow) -> str:
+            if m not in b.metrics:
+                return "—"
+            text = _x100(b.metrics[m])
+            return f"{text} ± {_x100(b.metrics_std[m])}" if b.seeds > 1 else text
+
+        cols = [
+            _Column("rank", lambda b: str(b.rank) if b.rank else "—", lambda b: b.rank),
+            _Column("system", lambda b: b.name, lambda b: b.name, numeric=False),
+            _Column(f"{m} ×100", main, lambda b: b.metrics.get(m)),
+            _Column(
+                f"Δ to leader [{CONFIDENCE:.0%} CI]",
+                _delta_text,
+                lambda b: b.delta[0] if b.delta else (0.0 if b.rank == 1 else None),
+            ),
+        ]
+        for k in self.metric_columns[1:]:
+            cols.append(_Column(k, lambda b, k=k: _x100(b.metrics.get(k)), lambda b, k=k: b.metrics.get(k)))
+        cols += [
+            _Column("params (M)", lambda b: f"{b.params / 1e6:.1f}" if b.params else "—", lambda b: b.params or None),
+            _Column("train img/s", lambda b: _speed(b.train_images_per_s), lambda b: b.train_images_per_s),
+            _Column("decode img/s", lambda b: _speed(b.decode_images_per_s), lambda b: b.decode_images_per_s),
+            _Column("seeds", lambda b: str(b.seeds), lambda b: b.seeds),
+            _Column("images", lambda b: str(b.num_images), lambda b: b.num_images),
+        ]
+        return cols
+
+    def title(self) -> str:
+        return (
+            f"data={self.data} split={self.split} references={self.references_hash[:12]} "
+            f"({self.rows[0].num_images if self.rows else 0} images), ranked by {self.metric}"
+        )
+
+    def legend(self) -> list[str]:
+        lines = [
+            "Scores ×100 (pycocoevalcap computes 0–1; CIDEr-D 0–10). ± is the std over seeds.",
+            f"Δ: difference to the leader ×100 with a {CONFIDENCE:.0%} paired-bootstrap interval over images "
+            f"({self.resamples} resamples); {NOT_SIGNIFICANT} = not significantly different from the leader.",
+        ]
+        return lines + [f"Note: {n}" for n in self.notes]
+
+    # -- text exports --------------------------------------------------------------------------------------
+    def to_table(self) -> str:
+        """A plain-text table for the terminal."""
+        cols = self._columns()
+        cells = [[c.header for c in cols]] + [[c.text(b) for c in cols] for b in self.rows]
+        widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
+
+        def line(row: list[str]) -> str:
+            return "  ".join(
+                (v.rjust(w) if c.numeric else v.ljust(w)) for v, w, c in zip(row, widths, cols)
+            ).rstrip()
+
+        out = [self.title(), line(cells[0]), "  ".join("-" * w for w in widths)]
+        out += [line(r) for r in cells[1:]]
+        return "\n".join(out + [""] + self.legend()) + "\n"
+
+    def to_markdown(self) -> str:
+        cols = self._columns()
+
+        def esc(v: str) -> str:
+            return v.replace("|", "\\|")
+
+        out = [f"**Leaderboard** — {esc(self.title())}", ""]
+        out.append("| " + " | ".join(esc(c.header) for c in cols) + " |")
+        out.append("|" + "|".join("---:" if c.numeric else ":---" for c in cols) + "|")
+        for b in self.rows:
+            out.append("| " + " | ".join(esc(c.text(b)) for c in cols) + " |")
+        out.append("")
+        out += [f"{esc(line)}  " for line in self.legend()]
+        return "\n".join(out) + "\n"
+
+    def records(self) -> list[dict[str, Any]]:
+        """One JSON-ready dict per row: scores ×100 under ``*_x100`` keys, full precision, plus what
+        identifies the system and its runs (config hash, decoding, checkpoints, versions)."""
+        out = []
+        for b in self.rows:
+            first = b.first
+            delta = None
+            if b.delta is not None:
+                delta = {"mean": b.delta[0] * 100}
+                if _has_interval(b):
+                    delta.update(lo=b.delta[1] * 100, hi=b.delta[2] * 100)
+            out.append(
+                {
+                    "rank": b.rank,
+                    "system": b.name,
+                    "encoder": {"name": first.encoder, "options": first.encoder_options},
+                    "decoder": {"name": first.decoder, "options": first.decoder_options},
+                    "tokenizer": {"name": first.tokenizer, "options": first.tokenizer_options},
+                    "config_hash": first.config_hash,
+                    "decoding": first.decoding,
+                    "seeds": b.seeds,
+                    "num_images": b.num_images,
+                    "metrics_x100": {k: v * 100 for k, v in b.metrics.items()},
+                    "metrics_std_x100": {k: v * 100 for k, v in b.metrics_std.items()},
+                    "delta_x100": delta,
+                    "significant": b.significant,
+                    "params_encoder": first.params_encoder,
+                    "params_decoder": first.params_decoder,
+                    "train_images_per_s": b.train_images_per_s,
+                    "decode_images_per_s": b.decode_images_per_s,
+                    "runs": [
+                        {
+                            "id": r.id,
+                            "run_name": r.run_name,
+                            "seed": r.seed,
+                            "created_at": r.created_at,
+                            "metrics": r.metrics,
+                            "checkpoint_path": r.checkpoint_path,
+                            "checkpoint_sha256": r.checkpoint_sha256,
+                            "git_commit": r.git_commit,
+                            "versions": r.versions,
+                            "device": r.device,
+                        }
+                        for r in b.runs
+                    ],
+                }
+            )
+        return out
+
+    def to_json(self) -> str:
+        doc = {
+            "format": "caption-zoo-leaderboard/1",
+            "data": self.data,
+            "split": self.split,
+            "references_hash": self.references_hash,
+            "metric": self.metric,
+            "scale": "x100 (pycocoevalcap scores multiplied by 100)",
+            "confidence": CONFIDENCE,
+            "resamples": self.resamples,
+            "group_by": self.group_by,
+            "notes": self.notes,
+            "rows": self.records(),
+        }
+        return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+
+    def to_csv(self) -> str:
+        metrics = self.metric_columns
+        header = ["rank", "system", "seeds", "images"]
+        header += [f"{m}_x100" for m in metrics] + [f"{self.metric}_std_x100"]
+        header += ["delta_x100", "delta_lo_x100", "delta_hi_x100", "significant"]
+        header += ["params_encoder", "params_decoder", "train_images_per_s", "decode_images_per_s", "config_hash"]
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(header)
+        for b, rec in zip(self.rows, self.records()):
+            delta = rec["delta_x100"] or {}
+            w.writerow(
+                [b.rank or "", b.name, b.seeds, b.num_images]
+                + [_blank(rec["metrics_x100"].get(m)) for m in metrics]
+                + [_blank(rec["metrics_std_x100"].get(self.metric))]
+                + [_blank(delta.get("mean")), _blank(delta.get("lo")), _blank(delta.get("hi"))]
+                + ["" if b.significant is None else str(b.significant).lower()]
+                + [rec["params_encoder"], rec["params_decoder"]]
+                + [_blank(b.train_images_per_s), _blank(b.decode_images_per_s), rec["config_hash"]]
+            )
+        return buf.getvalue()
+
+    # -- plot and HTML -------------------------------------------------------------------------------------
+    def plot_png(self, dpi: int = 120) -> bytes:
+        buf = io.BytesIO()
+        self._figure().savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
+        return buf.getvalue()
+
+    def plot(self, path: str | Path) -> Path:
+        """Save the two-panel plot (score vs parameters, score vs decoding speed); format from the suffix."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._figure().savefig(path, dpi=150)
+        except ValueError as exc:  # matplotlib: unknown format
+            raise LeaderboardError(f"cannot write plot {path}: {exc}. Use a .png, .svg or .pdf file name.") from exc
+        return path
+
+    def _figure(self) -> Any:
+        """A matplotlib Figure on the Agg canvas, made without pyplot, so no global backend is changed
+        and a notebook user's interactive backend is left alone."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(11, 4.6), layout="constrained")
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(1, 2, sharey=True)
+        ranked = [b for b in self.rows if b.rank is not None]
+        panels = (
+            ("parameters (M)", lambda b: b.params / 1e6 if b.params else None),
+            ("decoding speed (images/s)", lambda b: b.decode_images_per_s),
+        )
+        for ax, (xlabel, getx) in zip(axes, panels):
+            pts = [(getx(b), b) for b in ranked if getx(b) is not None]
+            for x, b in pts:
+                y = b.metrics[self.metric] * 100
+                err = b.metrics_std[self.metric] * 100 if b.seeds > 1 else None
+                leader = b.rank == 1
+                hollow = b.significant is False
+                ax.errorbar(
+                    x, y, yerr=err, fmt="*" if leader else "o", markersize=12 if leader else 7,
+                    color="C3" if leader else "C0", mfc="white" if hollow else None, capsize=3,
+                )
+                ax.annotate(b.name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+            xs = [x for x, _ in pts]
+            if xs and min(xs) > 0 and max(xs) / min(xs) > 20:
+                ax.set_xscale("log")
+            if not pts:
+                ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes)
+            ax.margins(x=0.25, y=0.12)  # room for the labels right of the points
+            ax.set_xlabel(xlabel)
+            ax.grid(alpha=0.3)
+        axes[0].set_ylabel(f"{self.metric} ×100")
+        fig.suptitle(
+            f"{self.data} / {self.split}: {self.metric} ×100 (★ leader, hollow ≈ not significantly different)",
+            fontsize=10,
+        )
+        return fig
+
+    def to_html(self, plot_png: bytes | None = None) -> str:
+        """One self-contained page: inline CSS, a table sortable by clicking its headers (inline JS), and
+        the plot embedded as a data URI. No external URL, so it works offline and as an attachment."""
+        cols = self._columns()
+        e = html.escape
+        head = "".join(
+            f'<th class="{"num" if c.numeric else "txt"}" title="click to sort">{e(c.header)}</th>' for c in cols
+        )
+        body = []
+        for b in self.rows:
+            cls = ' class="ns"' if b.significant is False else (' class="lead"' if b.rank == 1 else "")
+            tds = "".join(
+                f'<td class="{"num" if c.numeric else "txt"}" data-v="{e(_sort_value(c.value(b)))}">{e(c.text(b))}</td>'
+                for c in cols
+            )
+            body.append(f"<tr{cls}>{tds}</tr>")
+        img = ""
+        if plot_png:
+            data = base64.b64encode(plot_png).decode("ascii")
+            img = f'<figure><img alt="{e(self.metric)} vs parameters and decoding speed" src="data:image/png;base64,{data}"></figure>'
+        legend = "".join(f"<p>{e(line)}</p>" for line in self.legend())
+        return _HTML.format(
+            title=e(f"Caption Zoo leaderboard — {self.data} / {self.split}"),
+            subtitle=e(self.title()),
+            head=head,
+            body="\n".join(body),
+            legend=legend,
+            img=img,
+            css=_CSS,
+            js=_JS,
+        )
+
+
+def _blank(v: Any) -> Any:
+    return "" if v is None else v
+
+
+def _sort_value(v: Any) -> str:
+    if v is None:
+        return ""
+    return repr(float(v)) if isinstance(v, (int, float)) else str(v)
+
+
+_CSS = """
+body { font: 14px/1.4 system-ui, sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; }
+th, td { padding: 4px 10px; border-bottom: 1px solid #ddd; white-space: nowrap; }
+th { cursor: pointer; background: #f4f4f4; user-select: none; }
+th.asc::after { content: " \\25B2"; } th.desc::after { content: " \\25BC"; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+tr.lead td { font-weight: 600; }
+tr.ns td { color: #555; background: #fafaf0; }
+figure img { max-width: 100%; }
+.legend p { margin: 0.2em 0; color: #444; font-size: 13px; }
+"""
+
+_JS = """
+document.querySelectorAll("table.board th").forEach(function (th, col) {
+  th.addEventListener("click", function () {
+    var table = th.closest("table"), body = table.tBodies[0];
+    var asc = !th.classList.contains("asc");
+    table.querySelectorAll("th").forEach(function (h) { h.classList.remove("asc", "desc"); });
+    th.classList.add(asc ? "asc" : "desc");
+    var rows = Array.prototype.slice.call(body.rows);
+    rows.sort(function (a, b) {
+      var x = a.cells[col].dataset.v, y = b.cells[col].dataset.v;
+      if (x === "" || y === "") { return (x === "") - (y === ""); }  /* missing values last */
+      var nx = parseFloat(x), ny = parseFloat(y);
+      var c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
+      return asc ? c : -c;
+    });
+    rows.forEach(function (r) { body.appendChild(r); });
+  });
+});
+"""
+
+_HTML = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{title}</title>
+<style>{css}</style>
+</head>
+<body>
+<h1>{title}</h1>
+<p>{subtitle}</p>
+<table class="board">
+<thead><tr>{head}</tr></thead>
+<tbody>
+{body}
+</tbody>
+</table>
+<div class="legend">{legend}</div>
+{img}
+<script>{js}</script>
+</body>
+</html>
+"""

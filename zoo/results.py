@@ -1,0 +1,545 @@
+"""The results database: one SQLite row per evaluation, so every score keeps what produced it.
+
+Why SQLite (standard library) and not JSON files: two ``zoo eval`` processes may finish at the same moment
+(a sweep on one machine); SQLite's locking lets both rows land, and WAL mode lets ``zoo leaderboard`` read
+while a writer is busy. Each row records the model (names, options, config hash, parameter counts), the data
+(set, split, image count, a hash of the reference captions), the decoding settings, every metric on
+pycocoevalcap's own 0–1 scale (CIDEr-D 0–10), per-image CIDEr-D (for the paired bootstrap), throughput,
+device, package versions, git commit, seed, time and the checkpoint's path and sha256.
+
+Location: ``--db PATH``, else ``$ZOO_RESULTS_DB``, else ``DEFAULT_DB``.
+
+Schema versions live in ``PRAGMA user_version``; ``_MIGRATIONS[i]`` brings a database from version ``i``
+to ``i + 1`` inside one write transaction, so a half-migrated file cannot exist. A file from a newer
+caption-zoo is refused rather than misread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import random
+import sqlite3
+import subprocess
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, TypeVar
+
+from zoo.errors import ZooError
+
+DEFAULT_DB = "~/.local/share/caption-zoo/results.sqlite"
+DB_ENV = "ZOO_RESULTS_DB"
+SCHEMA_VERSION = 1
+# 'CZoo' as a 32-bit big-endian integer: marks the file as ours, so a foreign SQLite file is not "migrated".
+APPLICATION_ID = 0x435A6F6F
+BUSY_TIMEOUT_S = 30.0
+LOCK_RETRY_S = 120.0
+
+T = TypeVar("T")
+
+
+class ResultsDBError(ZooError):
+    """A results database that cannot be opened, read or written (the message names the file)."""
+
+
+# -- the record ------------------------------------------------------------------------------------------
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(kw_only=True)
+class EvalRecord:
+    """One evaluation of one model on one split with one decoding setting.
+
+    Metrics are on pycocoevalcap's scale (0–1; CIDEr-D 0–10), never ×100: the leaderboard multiplies for
+    display. ``per_image_cider`` maps image id (as a string) to that image's CIDEr-D; its mean is the
+    corpus CIDEr-D, and it is what the paired bootstrap resamples. ``references_hash`` (see
+    ``references_hash()``) identifies the reference captions: only rows with equal data, split and
+    references hash are ranked together. ``id`` is set on rows read back from the database.
+    """
+
+    system: str
+    encoder: str
+    decoder: str
+    tokenizer: str
+    config_hash: str
+    data: str
+    split: str
+    references_hash: str
+    metrics: dict[str, float]
+    encoder_options: dict[str, Any] = field(default_factory=dict)
+    decoder_options: dict[str, Any] = field(default_factory=dict)
+    tokenizer_options: dict[str, Any] = field(default_factory=dict)
+    params_encoder: int = 0
+    params_decoder: int = 0
+    num_images: int = 0
+    decoding: dict[str, Any] = field(default_factory=dict)
+    per_image_cider: dict[str, float] = field(default_factory=dict)
+    train_images_per_s: float | None = None
+    decode_images_per_s: float | None = None
+    device: str = ""
+    versions: dict[str, Any] = field(default_factory=dict)
+    git_commit: str | None = None
+    seed: int | None = None
+    created_at: str = field(default_factory=_now)
+    checkpoint_path: str | None = None
+    checkpoint_sha256: str | None = None
+    run_name: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    id: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "EvalRecord":
+        """The inverse of ``to_dict`` (e.g. a row shared as JSON); unknown keys are refused by name."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ResultsDBError(f"evaluation record: unknown key {unknown[0]!r}; known keys are {sorted(known)}")
+        try:
+            return cls(**dict(d))
+        except TypeError as exc:
+            raise ResultsDBError(f"evaluation record: {exc}") from exc
+
+    def validate(self) -> None:
+        """Refuse a row that would mislead the leaderboard later: a ×100 metric, a non-finite score, a
+        per-image table that does not match the image count, a value JSON cannot hold."""
+        for name in ("system", "encoder", "decoder", "tokenizer", "config_hash", "data", "split", "references_hash"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise ResultsDBError(f"evaluation record: field {name!r} must be a non-empty string, got {value!r}")
+        if not self.metrics:
+            raise ResultsDBError(f"evaluation record {self.system!r}: 'metrics' is empty; record at least CIDEr-D")
+        for key, value in self.metrics.items():
+            _check_finite(f"metrics[{key!r}]", value, self.system)
+            limit = 10.0 if key.lower().startswith("cider") else 1.0
+            if value > limit + 1e-9 or value < 0:
+                raise ResultsDBError(
+                    f"evaluation record {self.system!r}: metrics[{key!r}] = {value} is outside pycocoevalcap's "
+                    f"0–{limit:g} scale. Record raw scores (e.g. 0.352), not ×100 (35.2)."
+                )
+        for key, value in self.per_image_cider.items():
+            if not isinstance(key, str):
+                raise ResultsDBError(
+                    f"evaluation record {self.system!r}: per_image_cider keys must be image ids as strings, "
+                    f"got {key!r} ({type(key).__name__}); use str(image_id)"
+                )
+            _check_finite(f"per_image_cider[{key!r}]", value, self.system)
+        if self.per_image_cider and len(self.per_image_cider) != self.num_images:
+            raise ResultsDBError(
+                f"evaluation record {self.system!r}: per_image_cider has {len(self.per_image_cider)} scores "
+                f"but num_images is {self.num_images}; they must describe the same images"
+            )
+        for name in ("train_images_per_s", "decode_images_per_s"):
+            value = getattr(self, name)
+            if value is not None:
+                _check_finite(name, value, self.system)
+        for name in ("encoder_options", "decoder_options", "tokenizer_options", "decoding", "versions", "extra"):
+            _json(getattr(self, name), f"evaluation record {self.system!r}: field {name!r}")
+
+
+def _check_finite(what: str, value: Any, system: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ResultsDBError(f"evaluation record {system!r}: {what} must be a finite number, got {value!r}")
+
+
+def _json(value: Any, what: str) -> str:
+    """Canonical JSON (sorted keys), so equal settings compare equal as text."""
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ResultsDBError(f"{what} cannot be stored as JSON: {exc}") from exc
+
+
+# -- hashes and environment ------------------------------------------------------------------------------
+def config_hash(config: Mapping[str, Any]) -> str:
+    """sha256 of the full model config as canonical JSON: two rows with the same hash are the same system
+    (up to seed). Non-JSON values are hashed through ``str`` so the hash never fails on an odd option."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def references_hash(refs: Mapping[Any, Iterable[str]]) -> str:
+    """sha256 of a reference set: image ids and their captions, order-independent.
+
+    CIDEr-D's document frequencies come from the references being scored, so scores are only comparable
+    on the very same reference set; a changed caption or a missing image changes this hash."""
+    canon = sorted((str(image_id), sorted(str(c) for c in caps)) for image_id, caps in refs.items())
+    text = json.dumps(canon, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _dist_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def describe_device(device: str | None = None) -> str:
+    """A human description of where a run happened, e.g. ``cuda:0 (NVIDIA H200)`` or ``cpu (… , 16 cores)``."""
+    if device is None or str(device).startswith("cuda"):
+        try:
+            import torch
+
+            if torch.cuda.is_available() and (device is None or str(device).startswith("cuda")):
+                dev = torch.device(device or "cuda")
+                index = dev.index if dev.index is not None else torch.cuda.current_device()
+                return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+        except Exception:  # noqa: BLE001 - a description must never fail an evaluation
+            pass
+        if device is None:
+            device = "cpu"
+    if str(device) == "cpu":
+        return f"cpu ({_cpu_name()}, {os.cpu_count()} cores)"
+    return str(device)
+
+
+def _git(args: list[str], cwd: str | Path | None) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def environment_info(device: str | None = None, cwd: str | Path | None = None) -> dict[str, Any]:
+    """Versions (zoo, torch, timm, python, numpy), the device and the git commit of ``cwd`` (None outside
+    a repository or without git); ``git_dirty`` says whether tracked files had uncommitted changes, since
+    a commit alone then does not reproduce the number."""
+    from zoo import __version__
+
+    commit = _git(["rev-parse", "HEAD"], cwd)
+    dirty = None
+    if commit:
+        status = _git(["status", "--porcelain", "--untracked-files=no"], cwd)
+        dirty = bool(status) if status is not None else None
+    return {
+        "versions": {
+            "zoo": __version__,
+            "torch": _dist_version("torch"),
+            "timm": _dist_version("timm"),
+            "numpy": _dist_version("numpy"),
+            "python": platform.python_version(),
+        },
+        "device": describe_device(device),
+        "git_commit": commit,
+        "git_dirty": dirty,
+    }
+
+
+# -- location ----------------------------------------------------------------------------------------------
+def default_db_path() -> Path:
+    """``$ZOO_RESULTS_DB`` if set, else ``DEFAULT_DB`` (``~`` expanded)."""
+    return Path(os.environ.get(DB_ENV) or DEFAULT_DB).expanduser()
+
+
+def resolve_db_path(path: str | Path | None) -> Path:
+    return Path(path).expanduser() if path else default_db_path()
+
+
+def add_db_argument(parser: argparse.ArgumentParser) -> None:
+    """The shared ``--db`` option, so ``zoo eval``, ``zoo leaderboard`` and ``zoo compare`` say the same."""
+    parser.add_argument(
+        "--db",
+        default=None,
+        metavar="PATH",
+        help=f"results database (default: ${DB_ENV} if set, else {DEFAULT_DB})",
+    )
+
+
+# -- schema ------------------------------------------------------------------------------------------------
+_V1 = (
+    """CREATE TABLE evaluations (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        created_at TEXT NOT NULL,
+        system TEXT NOT NULL,
+        run_name TEXT,
+        encoder TEXT NOT NULL,
+        decoder TEXT NOT NULL,
+        tokenizer TEXT NOT NULL,
+        encoder_options TEXT NOT NULL,
+        decoder_options TEXT NOT NULL,
+        tokenizer_options TEXT NOT NULL,
+        config_hash TEXT NOT NULL,
+        params_encoder INTEGER NOT NULL,
+        params_decoder INTEGER NOT NULL,
+        data TEXT NOT NULL,
+        split TEXT NOT NULL,
+        num_images INTEGER NOT NULL,
+        references_hash TEXT NOT NULL,
+        decoding TEXT NOT NULL,
+        metrics TEXT NOT NULL,
+        per_image_cider TEXT NOT NULL,
+        train_images_per_s REAL,
+        decode_images_per_s REAL,
+        device TEXT NOT NULL,
+        versions TEXT NOT NULL,
+        git_commit TEXT,
+        seed INTEGER,
+        checkpoint_path TEXT,
+        checkpoint_sha256 TEXT,
+        extra TEXT NOT NULL
+    )""",
+    "CREATE INDEX evaluations_board ON evaluations (data, split, references_hash)",
+    "CREATE INDEX evaluations_config ON evaluations (config_hash)",
+)
+
+# _MIGRATIONS[i]: the statements that take a database from schema version i to i + 1 (0 = empty file).
+_MIGRATIONS: list[tuple[str, ...]] = [_V1]
+assert len(_MIGRATIONS) == SCHEMA_VERSION
+
+_JSON_FIELDS = (
+    "encoder_options",
+    "decoder_options",
+    "tokenizer_options",
+    "decoding",
+    "metrics",
+    "per_image_cider",
+    "versions",
+    "extra",
+)
+_COLUMNS = tuple(f.name for f in dataclasses.fields(EvalRecord) if f.name != "id")
+FILTERS = (
+    "id",
+    "system",
+    "run_name",
+    "encoder",
+    "decoder",
+    "tokenizer",
+    "config_hash",
+    "data",
+    "split",
+    "references_hash",
+    "seed",
+    "git_commit",
+    "checkpoint_sha256",
+    "device",
+)
+
+
+def _is_locked(exc: sqlite3.Error) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+class ResultsDB:
+    """The results database at ``path`` (default: ``default_db_path()``), created and migrated on open.
+
+    ``create=False`` refuses a missing file instead of creating one (``zoo leaderboard`` uses it, so a
+    mistyped ``--db`` says so rather than showing an empty board). Usable as a context manager."""
+
+    def __init__(self, path: str | Path | None = None, create: bool = True):
+        self.path = resolve_db_path(path)
+        if self.path.is_dir():
+            raise ResultsDBError(f"results database {self.path} is a folder; pass --db with a file path")
+        if not self.path.exists():
+            if not create:
+                raise ResultsDBError(
+                    f"no results database at {self.path}. Run `zoo eval` first (it records there), or pass "
+                    f"--db PATH / set {DB_ENV}."
+                )
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ResultsDBError(f"cannot create the folder for results database {self.path}: {exc}") from exc
+        try:
+            self._conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise ResultsDBError(f"cannot open results database {self.path}: {exc}") from exc
+        try:
+            self._open()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    # -- opening ---------------------------------------------------------------------------------------
+    def _open(self) -> None:
+        version, app_id, tables = self._guarded(lambda: self._retry(self._inspect))
+        self._check_version(version)
+        self._check_ours(version, app_id, tables)
+        # WAL: readers do not block the writer and vice versa. It needs a write; a read-only file or a file
+        # system without shared memory stays in its journal mode, which is still correct, only less concurrent.
+        try:
+            self._retry(lambda: self._conn.execute("PRAGMA journal_mode=WAL").fetchone())
+        except (ResultsDBError, sqlite3.Error):
+            pass
+        if version == SCHEMA_VERSION and app_id == APPLICATION_ID:
+            return
+        self._guarded(lambda: self._retry(self._migrate))
+
+    def _inspect(self) -> tuple[int, int, list[str]]:
+        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        app_id = self._conn.execute("PRAGMA application_id").fetchone()[0]
+        tables = [r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return version, app_id, tables
+
+    def _check_version(self, version: int) -> None:
+        if version > SCHEMA_VERSION:
+            from zoo import __version__
+
+            raise ResultsDBError(
+                f"results database {self.path} has schema version {version}, written by a newer caption-zoo; "
+                f"this caption-zoo ({__version__}) reads schema versions up to {SCHEMA_VERSION}. Upgrade "
+                f"(pip install -U caption-zoo) or pass --db with another file."
+            )
+
+    def _check_ours(self, version: int, app_id: int, tables: list[str]) -> None:
+        own = [t for t in tables if not t.startswith("sqlite_")]
+        if app_id != APPLICATION_ID and (own or version):
+            raise ResultsDBError(
+                f"{self.path} is an SQLite database but not a caption-zoo results database (tables: "
+                f"{', '.join(own) or 'none'}; user_version {version}). Pass --db with another path."
+            )
+
+    def _migrate(self) -> None:
+        """Bring the file to ``SCHEMA_VERSION`` in one write transaction; re-read the version under the
+        lock, since another process may have migrated it meanwhile."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            version, app_id, tables = self._inspect()
+            self._check_version(version)
+            self._check_ours(version, app_id, tables)
+            for step in range(version, SCHEMA_VERSION):
+                for statement in _MIGRATIONS[step]:
+                    self._conn.execute(statement)
+            self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self._conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+
+    def _rollback(self) -> None:
+        if self._conn.in_transaction:  # some errors (disk full) already rolled back
+            self._conn.execute("ROLLBACK")
+
+    # -- error handling --------------------------------------------------------------------------------
+    def _guarded(self, fn: Callable[[], T]) -> T:
+        """Run ``fn``, turning sqlite's terse errors into messages that name the file."""
+        try:
+            return fn()
+        except sqlite3.DatabaseError as exc:
+            text = str(exc)
+            if "not a database" in text or "malformed" in text or "encrypted" in text:
+                raise ResultsDBError(
+                    f"{self.path} is not an SQLite results database ({text}). Pass --db with another path, "
+                    f"or move the file away."
+                ) from exc
+            if "readonly" in text or "read-only" in text:
+                raise ResultsDBError(f"results database {self.path} is read-only: {text}") from exc
+            raise ResultsDBError(f"results database {self.path}: {text}") from exc
+
+    def _retry(self, fn: Callable[[], T]) -> T:
+        """Call ``fn`` again while the file is locked: the busy timeout already waits, but SQLite can still
+        answer 'locked' at once (a WAL being recovered, a schema being created next door)."""
+        deadline = time.monotonic() + LOCK_RETRY_S
+        delay = 0.01
+        while True:
+            try:
+                return fn()
+            except sqlite3.OperationalError as exc:
+                if not _is_locked(exc):
+                    raise
+                if time.monotonic() > deadline:
+                    raise ResultsDBError(
+                        f"results database {self.path} stayed locked by another process for over "
+                        f"{LOCK_RETRY_S:.0f} s; try again when it finishes"
+                    ) from exc
+                time.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 1.0)
+
+    # -- writing and reading ---------------------------------------------------------------------------
+    def record(self, row: EvalRecord) -> int:
+        """Store one evaluation in one transaction and return its id."""
+        row.validate()
+        values = []
+        for name in _COLUMNS:
+            value = getattr(row, name)
+            values.append(_json(value, name) if name in _JSON_FIELDS else value)
+        sql = f"INSERT INTO evaluations ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+
+        def insert() -> int:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                cur = self._conn.execute(sql, values)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+            return int(cur.lastrowid)
+
+        return self._guarded(lambda: self._retry(insert))
+
+    def rows(self, data: str | None = None, split: str | None = None, **filters: Any) -> list[EvalRecord]:
+        """Rows in insertion order, filtered by equality (a list or tuple value means 'any of')."""
+        if data is not None:
+            filters["data"] = data
+        if split is not None:
+            filters["split"] = split
+        unknown = sorted(set(filters) - set(FILTERS))
+        if unknown:
+            raise ResultsDBError(f"unknown results filter {unknown[0]!r}; filters are {', '.join(FILTERS)}")
+        where, params = [], []
+        for key, value in filters.items():
+            if isinstance(value, (list, tuple, set)):
+                where.append(f"{key} IN ({', '.join('?' * len(value))})")
+                params.extend(value)
+            else:
+                where.append(f"{key} = ?")
+                params.append(value)
+        sql = f"SELECT id, {', '.join(_COLUMNS)} FROM evaluations"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id"
+        raw = self._guarded(lambda: self._retry(lambda: self._conn.execute(sql, params).fetchall()))
+        return [self._to_record(r) for r in raw]
+
+    def _to_record(self, raw: tuple[Any, ...]) -> EvalRecord:
+        d = dict(zip(("id", *_COLUMNS), raw))
+        for name in _JSON_FIELDS:
+            try:
+                d[name] = json.loads(d[name])
+            except (TypeError, json.JSONDecodeError) as exc:
+                raise ResultsDBError(f"results database {self.path}: row {d['id']} has corrupt {name!r}: {exc}") from exc
+        return EvalRecord(**d)
+
+    def count(self) -> int:
+        return int(self._guarded(lambda: self._conn.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0]))
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> "ResultsDB":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ResultsDB({str(self.path)!r})"

@@ -1,0 +1,167 @@
+"""A training run described as data (``run.json``): parts, data set, training settings.
+
+``zoo train`` and ``zoo compare`` both go through ``RunSpec`` → ``execute``; a run folder's ``run.json``
+is all ``--resume`` needs. Overrides use dotted keys, ``--set decoder.hidden_size=1024``: the first part
+names the section (encoder, decoder, tokenizer → their options; train → ``TrainConfig``; data → the data
+set's options), values are parsed as YAML scalars (``1e-3``, ``true``, ``[1, 2]``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from zoo.errors import ZooError
+
+SECTIONS = ("encoder", "decoder", "tokenizer", "train", "data")
+
+
+@dataclass
+class RunSpec:
+    encoder: str
+    decoder: str
+    tokenizer: str
+    data: str
+    encoder_kwargs: dict[str, Any] = field(default_factory=dict)
+    decoder_kwargs: dict[str, Any] = field(default_factory=dict)
+    tokenizer_kwargs: dict[str, Any] = field(default_factory=dict)
+    data_options: dict[str, Any] = field(default_factory=dict)
+    data_root: str | None = None
+    train_split: str = "train"
+    val_split: str | None = "val"
+    train: dict[str, Any] = field(default_factory=dict)
+    pretrained: bool | str = False
+    recipe: str | None = None
+
+    @property
+    def system(self) -> str:
+        return f"{self.encoder}+{self.decoder}+{self.tokenizer}"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, sort_keys=True)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "RunSpec":
+        path = Path(path)
+        try:
+            return cls(**json.loads(path.read_text()))
+        except FileNotFoundError as exc:
+            raise ZooError(f"{path} does not exist: is this a run folder made by `zoo train`?") from exc
+        except (TypeError, json.JSONDecodeError) as exc:
+            raise ZooError(f"{path} is not a valid run description: {exc}") from exc
+
+    @classmethod
+    def from_recipe(cls, name: str) -> "RunSpec":
+        from zoo.recipes import get_recipe
+
+        r = get_recipe(name)
+        data = dict(r.data)
+        data_name = data.pop("name", "shapes")
+        train = dict(r.train)
+        if "max_caption_len" in data:
+            train.setdefault("max_caption_len", data.pop("max_caption_len"))
+        return cls(
+            encoder=r.encoder,
+            decoder=r.decoder,
+            tokenizer=r.tokenizer,
+            data=data_name,
+            encoder_kwargs=dict(r.encoder_kwargs),
+            decoder_kwargs=dict(r.decoder_kwargs),
+            tokenizer_kwargs=dict(r.tokenizer_kwargs),
+            data_options=data,
+            train=train,
+            recipe=name,
+        )
+
+    def with_overrides(self, assignments: list[str]) -> "RunSpec":
+        spec = copy.deepcopy(self)
+        for a in assignments:
+            if "=" not in a:
+                raise ZooError(f"--set {a!r}: expected SECTION.KEY=VALUE, e.g. decoder.hidden_size=1024")
+            key, raw = a.split("=", 1)
+            if "." not in key:
+                raise ZooError(f"--set {a!r}: the key needs a section ({', '.join(SECTIONS)}), e.g. train.{key}")
+            section, name = key.split(".", 1)
+            try:
+                value = yaml.safe_load(raw) if raw != "" else ""
+            except yaml.YAMLError as exc:
+                raise ZooError(f"--set {a!r}: cannot parse value {raw!r}: {exc}") from exc
+            target = {
+                "encoder": spec.encoder_kwargs,
+                "decoder": spec.decoder_kwargs,
+                "tokenizer": spec.tokenizer_kwargs,
+                "train": spec.train,
+                "data": spec.data_options,
+            }.get(section)
+            if target is None:
+                raise ZooError(f"--set {a!r}: unknown section {section!r}; sections are {', '.join(SECTIONS)}")
+            target[name] = value
+        return spec
+
+
+def load_split(spec: RunSpec, split: str) -> Any:
+    from zoo.data import load_dataset
+
+    return load_dataset(spec.data, root=spec.data_root, split=split, **spec.data_options)
+
+
+def build_model(spec: RunSpec, train_set: Any, tokenizer: Any = None) -> Any:
+    """The untrained model of a run: tokenizer trained on the training captions (unless given, as when
+    resuming), encoder, decoder."""
+    from zoo.factory import create_model, create_tokenizer
+
+    tok = tokenizer or create_tokenizer(spec.tokenizer, train_set.captions(), **spec.tokenizer_kwargs)
+    return create_model(
+        encoder=spec.encoder,
+        decoder=spec.decoder,
+        tokenizer=tok,
+        pretrained=spec.pretrained,
+        encoder_kwargs=spec.encoder_kwargs,
+        decoder_kwargs=spec.decoder_kwargs,
+    )
+
+
+def execute(spec: RunSpec, out_dir: str | Path, resume: bool = False, stop_after: int | None = None,
+            progress: bool = True) -> Any:
+    """Train the run described by ``spec`` into ``out_dir`` (writing ``run.json`` first)."""
+    from zoo import distributed as dist
+    from zoo.checkpoint import atomic_write
+    from zoo.train import TrainConfig, train
+
+    out = Path(out_dir)
+    cfg = TrainConfig.from_dict({**spec.train, **({} if progress else {"progress": False})})
+    if not resume and out.exists() and (out / "state.safetensors").exists():
+        raise ZooError(
+            f"{out} already holds a training run; continue it with --resume {out}, or choose another --out"
+        )
+    if dist.rank() == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write(out / "run.json", lambda tmp: Path(tmp).write_text(spec.to_json()))
+    from zoo.train import seed_everything
+
+    seed_everything(cfg.seed)  # model initialisation is part of what a seed fixes
+    train_set = load_split(spec, spec.train_split)
+    val_set = load_split(spec, spec.val_split) if spec.val_split else None
+    tokenizer = None
+    if resume and (out / "state.safetensors").exists():
+        tokenizer = _tokenizer_from_state(out / "state.safetensors", spec.tokenizer)
+    model = build_model(spec, train_set, tokenizer)
+    run_info = {"spec": json.loads(spec.to_json())}
+    return train(model, train_set, val_set, out, cfg, run_info=run_info, resume=resume, stop_after=stop_after)
+
+
+def _tokenizer_from_state(path: Path, name: str) -> Any:
+    import base64
+
+    from safetensors import safe_open
+
+    from zoo.factory import tokenizer_from_bytes
+
+    with safe_open(str(path), "pt") as fh:
+        meta = fh.metadata()
+    return tokenizer_from_bytes(name, base64.b64decode(meta["tokenizer"]))

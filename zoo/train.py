@@ -1,0 +1,462 @@
+"""Training: cross-entropy with teacher forcing, for any encoder + decoder + tokenizer.
+
+One run lives in one folder::
+
+    run.json           what was asked for (parts, data, training settings): enough to resume
+    log.jsonl          one JSON object per logged step and per validation
+    state.safetensors  the latest training state (model, optimiser, schedule, RNG, data position)
+    best.safetensors   the best model so far by validation CIDEr-D (a plain ``zoo.load`` checkpoint)
+    last.safetensors   the final model
+
+Every file is written atomically (temp + rename), so a run killed at any moment resumes with
+``--resume`` from its last state, and, because the data order is a pure function of (seed, epoch) and
+the RNG states are saved, ends with the same weights as a run that was never interrupted.
+
+An epoch is one pass over every (image, caption) pair. With a frozen encoder (and no augmentation) the
+features come from the on-disk feature cache (``zoo.feature_cache``), so the decoder trains without the
+backbone in the loop. Several processes (``torchrun``) train with DistributedDataParallel: each rank takes
+a strided share of every global batch; validation and checkpoints happen on rank 0.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from zoo import distributed as dist
+from zoo.checkpoint import atomic_write, save
+from zoo.errors import ZooError
+from zoo.model import CaptionModel
+
+
+@dataclass
+class TrainConfig:
+    """Training settings (``zoo train --set train.KEY=VALUE``)."""
+
+    steps: int | None = None  # total optimiser steps; or give epochs
+    epochs: int | None = None
+    batch_size: int = 64
+    lr: float = 5e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    label_smoothing: float = 0.0
+    grad_clip: float = 2.0
+    max_caption_len: int = 16
+    seed: int = 0
+    num_workers: int = 0
+    eval_every: int | None = None  # steps between validations; default once per epoch
+    checkpoint_every: int | None = None  # steps between resumable states; default = eval_every
+    val_images: int = 500  # validation subset size (greedy CIDEr-D)
+    val_beam_size: int = 1
+    log_every: int = 20
+    cache_features: bool = True  # frozen encoder → train from the feature cache
+    cache_dtype: str = "float32"
+    compile: bool = False
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    device: str = "auto"
+    progress: bool = True
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        known = {f.name: f for f in fields(cls)}
+        unknown = set(d) - set(known)
+        if unknown:
+            import difflib
+
+            name = sorted(unknown)[0]
+            close = difflib.get_close_matches(name, list(known), n=3)
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            raise ZooError(f"unknown training setting train.{name}.{hint} Settings: {', '.join(known)}")
+        return cls(**d)
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    steps: int
+    best_val_cider: float | None
+    final_loss: float | None
+    train_images_per_s: float | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        if dist.is_distributed():
+            return dist.local_device()
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+class PairIndex:
+    """All (image, caption) pairs of a data set, tokenised once."""
+
+    def __init__(self, dataset: Any, tokenizer: Any, max_len: int) -> None:
+        image_of, texts = [], []
+        for i, item in enumerate(dataset):
+            for c in item.captions:
+                image_of.append(i)
+                texts.append(c)
+        if not texts:
+            raise ZooError(f"data set {dataset.name!r} split {dataset.split!r} has no captions to train on")
+        self.image_of = torch.tensor(image_of, dtype=torch.long)
+        self.tokens = tokenizer.batch_encode(texts, max_len=max_len)
+
+    def __len__(self) -> int:
+        return len(self.image_of)
+
+    def order(self, seed: int, epoch: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        return torch.randperm(len(self), generator=g)
+
+
+def lr_at(step: int, cfg: TrainConfig, total: int) -> float:
+    """Linear warm-up, then cosine decay to zero."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    span = max(total - cfg.warmup_steps, 1)
+    progress = min(max(step - cfg.warmup_steps, 0) / span, 1.0)
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+# -- training state ---------------------------------------------------------------------------------------
+def _state_tensors(model: CaptionModel, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors: dict[str, torch.Tensor] = {}
+    seen: dict[int, str] = {}
+    for k, v in model.state_dict(keep_vars=False).items():
+        tensors[f"model/{k}"] = v.detach().cpu().clone().contiguous()
+        seen[id(v)] = k
+    osd = opt.state_dict()
+    meta_state: dict[str, dict[str, Any]] = {}
+    for pid, st in osd["state"].items():
+        meta_state[str(pid)] = {}
+        for name, val in st.items():
+            if isinstance(val, torch.Tensor):
+                tensors[f"optim/{pid}/{name}"] = val.detach().cpu().clone().contiguous()
+            else:
+                meta_state[str(pid)][name] = val
+    rng = {
+        "torch": torch.get_rng_state(),
+        "numpy": torch.from_numpy(np.frombuffer(json.dumps(_np_state()).encode(), dtype=np.uint8).copy()),
+    }
+    for k, v in rng.items():
+        tensors[f"rng/{k}"] = v
+    return tensors, {"param_groups": osd["param_groups"], "scalar_state": meta_state}
+
+
+def _np_state() -> list:
+    s = np.random.get_state()
+    return [s[0], s[1].tolist(), int(s[2]), int(s[3]), float(s[4])]
+
+
+def save_state(path: Path, model: CaptionModel, opt: torch.optim.Optimizer, progress: dict[str, Any]) -> None:
+    tensors, optim_meta = _state_tensors(model, opt)
+    meta = {
+        "progress": json.dumps(progress),
+        "optim": json.dumps(optim_meta),
+        "python_rng": json.dumps(_py_state()),
+        "config": json.dumps(model.config),
+        "tokenizer": base64.b64encode(model.tokenizer.to_bytes()).decode("ascii"),
+    }
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+
+
+def _py_state() -> list:
+    v, internal, gauss = random.getstate()
+    return [v, list(internal), gauss]
+
+
+def load_state(path: Path, model: CaptionModel, opt: torch.optim.Optimizer) -> dict[str, Any]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as fh:
+        meta = fh.metadata()
+    tensors = load_file(str(path))
+    model_sd = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
+    model.load_state_dict(model_sd)
+    optim_meta = json.loads(meta["optim"])
+    state: dict[int, dict[str, Any]] = {}
+    for pid, scalars in optim_meta["scalar_state"].items():
+        state[int(pid)] = dict(scalars)
+    for k, v in tensors.items():
+        if k.startswith("optim/"):
+            _, pid, name = k.split("/", 2)
+            state.setdefault(int(pid), {})[name] = v
+    opt.load_state_dict({"state": state, "param_groups": optim_meta["param_groups"]})
+    torch.set_rng_state(tensors["rng/torch"])
+    s = json.loads(bytes(tensors["rng/numpy"].numpy()).decode())
+    np.random.set_state((s[0], np.array(s[1], dtype=np.uint32), s[2], s[3], s[4]))
+    v, internal, gauss = json.loads(meta["python_rng"])
+    random.setstate((v, tuple(internal), gauss))
+    return json.loads(meta["progress"])
+
+
+# -- the loop ---------------------------------------------------------------------------------------------
+class _ImageLoader:
+    """Streams images for the pairs of each batch through DataLoader workers (encoder in the loop)."""
+
+    def __init__(self, dataset: Any, transform: Any, pairs: PairIndex, num_workers: int) -> None:
+        from zoo.data import ImageDataset
+
+        self.ds = ImageDataset(dataset, transform)
+        self.pairs = pairs
+        self.num_workers = num_workers
+
+    def __call__(self, batches: list[torch.Tensor]) -> Iterator[torch.Tensor]:
+        image_lists = [self.pairs.image_of[b] for b in batches]
+
+        class _BatchDS(torch.utils.data.Dataset):
+            def __init__(inner, ds: Any) -> None:
+                inner.ds = ds
+
+            def __len__(inner) -> int:
+                return len(image_lists)
+
+            def __getitem__(inner, j: int) -> torch.Tensor:
+                return torch.stack([inner.ds[int(i)][1] for i in image_lists[j]])
+
+        loader = torch.utils.data.DataLoader(
+            _BatchDS(self.ds), batch_size=None, shuffle=False, num_workers=self.num_workers
+        )
+        yield from loader
+
+
+def train(
+    model: CaptionModel,
+    train_set: Any,
+    val_set: Any | None,
+    out_dir: str | Path,
+    cfg: TrainConfig,
+    run_info: dict[str, Any] | None = None,
+    resume: bool = False,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Train ``model`` in place and write the run folder. ``stop_after`` ends the process-local loop
+    after that many steps without finishing (tests use it to simulate a crash)."""
+    from tqdm.auto import tqdm
+
+    out = Path(out_dir)
+    is_main = dist.rank() == 0
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    pairs = PairIndex(train_set, model.tokenizer, cfg.max_caption_len)
+    world = dist.world_size()
+    if cfg.batch_size % world:
+        raise ZooError(f"train.batch_size={cfg.batch_size} must be divisible by the number of processes ({world})")
+    steps_per_epoch = max(len(pairs) // cfg.batch_size, 1)
+    if cfg.steps is None and cfg.epochs is None:
+        raise ZooError("say how long to train: --set train.steps=N or --set train.epochs=N")
+    total = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch  # type: ignore[operator]
+    eval_every = cfg.eval_every or steps_per_epoch
+    ckpt_every = cfg.checkpoint_every or eval_every
+
+    use_cache = cfg.cache_features and model.encoder.frozen
+    cache = None
+    if use_cache:
+        from zoo.feature_cache import get_or_build
+
+        if dist.is_distributed() and not is_main:
+            dist.barrier()  # rank 0 builds the cache first
+        cache = get_or_build(model.encoder, train_set, dtype=cfg.cache_dtype, num_workers=cfg.num_workers,
+                             device=device, progress=cfg.progress and is_main)
+        if dist.is_distributed() and is_main:
+            dist.barrier()
+    model.to(device)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    progress_state = {"step": 0, "epoch": 0, "pos": 0, "best": None, "elapsed": 0.0, "images": 0}
+    state_path = out / "state.safetensors"
+    if resume:
+        if not state_path.exists():
+            raise ZooError(f"cannot resume: {state_path} does not exist (the run never saved a state)")
+        progress_state = load_state(state_path, model, opt)
+    net: torch.nn.Module = model
+    if dist.is_distributed():
+        net = dist.wrap_ddp(model, device)
+    step_fn = net
+    if cfg.compile:
+        step_fn = torch.compile(net)  # type: ignore[assignment]
+    use_amp = cfg.amp and device.type == "cuda"
+    transform = model.encoder.transform(train=False)
+    log_path = out / "log.jsonl"
+    history: list[dict[str, Any]] = []
+
+    def log(entry: dict[str, Any]) -> None:
+        history.append(entry)
+        if is_main:
+            with open(log_path, "a") as fh:
+                fh.write(json.dumps(entry) + "\n")
+
+    step = progress_state["step"]
+    best = progress_state["best"]
+    last_loss = None
+    bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=not (cfg.progress and is_main))
+    t_start = time.perf_counter()
+    images_done = 0
+    done_here = 0
+    while step < total:
+        epoch, pos = progress_state["epoch"], progress_state["pos"]
+        order = pairs.order(cfg.seed, epoch)
+        starts = list(range(pos, steps_per_epoch * cfg.batch_size, cfg.batch_size))
+        batches = [order[s : s + cfg.batch_size] for s in starts]
+        batches = [b[dist.rank() :: world] for b in batches]  # this rank's share of each global batch
+        image_iter = None if use_cache else _ImageLoader(train_set, transform, pairs, cfg.num_workers)(batches)
+        for b in batches:
+            if step >= total:
+                break
+            model.train()
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, cfg, total)
+            caps = pairs.tokens[b]
+            width = int((caps != model.tokenizer.pad_id).sum(1).max())
+            caps = caps[:, :width].to(device)
+            if cache is not None:
+                inputs: Any = cache.batch(pairs.image_of[b], device)
+            else:
+                inputs = next(image_iter).to(device)  # type: ignore[arg-type]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                loss = _loss(step_fn, model, inputs, caps, cfg.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
+            opt.step()
+            step += 1
+            done_here += 1
+            images_done += len(b) * world
+            progress_state["pos"] += cfg.batch_size
+            progress_state["step"] = step
+            last_loss = float(loss.detach())
+            bar.update(1)
+            elapsed = time.perf_counter() - t_start
+            speed = images_done / elapsed if elapsed > 0 else 0.0
+            bar.set_postfix(loss=f"{last_loss:.3f}", img_s=f"{speed:.0f}")
+            if step % cfg.log_every == 0 or step == total:
+                log({"step": step, "epoch": epoch, "loss": last_loss, "lr": opt.param_groups[0]["lr"], "images_per_s": speed})
+            if step % eval_every == 0 or step == total:
+                if val_set is not None and is_main:
+                    score = validate(model, val_set, cfg, device)
+                    log({"step": step, "epoch": epoch, "val_cider_d": score})
+                    if best is None or score > best:
+                        best = score
+                        progress_state["best"] = best
+                        save(model, out / "best.safetensors", extra={"step": step, "val_cider_d": score, "run": run_info or {}})
+                elif val_set is None and is_main:
+                    save(model, out / "best.safetensors", extra={"step": step, "run": run_info or {}})
+            if step % ckpt_every == 0 or step == total:
+                if is_main:
+                    save_state(state_path, model, opt, progress_state)
+                dist.barrier()
+            if stop_after is not None and done_here >= stop_after:
+                bar.close()
+                return TrainResult(out, step, best, last_loss, None, history)
+        else:
+            progress_state["epoch"] += 1
+            progress_state["pos"] = 0
+    bar.close()
+    elapsed = time.perf_counter() - t_start
+    speed = images_done / elapsed if elapsed > 0 and images_done else None
+    if is_main:
+        save(model, out / "last.safetensors", extra={"step": step, "run": run_info or {}, "train_images_per_s": speed})
+        summary = {"steps": step, "best_val_cider_d": best, "final_loss": last_loss, "train_images_per_s": speed}
+        atomic_write(out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1)))
+    return TrainResult(out, step, best, last_loss, speed, history)
+
+
+def _loss(step_fn: Any, model: CaptionModel, inputs: Any, caps: torch.Tensor, smoothing: float) -> torch.Tensor:
+    logits = step_fn(inputs, caps[:, :-1])
+    target = caps[:, 1:]
+    return torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(),
+        target.reshape(-1),
+        ignore_index=model.tokenizer.pad_id,
+        label_smoothing=smoothing,
+    )
+
+
+def simple_tokenize(text: str) -> str:
+    """Lower-case, punctuation stripped: the fast stand-in for the PTB tokenizer during validation."""
+    import re
+
+    return " ".join(re.sub(r"[^a-z0-9 ]+", " ", text.lower()).split())
+
+
+@torch.no_grad()
+def validate(model: CaptionModel, val_set: Any, cfg: TrainConfig, device: torch.device) -> float:
+    """Greedy (``val_beam_size``) CIDEr-D on up to ``val_images`` validation images, with our vectorised
+    CIDEr-D and a simple tokenisation (the official PTB protocol is for ``zoo eval``)."""
+    from zoo.metrics import CiderD
+
+    n = min(len(val_set), cfg.val_images)
+    subset = [val_set[i] for i in range(n)]
+    caps = generate_for_items(model, val_set, list(range(n)), cfg.val_beam_size, cfg.max_caption_len + 4, device,
+                              batch_size=max(cfg.batch_size, 32), num_workers=cfg.num_workers)
+    gts = {i: [simple_tokenize(c) for c in it.captions] for i, it in enumerate(subset)}
+    res = {i: [simple_tokenize(caps[i])] for i in range(n)}
+    if n < 2:
+        return 0.0
+    score, _ = CiderD().compute_score(gts, res)
+    return float(score)
+
+
+@torch.no_grad()
+def generate_for_items(
+    model: CaptionModel,
+    dataset: Any,
+    indices: list[int],
+    beam_size: int,
+    max_len: int,
+    device: torch.device,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    length_penalty: float = 1.0,
+    skip_bad_images: bool = False,
+    progress: bool = False,
+) -> dict[int, str]:
+    """Captions for ``dataset[indices]``, streamed in batches through DataLoader workers."""
+    from tqdm.auto import tqdm
+
+    from zoo.data import ImageDataset, collate_skip_none
+
+    model.eval()
+    ds = ImageDataset(dataset, model.encoder.transform(train=False), skip_bad_images=skip_bad_images)
+    sub = torch.utils.data.Subset(ds, indices)
+    loader = torch.utils.data.DataLoader(sub, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                                         collate_fn=collate_skip_none)
+    out: dict[int, str] = {}
+    with tqdm(total=len(indices), desc="decode", unit="img", disable=not progress) as bar:
+        for idx, images in loader:
+            if images is None:  # every image of this batch was bad (and skipped)
+                continue
+            caps = model.generate(images.to(device), beam_size=beam_size, max_len=max_len, length_penalty=length_penalty)
+            for i, c in zip(idx.tolist(), caps):
+                out[int(i)] = c
+            bar.update(len(idx))
+    return out
+
+
+def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
+    return asdict(cfg)
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "") not in ("", "0")
