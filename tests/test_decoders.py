@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 
 import pytest
@@ -33,6 +32,15 @@ def features(batch: int, seed: int = 0) -> zoo.Features:
 def make(name: str, seed: int = 0, **over: object) -> zoo.Decoder:
     torch.manual_seed(seed)
     return zoo.create_decoder(name, V, C, **tiny_opts(name, **over))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: a second thread only adds contention on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 # -- shapes and the fused/stepwise equivalence -------------------------------------------------------------
@@ -139,7 +147,7 @@ def trained() -> dict[str, tuple[zoo.Decoder, float, float]]:
             loss.backward()
             opt.step()
             last = float(loss)
-            if last < 0.01:
+            if last < 0.05:
                 break
         out[name] = (dec.eval(), start, last)
     return out
@@ -161,11 +169,10 @@ def test_greedy_reproduces_training_captions(trained: dict, name: str) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_beam_never_scores_below_greedy(trained: dict, name: str) -> None:
-    dec = copy.deepcopy(trained[name][0])
-    with torch.no_grad():  # a partially trained decoder: captions are far from certain
-        for p in dec.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    feats = features(8, seed=11)  # unseen images, so the search has real choices to make
+    """Not a theorem (the greedy path can fall out of the beam), but on a trained decoder a search that
+    stops too early or finishes the wrong candidates shows up here at once."""
+    dec = trained[name][0]
+    feats = features(32, seed=11)  # unseen images: the decoder is unsure, so the search has choices
     kw = dict(bos_id=BOS, eos_id=EOS, max_len=10, length_penalty=0.0)
     greedy = beam_search(dec, feats, beam_size=1, **kw)
     beam = beam_search(dec, feats, beam_size=3, **kw)

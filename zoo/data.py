@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import multiprocessing
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("zoo.data")
+_COUNTER_SLOTS = 257
 
 ImageId = int | str
 
@@ -107,6 +107,10 @@ class Item:
     captions: list[str]
     path: Path | None = None
     render: Callable[[], PIL.Image.Image] | None = None
+
+    def __post_init__(self) -> None:
+        if self.path is not None and not isinstance(self.path, Path):
+            self.path = Path(self.path)
 
     def load_image(self) -> PIL.Image.Image:
         """The image as RGB; ``DataError`` naming the file if it cannot be decoded."""
@@ -219,8 +223,10 @@ class ImageDataset(torch.utils.data.Dataset):
         self.dataset = dataset
         self.transform = transform
         self.skip_bad_images = skip_bad_images
-        # created here, before any worker starts, so that forked or spawned workers share it
-        self._bad = multiprocessing.Value("q", 0)
+        # One counter per loader worker (slot 0: the main process), in shared memory created before any
+        # worker starts: forked and spawned workers both see it (torch pickles shared tensors by handle),
+        # and no worker ever writes another's slot, so no lock is needed.
+        self._bad = torch.zeros(_COUNTER_SLOTS, dtype=torch.int64).share_memory_()
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -232,8 +238,8 @@ class ImageDataset(torch.utils.data.Dataset):
         except ZooError as exc:
             if not self.skip_bad_images:
                 raise
-            with self._bad.get_lock():
-                self._bad.value += 1
+            worker = torch.utils.data.get_worker_info()
+            self._bad[0 if worker is None else 1 + worker.id % (_COUNTER_SLOTS - 1)] += 1
             log.warning("skipping image %r: %s", item.image_id, exc)
             return index, None
         return index, self.transform(image)
@@ -241,7 +247,7 @@ class ImageDataset(torch.utils.data.Dataset):
     @property
     def bad_images(self) -> int:
         """How many images were skipped so far, across all workers."""
-        return int(self._bad.value)
+        return int(self._bad.sum())
 
 
 def collate_skip_none(batch: list[tuple[int, Any]]) -> tuple[torch.Tensor, Any]:

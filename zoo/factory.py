@@ -110,6 +110,9 @@ def create_model(
             tokenizer = r.tokenizer
     if encoder is None or decoder is None or tokenizer is None:
         raise ZooError("create_model needs a recipe name, or encoder=, decoder= and tokenizer=")
+    reg = get_registry()
+    reg.get("encoder", encoder)  # unknown names fail here, before any tokenizer training
+    reg.get("decoder", decoder)
     if isinstance(tokenizer, str):
         if captions is None:
             raise ZooError(f"tokenizer {tokenizer!r} given by name: pass captions=... to train it on")

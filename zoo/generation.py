@@ -1,24 +1,30 @@
 """Beam search for every decoder, through the decoder contract (``zoo.decoder``).
 
-``beam_search`` is batched: all images × beams advance in one tensor step, and images whose beams are
-finished leave the computation (their rows are dropped from memory and state). The per-step bookkeeping
-(which candidates finish, which live on, which images are done) is tensor operations too, with one
-transfer per step of only the hypotheses that just finished. ``beam_search_reference`` decodes one image
-at a time with the same rules, in plain Python; it exists to check and to benchmark the batched one.
+``beam_search`` is batched: all images × beams advance in one tensor step, and images that are done leave
+the computation (their rows are dropped from memory and state). The per-step bookkeeping (which
+candidates finish, which live on, which images are done) is tensor operations too, with one transfer per
+step of only the hypotheses that just finished. ``beam_search_reference`` decodes one image at a time
+with the same rules, in plain Python; it exists to check and to benchmark the batched one.
 
 Rules (shared by both):
 * Scores are sums of log-probabilities. A hypothesis ends when it emits <eos> (the <eos> counts as a
   token) or reaches ``max_len`` tokens. Its final score is ``logprob / length ** length_penalty``
   (``length_penalty=0`` ranks by raw log-probability).
-* Each step every live beam proposes its best continuations; the top ``2 * beam`` candidates (by raw
-  score, ties broken by beam then token id) are ranked. A candidate ending in <eos> (or any candidate at
-  step ``max_len``) is finished only if it ranks within the top ``beam``, and while the image has fewer
-  than ``beam`` finished hypotheses; lower-ranked <eos> candidates are dropped. The best ``beam``
-  candidates not ending in <eos> live on (the ``2 * beam`` guarantee enough of them). An image is done
-  when it has ``beam`` finished hypotheses or reaches ``max_len``; the best final score wins.
-* ``beam_size=1`` is exactly greedy decoding: the arg-max token each step, stopping at <eos>. (Finishing
-  <eos> candidates ranked below the top ``beam`` would break this: with beam 1 the runner-up <eos> would
-  end the caption while the arg-max word still wanted to go on.)
+* Each step every live beam proposes its continuations; the top ``2 * beam`` candidates (by raw score,
+  ties broken by beam then token id) are ranked. A candidate ending in <eos> (or any candidate at step
+  ``max_len``) is finished if it ranks within the top ``beam``; lower-ranked <eos> candidates are
+  dropped. The best ``beam`` candidates not ending in <eos> live on (``2 * beam`` guarantees enough).
+* An image is done when its best live beam, scored as if it ended at the next step (raw log-prob,
+  length + 1), is no better than its best finished hypothesis, or at ``max_len``. The best finished
+  hypothesis wins. With ``length_penalty=0`` the stop is exact: log-probabilities only fall, so no live
+  beam could still win. With a length penalty it is the usual heuristic.
+* ``beam_size=1`` is exactly greedy decoding: the arg-max token each step, stopping at <eos>.
+
+Why these two rules (and not "finish any <eos> among the 2·beam candidates; stop once ``beam``
+hypotheses are finished"): that variant makes beam 1 differ from greedy (a runner-up <eos> ends the
+caption while the arg-max word would go on), and lets ``beam`` short, improbable captions that finish
+early end the search while a far more probable live beam is still growing, so a wider beam often scored
+*below* greedy.
 """
 
 from __future__ import annotations
@@ -76,7 +82,7 @@ def beam_search(
     history = torch.zeros((B * K, 0), dtype=torch.long, device=device)
     scores = torch.zeros((B, K), device=device)
     scores[:, 1:] = float("-inf")  # at the start all beams are the same: keep one
-    n_finished = torch.zeros(B, dtype=torch.long, device=device)
+    best_final = torch.full((B,), float("-inf"), dtype=torch.float64, device=device)
     finished: list[list[Hypothesis]] = [[] for _ in range(B)]
 
     for t in range(max_len):
@@ -93,29 +99,32 @@ def beam_search(
         valid = top_scores > float("-inf")
         ends = valid & ((words == eos_id) | last)
         fin = ends & (rank < K)
-        room = (K - n_finished[live]).unsqueeze(1)
-        fin &= fin.long().cumsum(1) <= room
         goes_on = valid & ~ends
         slot = goes_on & (goes_on.long().cumsum(1) <= K)
 
         fin_j, fin_c = fin.nonzero(as_tuple=True)
-        if fin_j.numel():  # the only transfer: hypotheses that finish now
+        if fin_j.numel():  # the only transfer: hypotheses that finish now, all of length t + 1
+            fin_img = live[fin_j]
+            fin_raw = top_scores[fin_j, fin_c]
+            fin_final = _final_scores(fin_raw.double(), t + 1, length_penalty)
+            best_final.scatter_reduce_(0, fin_img, fin_final, reduce="amax")
             seqs = torch.cat([history[rows[fin_j, fin_c]], words[fin_j, fin_c].unsqueeze(1)], dim=1)
-            for img, seq, s in zip(live[fin_j].tolist(), seqs.tolist(), top_scores[fin_j, fin_c].tolist()):
-                finished[img].append(Hypothesis(seq, s, _final_score(s, len(seq), length_penalty)))
-            n_finished.index_add_(0, live[fin_j], torch.ones_like(fin_j))
+            for img, seq, s, f in zip(fin_img.tolist(), seqs.tolist(), fin_raw.tolist(), fin_final.tolist()):
+                finished[img].append(Hypothesis(seq, s, f))
         if last:
             break
-        keep = ((n_finished[live] < K) & slot.any(1)).nonzero().squeeze(1)
+        # the K surviving candidates of each block, in rank order (unfilled slots score -inf)
+        order = torch.where(slot, rank, rank + width).argsort(dim=1)[:, :K]
+        picked = slot.gather(1, order)
+        new_scores = top_scores.gather(1, order).masked_fill(~picked, float("-inf"))
+        could_win = _final_scores(new_scores[:, 0].double(), t + 2, length_penalty) > best_final[live]
+        keep = (picked[:, 0] & could_win).nonzero().squeeze(1)
         if keep.numel() == 0:
             break
-        # the K surviving candidates of each kept block, in rank order (unfilled slots score -inf)
-        order = torch.where(slot, rank, rank + width)[keep].argsort(dim=1)[:, :K]
-        picked = slot[keep].gather(1, order)
-        scores = top_scores[keep].gather(1, order).masked_fill(~picked, float("-inf"))
+        scores = new_scores[keep]
         own_row = (keep * K).unsqueeze(1).expand(-1, K)
-        new_rows = torch.where(picked, rows[keep].gather(1, order), own_row).reshape(-1)
-        tokens = words[keep].gather(1, order).reshape(-1)
+        new_rows = torch.where(picked[keep], rows[keep].gather(1, order[keep]), own_row).reshape(-1)
+        tokens = words[keep].gather(1, order[keep]).reshape(-1)
         history = torch.cat([history.index_select(0, new_rows), tokens.unsqueeze(1)], dim=1)
         state = decoder.reorder_state(state, new_rows)
         if keep.shape[0] != n:  # images that are done leave the computation
@@ -124,6 +133,11 @@ def beam_search(
             live = live[keep]
 
     return [max(f, key=lambda h: h.score) for f in finished]
+
+
+def _final_scores(logprob: torch.Tensor, length: int, length_penalty: float) -> torch.Tensor:
+    """``_final_score`` for a tensor of raw log-probs sharing one length (float64, to match it exactly)."""
+    return logprob / (max(length, 1) ** length_penalty) if length_penalty else logprob
 
 
 def _topk_by_rank(cand: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -174,13 +188,16 @@ def beam_search_reference(
                     break
                 seq = beams[b][1] + [w]
                 if w == eos_id or last:
-                    if rank < beam_size and len(finished) < beam_size:
+                    if rank < beam_size:
                         finished.append(Hypothesis(seq, val, _final_score(val, len(seq), length_penalty)))
                     continue
                 if len(new_beams) < beam_size:
                     new_beams.append((val, seq, st))
-            if len(finished) >= beam_size or last or not new_beams:
+            if last or not new_beams:
                 break
+            best = max((h.score for h in finished), default=float("-inf"))
+            if _final_score(new_beams[0][0], t + 2, length_penalty) <= best:
+                break  # no live beam can win any more
             beams = new_beams
         out.append(max(finished, key=lambda h: h.score))
     return out

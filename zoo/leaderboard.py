@@ -361,6 +361,9 @@ class Leaderboard:
         """A plain-text table for the terminal."""
         cols = self._columns()
         cells = [[c.header for c in cols]] + [[c.text(b) for c in cols] for b in self.rows]
+        for row in cells[1:]:  # keep intervals aligned whether or not they carry the ≈ mark
+            if row[3].endswith("]"):
+                row[3] += " " * (len(NOT_SIGNIFICANT) + 1)
         widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
 
         def line(row: list[str]) -> str:

@@ -382,7 +382,8 @@ class ResultsDB:
         # WAL: readers do not block the writer and vice versa. It needs a write; a read-only file or a file
         # system without shared memory stays in its journal mode, which is still correct, only less concurrent.
         try:
-            self._retry(lambda: self._conn.execute("PRAGMA journal_mode=WAL").fetchone())
+            if self._conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                self._retry(lambda: self._conn.execute("PRAGMA journal_mode=WAL").fetchone())
         except (ResultsDBError, sqlite3.Error):
             pass
         if version == SCHEMA_VERSION and app_id == APPLICATION_ID:
@@ -493,7 +494,8 @@ class ResultsDB:
         return self._guarded(lambda: self._retry(insert))
 
     def rows(self, data: str | None = None, split: str | None = None, **filters: Any) -> list[EvalRecord]:
-        """Rows in insertion order, filtered by equality (a list or tuple value means 'any of')."""
+        """Rows in insertion order, filtered by equality (a list or tuple value means 'any of', None means
+        'not recorded')."""
         if data is not None:
             filters["data"] = data
         if split is not None:
@@ -503,7 +505,9 @@ class ResultsDB:
             raise ResultsDBError(f"unknown results filter {unknown[0]!r}; filters are {', '.join(FILTERS)}")
         where, params = [], []
         for key, value in filters.items():
-            if isinstance(value, (list, tuple, set)):
+            if value is None:
+                where.append(f"{key} IS NULL")
+            elif isinstance(value, (list, tuple, set)):
                 where.append(f"{key} IN ({', '.join('?' * len(value))})")
                 params.extend(value)
             else:

@@ -89,6 +89,7 @@ class TrainResult:
     final_loss: float | None
     train_images_per_s: float | None
     history: list[dict[str, Any]] = field(default_factory=list)
+    model: Any = None  # the trained model object (every rank's own, under torchrun)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -368,7 +369,7 @@ def train(
                 dist.barrier()
             if stop_after is not None and done_here >= stop_after:
                 bar.close()
-                return TrainResult(out, step, best, last_loss, None, history)
+                return TrainResult(out, step, best, last_loss, None, history, model)
         else:
             progress_state["epoch"] += 1
             progress_state["pos"] = 0
@@ -379,7 +380,7 @@ def train(
         save(model, out / "last.safetensors", extra={"step": step, "run": run_info or {}, "train_images_per_s": speed})
         summary = {"steps": step, "best_val_cider_d": best, "final_loss": last_loss, "train_images_per_s": speed}
         atomic_write(out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1)))
-    return TrainResult(out, step, best, last_loss, speed, history)
+    return TrainResult(out, step, best, last_loss, speed, history, model)
 
 
 def _loss(step_fn: Any, model: CaptionModel, inputs: Any, caps: torch.Tensor, smoothing: float) -> torch.Tensor:

@@ -349,14 +349,18 @@ def shapes_dataset(
     num_test: int = 250,
     seed: int = 0,
     captions_per_image: int = 5,
+    max_images: int | None = None,
 ) -> CaptionDataset:
     """Generated images of 1-4 coloured shapes with 5 captions each (colours, counts, positions,
     relations); no download, deterministic from ``seed``, learnable on a CPU in minutes.
 
-    ``root`` is ignored (nothing is read from disk). Splits: train, val, test."""
+    ``root`` is ignored (nothing is read from disk). Splits: train, val, test; ``max_images`` keeps the
+    first images of the split (the same images whatever the limit)."""
     if isinstance(image_size, bool) or not isinstance(image_size, int) or not 16 <= image_size <= 1024:
         raise DataError(f"shapes: option 'image_size' must be an integer 16-1024, got {image_size!r}")
-    rows = generate_split(split, seed, num_train, num_val, num_test, captions_per_image)
+    if max_images is not None and (isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1):
+        raise DataError(f"shapes: option 'max_images' must be a positive integer, got {max_images!r}")
+    rows = generate_split(split, seed, num_train, num_val, num_test, captions_per_image)[:max_images]
     offset = ID_OFFSETS[split]
     items = [
         Item(offset + i, captions, render=functools.partial(render_scene, scene, image_size))
@@ -364,7 +368,7 @@ def shapes_dataset(
     ]
     info = {
         "generator": f"shapes-v{GENERATOR_VERSION}",
-        "seed": seed,
+        "seed": int(seed),
         "image_size": image_size,
         "num_train": num_train,
         "num_val": num_val,

@@ -142,7 +142,9 @@ class TimmEncoder(zoo.Encoder):
     # -- identity -------------------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
         """JSON options that rebuild this encoder (weights come from the checkpoint, not from here)."""
-        img = list(self.img_size) if self.img_size is not None else None
+        img: Any = self.img_size
+        if img is not None:
+            img = img[0] if img[0] == img[1] else list(img)
         cfg: dict[str, Any] = {"img_size": img, "freeze": self.frozen, **self.timm_kwargs}
         try:
             json.dumps(cfg)

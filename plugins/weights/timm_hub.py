@@ -50,7 +50,8 @@ def adapt_to_model(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str
     own = model.state_dict()
     if all(k not in own or tuple(v.shape) == tuple(own[k].shape) for k, v in state.items()):
         return state
-    filter_fn: Callable[..., Any] | None = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
+    module = sys.modules.get(type(model).__module__)
+    filter_fn: Callable[..., Any] | None = getattr(module, "checkpoint_filter_fn", None)
     if filter_fn is None or len(inspect.signature(filter_fn).parameters) < 2:
         return state  # the encoder's strict load names the mismatching keys
     return dict(filter_fn(state, model))

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from zoo.hookspecs import hookimpl
+from zoo.results import add_db_argument
 
 
 def _csv(text: str) -> list[str]:
@@ -38,7 +39,7 @@ def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="applied to every run, e.g. decoder.hidden_size=256, train.lr=1e-3")
     p.add_argument("--out", default="runs/compare", help="folder for the runs")
-    p.add_argument("--db", default=None, help="results database")
+    add_db_argument(p)
     p.add_argument("--html", default=None, help="also write the leaderboard page here")
     p.add_argument("--plot", default=None, help="also write the plot (PNG) here")
     p.add_argument("--resamples", type=int, default=1000)
@@ -74,8 +75,7 @@ def show_leaderboard(record_ids: list[int], db_path: str | None, resamples: int 
     from zoo.results import ResultsDB
 
     with ResultsDB(db_path) as db:
-        wanted = set(record_ids)
-        rows = [r for r in db.rows() if getattr(r, "id", None) in wanted]
+        rows = db.rows(id=list(record_ids))
     lb = build_leaderboard(rows, resamples=resamples)
     print(lb.to_table())
     if plot:

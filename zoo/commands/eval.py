@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from zoo.hookspecs import hookimpl
+from zoo.results import add_db_argument
 
 
 @hookimpl
@@ -32,7 +33,7 @@ def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--metrics", default="bleu,meteor,rouge-l,cider-d,spice")
     p.add_argument("--out", default=None, help="folder for results/metrics files (default: next to the checkpoint)")
     p.add_argument("--skip-bad-images", action="store_true", help="count and skip images that cannot be decoded")
-    p.add_argument("--db", default=None, help="results database (default: $ZOO_RESULTS_DB or ~/.local/share/caption-zoo/results.sqlite)")
+    add_db_argument(p)
     p.add_argument("--no-record", action="store_true", help="do not add this evaluation to the results database")
     p.add_argument("--seed", type=int, default=None, help="the training seed, recorded with the row")
     p.add_argument("--json", action="store_true", help="print the metrics JSON instead of the table")

@@ -21,7 +21,7 @@ def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="rank recorded evaluations (CIDEr-D ×100 by default) with 95%% intervals to the leader",
         description=(
             "Rank the evaluations `zoo eval` recorded. Only rows on one data set, split and reference set are "
-            "ranked together; seeds of one system are shown as mean ± std; Δ to the leader comes with a 95%% "
+            "ranked together; seeds of one system are shown as mean ± std; Δ to the leader comes with a 95% "
             "paired-bootstrap interval over images, and ≈ marks rows not significantly different from it."
         ),
     )

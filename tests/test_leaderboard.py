@@ -1,0 +1,241 @@
+"""The paired bootstrap, ranking and its refusals, exports, the plot and ``zoo leaderboard``."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import zlib
+
+import numpy as np
+import pytest
+
+import zoo.stats as stats
+from zoo.cli import main
+from zoo.errors import ZooError
+from zoo.leaderboard import NOT_SIGNIFICANT, build_leaderboard
+from zoo.results import EvalRecord, ResultsDB, config_hash
+
+N = 400
+_rng = np.random.default_rng(123)
+BASE = 0.5 + _rng.gamma(2.0, 0.45, N)  # CIDEr-D-like per-image scores: skewed, away from 0 (no clipping)
+
+
+def run(name: str, shift: float = 0.0, seed: int = 0, noise: float = 0.05, **kw) -> EvalRecord:
+    """A recorded evaluation whose per-image CIDEr-D is BASE + shift + zero-mean noise, so its mean is
+    exactly BASE's mean + shift (the noise is drawn from the name and seed)."""
+    rng = np.random.default_rng(zlib.crc32(f"{name}/{seed}".encode()))
+    eps = rng.normal(0, noise, N)
+    scores = BASE + shift + eps - eps.mean()
+    per_image = {str(i): float(v) for i, v in enumerate(scores)}
+    fields = dict(
+        system=name,
+        encoder="resnet10t",
+        decoder=name,
+        tokenizer="word",
+        config_hash=config_hash({"system": name}),
+        params_encoder=5_000_000,
+        params_decoder=1_000_000 + 100_000 * len(name),
+        data="shapes",
+        split="test",
+        num_images=N,
+        references_hash="ab" * 32,
+        decoding={"beam_size": 3, "max_len": 20},
+        metrics={"CIDEr-D": float(scores.mean()), "BLEU-4": 0.3 + shift / 10, "METEOR": 0.25, "ROUGE-L": 0.5},
+        per_image_cider=per_image,
+        decode_images_per_s=100.0 + len(name),
+        seed=seed,
+    )
+    fields.update(kw)
+    return EvalRecord(**fields)
+
+
+# -- the bootstrap on constructed scores ------------------------------------------------------------------
+def test_a_known_difference_is_found_significant():
+    rng = np.random.default_rng(0)
+    a = rng.gamma(2.0, 0.45, 500)
+    b = a + 0.05 + rng.normal(0, 0.1, 500)
+    mean, lo, hi = stats.paired_bootstrap(b, a, resamples=1000, seed=0)
+    assert mean == pytest.approx(float((b - a).mean()))
+    assert 0 < lo < 0.05 < hi
+    assert stats.is_significant(lo, hi)
+    mean2, lo2, hi2 = stats.paired_bootstrap(a, b, resamples=1000, seed=0)  # the sign follows the order
+    assert mean2 == pytest.approx(-mean) and hi2 < 0
+
+
+def test_identical_systems_are_not_significant():
+    a = np.random.default_rng(1).gamma(2.0, 0.45, 500)
+    mean, lo, hi = stats.paired_bootstrap(a, a.copy(), resamples=1000)
+    assert mean == 0 and lo <= 0 <= hi
+    assert not stats.is_significant(lo, hi)
+
+
+def test_noisy_systems_with_equal_means_are_not_significant():
+    rng = np.random.default_rng(2)
+    a = rng.gamma(2.0, 0.45, 500)
+    eps = rng.normal(0, 0.1, 500)
+    b = a + eps - eps.mean()  # per-image differences, but none on average
+    mean, lo, hi = stats.paired_bootstrap(b, a, resamples=2000, seed=3)
+    assert mean == pytest.approx(0, abs=1e-12) and lo < 0 < hi
+    assert hi - lo == pytest.approx(2 * 1.96 * eps.std() / np.sqrt(500), rel=0.15)  # ≈ the normal-theory width
+
+
+def test_bootstrap_is_deterministic_and_chunking_agrees(monkeypatch):
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(1, 0.3, 300), rng.normal(1.02, 0.3, 300)
+    first = stats.paired_bootstrap(a, b, resamples=3000, seed=7)
+    assert stats.paired_bootstrap(a, b, resamples=3000, seed=7) == first
+    monkeypatch.setattr(stats, "_MAX_INDEX_ENTRIES", 300 * 100)  # 30 chunks instead of one matrix
+    chunked = stats.paired_bootstrap(a, b, resamples=3000, seed=7)
+    assert chunked[0] == first[0]
+    assert chunked[1] == pytest.approx(first[1], abs=0.01) and chunked[2] == pytest.approx(first[2], abs=0.01)
+
+
+def test_bootstrap_refuses_misaligned_input():
+    with pytest.raises(ZooError, match="equal length"):
+        stats.paired_bootstrap(np.ones(5), np.ones(6))
+
+
+def test_mean_std_over_seeds():
+    assert stats.mean_std([1.0]) == (1.0, 0.0)
+    mean, std = stats.mean_std([1.0, 2.0, 3.0])
+    assert mean == 2.0 and std == pytest.approx(1.0)  # sample std (ddof=1)
+
+
+# -- ranking --------------------------------------------------------------------------------------------
+def test_ranking_intervals_and_markers():
+    rows = [run("gru"), run("gru-attn", shift=0.08), run("lstm", shift=0.07, noise=0.3), run("tiny", shift=-0.2)]
+    lb = build_leaderboard(rows, resamples=1000)
+    assert [b.name for b in lb.rows] == ["gru-attn", "lstm", "gru", "tiny"]
+    leader, lstm, gru, tiny = lb.rows
+    assert leader.rank == 1 and leader.delta is None
+    assert lstm.significant is False and lstm.delta[1] < 0 < lstm.delta[2]
+    assert gru.significant is True and gru.delta[2] < 0
+    assert gru.delta[0] == pytest.approx(gru.metrics["CIDEr-D"] - leader.metrics["CIDEr-D"])
+    table = lb.to_table().splitlines()
+    row_of = {name: next(line for line in table if f" {name} " in line) for name in ("gru-attn", "lstm", "gru")}
+    assert "—" in row_of["gru-attn"]
+    assert NOT_SIGNIFICANT in row_of["lstm"]
+    assert NOT_SIGNIFICANT not in row_of["gru"]
+    assert "CIDEr-D ×100" in table[1] and "params (M)" in table[1] and "decode img/s" in table[1]
+
+
+def test_mixed_splits_are_refused_with_the_groups_and_what_to_do():
+    rows = [run("gru"), run("gru-attn", split="val"), run("lstm", data="coco-karpathy")]
+    with pytest.raises(ZooError) as err:
+        build_leaderboard(rows)
+    msg = str(err.value)
+    assert "split=val" in msg and "split=test" in msg and "data=coco-karpathy" in msg
+    assert "--data" in msg and "--split" in msg
+
+
+def test_different_reference_sets_are_refused():
+    rows = [run("gru"), run("gru-attn", references_hash="cd" * 32)]
+    with pytest.raises(ZooError, match="--references"):
+        build_leaderboard(rows)
+
+
+def test_seeds_are_aggregated_and_reevaluations_not_double_counted():
+    rows = [run("gru", seed=0), run("gru", seed=1), run("gru", seed=2), run("gru", seed=2), run("lstm", shift=-0.3)]
+    lb = build_leaderboard(rows)
+    gru = lb.rows[0]
+    assert gru.seeds == 3
+    values = [r.metrics["CIDEr-D"] for r in rows[:3]]
+    assert gru.metrics["CIDEr-D"] == pytest.approx(np.mean(values))
+    assert gru.metrics_std["CIDEr-D"] == pytest.approx(np.std(values, ddof=1))
+    assert "±" in lb.to_table().splitlines()[3]
+    assert any("same seed ignored" in n for n in lb.notes)
+    # per-run view keeps every row
+    assert len(build_leaderboard(rows, group_by="run").rows) == 5
+
+
+def test_same_name_different_decoding_are_told_apart():
+    rows = [run("gru"), run("gru", decoding={"beam_size": 1, "max_len": 20})]
+    names = sorted(b.name for b in build_leaderboard(rows).rows)
+    assert names == ["gru (beam_size=1)", "gru (beam_size=3)"]
+
+
+def test_other_metric_ranks_without_interval_and_metric_names_are_forgiving():
+    rows = [run("gru"), run("gru-attn", shift=0.08)]
+    assert build_leaderboard(rows, metric="cider").metric == "CIDEr-D"
+    lb = build_leaderboard(rows, metric="bleu_4")
+    assert lb.metric == "BLEU-4" and lb.rows[1].significant is None
+    assert any("without interval" in n for n in lb.notes)
+    with pytest.raises(ZooError, match="recorded metrics"):
+        build_leaderboard(rows, metric="SPICE")
+    with pytest.raises(ZooError, match="at least 1000"):
+        build_leaderboard(rows, resamples=100)
+
+
+# -- exports --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def board():
+    return build_leaderboard([run("gru"), run("gru-attn", shift=0.08), run("lstm", shift=0.07, noise=0.3)])
+
+
+def test_markdown_parses_back(board):
+    lines = [l for l in board.to_markdown().splitlines() if l.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    body = [[c.strip() for c in l.strip("|").split("|")] for l in lines[2:]]
+    assert header[:3] == ["rank", "system", "CIDEr-D ×100"]
+    assert [r[1] for r in body] == ["gru-attn", "lstm", "gru"]
+    assert all(len(r) == len(header) for r in body)
+
+
+def test_csv_parses_back(board):
+    rows = list(csv.DictReader(io.StringIO(board.to_csv())))
+    assert [r["system"] for r in rows] == ["gru-attn", "lstm", "gru"]
+    assert float(rows[0]["CIDEr-D_x100"]) == pytest.approx(board.rows[0].metrics["CIDEr-D"] * 100)
+    assert rows[0]["delta_x100"] == "" and rows[1]["significant"] == "false" and rows[2]["significant"] == "true"
+    assert float(rows[2]["delta_lo_x100"]) < float(rows[2]["delta_hi_x100"]) < 0
+
+
+def test_json_parses_back(board):
+    doc = json.loads(board.to_json())
+    assert doc["data"] == "shapes" and doc["split"] == "test" and doc["metric"] == "CIDEr-D"
+    assert [r["rank"] for r in doc["rows"]] == [1, 2, 3]
+    r = doc["rows"][2]
+    assert r["delta_x100"]["lo"] < r["delta_x100"]["mean"] < r["delta_x100"]["hi"]
+    assert r["runs"][0]["seed"] == 0 and r["config_hash"] == config_hash({"system": "gru"})
+
+
+def test_html_is_self_contained(board):
+    page = board.to_html(board.plot_png())
+    assert "<table" in page and "gru-attn" in page and "<script>" in page
+    assert "data:image/png;base64," in page
+    assert "http://" not in page and "https://" not in page
+
+
+def test_plot_writes_an_image(board, tmp_path):
+    path = board.plot(tmp_path / "board.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# -- the command line -----------------------------------------------------------------------------------
+def _db(tmp_path, rows):
+    path = tmp_path / "results.sqlite"
+    with ResultsDB(path) as db:
+        for r in rows:
+            db.record(r)
+    return path
+
+
+def test_cli_table_json_and_html(tmp_path, capsys):
+    path = _db(tmp_path, [run("gru"), run("gru-attn", shift=0.08), run("other", split="val")])
+    assert main(["leaderboard", "--db", str(path), "--data", "shapes", "--split", "test"]) == 0
+    out = capsys.readouterr().out
+    assert "gru-attn" in out and "other" not in out and "Δ to leader" in out
+    assert main(["leaderboard", "--db", str(path), "--split", "test", "--format", "json"]) == 0
+    assert [r["system"] for r in json.loads(capsys.readouterr().out)["rows"]] == ["gru-attn", "gru"]
+    page, png = tmp_path / "board.html", tmp_path / "board.png"
+    assert main(["leaderboard", "--db", str(path), "--split", "test", "--out", str(page), "--plot", str(png)]) == 0
+    assert "data:image/png;base64," in page.read_text() and png.stat().st_size > 0
+
+
+def test_cli_refuses_mixed_splits_and_missing_db(tmp_path, capsys):
+    path = _db(tmp_path, [run("gru"), run("gru-attn", split="val")])
+    assert main(["leaderboard", "--db", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "split=val" in err and "--split" in err
+    assert main(["leaderboard", "--db", str(tmp_path / "missing.sqlite")]) == 2
+    assert "missing.sqlite" in capsys.readouterr().err

@@ -1,0 +1,171 @@
+"""Training on `shapes`: a model that learns, evaluation files pycocoevalcap agrees with, exact resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import zoo
+from zoo.cli import main as zoo_main
+from zoo.runs import RunSpec, build_model, execute, load_split
+
+pytestmark = [pytest.mark.xdist_group("train"), pytest.mark.slow]
+
+SHAPES = {"num_train": 1500, "num_val": 60, "num_test": 80}
+
+
+def shapes_spec(decoder: str = "gru", steps: int = 300, **train) -> RunSpec:
+    return RunSpec(
+        encoder="resnet10t",
+        decoder=decoder,
+        tokenizer="word",
+        data="shapes",
+        encoder_kwargs={"img_size": 64, "freeze": True},
+        decoder_kwargs={"embed_size": 64, "hidden_size": 128},
+        tokenizer_kwargs={"min_count": 0},
+        data_options=dict(SHAPES),
+        train={"steps": steps, "batch_size": 64, "lr": 3e-3, "warmup_steps": 20, "val_images": 60,
+               "eval_every": 150, "progress": False, **train},
+    )
+
+
+@pytest.fixture(scope="module")
+def cache_env(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ZOO_FEATURE_CACHE", str(tmp_path_factory.mktemp("features")))
+    yield
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def trained(cache_env, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run") / "gru"
+    execute(shapes_spec(), out, progress=False)
+    return out
+
+
+def test_training_writes_a_complete_run_folder(trained):
+    for name in ("run.json", "log.jsonl", "state.safetensors", "best.safetensors", "last.safetensors", "summary.json"):
+        assert (trained / name).exists(), name
+    log = [json.loads(line) for line in (trained / "log.jsonl").read_text().splitlines()]
+    losses = [e["loss"] for e in log if "loss" in e]
+    assert losses[-1] < 0.6 * losses[0]
+    vals = [e["val_cider_d"] for e in log if "val_cider_d" in e]
+    assert len(vals) == 2 and vals[-1] > 0.5
+    assert RunSpec.from_file(trained / "run.json").decoder == "gru"
+
+
+def test_training_raises_heldout_cider_far_above_untrained(trained):
+    from zoo.model_eval import evaluate_model
+
+    spec = RunSpec.from_file(trained / "run.json")
+    test_set = load_split(spec, "test")
+    torch.manual_seed(0)
+    untrained = build_model(spec, load_split(spec, "train"))
+    before = evaluate_model(untrained, test_set, beam_size=1, metrics=("cider-d",), progress=False)
+    after = evaluate_model(zoo.load(trained / "best.safetensors"), test_set, beam_size=3, metrics=("cider-d",), progress=False)
+    assert before.metrics["CIDEr-D"] < 0.1
+    assert after.metrics["CIDEr-D"] > 0.8, after.metrics
+    assert after.metrics["CIDEr-D"] > 10 * max(before.metrics["CIDEr-D"], 0.01)
+
+
+@pytest.mark.java
+def test_zoo_eval_files_rescore_identically_with_pycocoevalcap(trained, tmp_path, capsys):
+    from pycocoevalcap.eval import COCOEvalCap
+    from pycocotools.coco import COCO
+
+    db = tmp_path / "results.sqlite"
+    rc = zoo_main(["eval", str(trained), "--split", "test", "--beam", "2", "--out", str(tmp_path / "ev"),
+                   "--db", str(db), "--metrics", "bleu,meteor,rouge-l,cider-d", "--no-progress"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "CIDEr-D" in printed and "x100" in printed.replace("×", "x")
+    results = tmp_path / "ev" / "results_shapes_test_beam2.json"
+    metrics = json.loads((tmp_path / "ev" / "metrics_shapes_test_beam2.json").read_text())
+    assert metrics["decoding"]["beam_size"] == 2 and metrics["num_images"] == SHAPES["num_test"]
+    assert metrics["data"] == "shapes" and metrics["split"] == "test"
+    # rescore with pycocoevalcap itself, from a COCO-format ground truth of the same split
+    spec = RunSpec.from_file(trained / "run.json")
+    test_set = load_split(spec, "test")
+    gt = {"images": [{"id": it.image_id} for it in test_set], "annotations": [], "type": "captions",
+          "info": {}, "licenses": []}
+    for it in test_set:
+        for c in it.captions:
+            gt["annotations"].append({"id": len(gt["annotations"]), "image_id": it.image_id, "caption": c})
+    gt_path = tmp_path / "gt.json"
+    gt_path.write_text(json.dumps(gt))
+    coco = COCO(str(gt_path))
+    ev = COCOEvalCap(coco, coco.loadRes(str(results)))
+    # COCOEvalCap.evaluate() would also run SPICE (offline here): run its steps without it
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.meteor.meteor import Meteor
+    from pycocoevalcap.rouge.rouge import Rouge
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    ids = coco.getImgIds()
+    gts = PTBTokenizer().tokenize({i: ev.coco.imgToAnns[i] for i in ids})
+    res = PTBTokenizer().tokenize({i: ev.cocoRes.imgToAnns[i] for i in ids})
+    official = {}
+    b, _ = Bleu(4).compute_score(gts, res)
+    official.update({f"BLEU-{k + 1}": b[k] for k in range(4)})
+    official["METEOR"], _ = Meteor().compute_score(gts, res)
+    official["ROUGE-L"], _ = Rouge().compute_score(gts, res)
+    official["CIDEr-D"], _ = Cider().compute_score(gts, res)
+    for k, v in official.items():
+        assert metrics["metrics"][k] == pytest.approx(v, abs=1e-9), k
+    # and the row landed in the results database
+    from zoo.results import ResultsDB
+
+    with ResultsDB(db) as rdb:
+        rows = rdb.rows(data="shapes", split="test")
+    assert len(rows) == 1 and rows[0].decoding["beam_size"] == 2
+    assert rows[0].metrics["CIDEr-D"] == pytest.approx(official["CIDEr-D"], abs=1e-9)
+
+
+def test_caption_command_on_generated_image(trained, tmp_path, capsys):
+    spec = RunSpec.from_file(trained / "run.json")
+    img = tmp_path / "x.png"
+    load_split(spec, "test")[0].load_image().save(img)
+    assert zoo_main(["caption", str(trained / "best.safetensors"), str(img), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out[0]["file"] == str(img) and len(out[0]["caption"].split()) >= 2
+    rc = zoo_main(["caption", str(trained / "best.safetensors"), str(tmp_path / "missing.jpg")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "missing.jpg" in err and "Traceback" not in err
+
+
+def test_resume_after_a_kill_gives_the_same_weights(cache_env, tmp_path):
+    # gru-stacked with dropout: the RNG state must be restored too, not only weights and optimiser
+    spec = shapes_spec("gru-stacked", steps=40, checkpoint_every=10, eval_every=1000)
+    spec.decoder_kwargs["dropout"] = 0.3
+    spec.data_options = {"num_train": 300, "num_val": 10, "num_test": 10}  # 23 steps per epoch
+    spec.val_split = None
+    straight = tmp_path / "straight"
+    execute(spec, straight, progress=False)
+    killed = tmp_path / "killed"
+    execute(spec, killed, progress=False, stop_after=27)  # dies in epoch 2; last state at step 20
+    assert not (killed / "last.safetensors").exists()
+    with pytest.raises(zoo.ZooError, match="--resume"):
+        execute(spec, killed, progress=False)  # refuses to overwrite a run by accident
+    execute(spec, killed, resume=True, progress=False)
+    a = load_file(str(straight / "last.safetensors"))
+    b = load_file(str(killed / "last.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_train_command_errors_are_clear(capsys, tmp_path):
+    rc = zoo_main(["train", "--encoder", "resnet10t", "--decoder", "gru-atn", "--tokenizer", "word",
+                   "--out", str(tmp_path / "x"), "--set", "train.steps=1"])
+    assert rc == 2 and "gru-attn" in capsys.readouterr().err
+    rc = zoo_main(["train", "--encoder", "resnet10t", "--decoder", "gru", "--tokenizer", "word",
+                   "--out", str(tmp_path / "y"), "--set", "train.stpes=1"])
+    assert rc == 2 and "train.stpes" in capsys.readouterr().err
+    rc = zoo_main(["train", "--resume", str(tmp_path / "nothing")])
+    assert rc == 2 and "run.json" in capsys.readouterr().err
