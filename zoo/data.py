@@ -32,6 +32,7 @@ __all__ = [
     "ImageDataset",
     "Item",
     "collate_skip_none",
+    "int_option",
     "load_dataset",
     "open_image",
 ]
@@ -69,7 +70,7 @@ def open_image(path: str | Path) -> PIL.Image.Image:
         # raise SyntaxError or ValueError on malformed headers.
         raise DataError(
             f"image file {path} cannot be decoded ({type(exc).__name__}: {exc}): it is corrupt, truncated or "
-            f"not an image. Replace or delete it, or load with skip_bad_images=True to skip such files."
+            f"not an image. Replace or delete it, or skip such files (skip_bad_images=True; command line: --skip-bad-images)."
         ) from exc
 
 
@@ -261,6 +262,19 @@ def collate_skip_none(batch: list[tuple[int, Any]]) -> tuple[torch.Tensor, Any]:
     indices = torch.tensor([i for i, _ in kept], dtype=torch.long)
     images = torch.utils.data.default_collate([x for _, x in kept])
     return indices, images
+
+
+# -- for factories --------------------------------------------------------------------------------------
+def int_option(dataset: str, key: str, value: Any, low: int = 1, high: int | None = None) -> int | None:
+    """``value`` checked as an integer option of a data set factory (None passes through): options often
+    arrive from the command line or YAML, so a wrong type is reported by data set and option name."""
+    if value is None:
+        return None
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= low and (high is None or value <= high)
+    if not ok:
+        bounds = f"{low}-{high}" if high is not None else f"≥ {low}"
+        raise DataError(f"data set {dataset!r}: option {key!r} must be an integer {bounds}, got {value!r}")
+    return value
 
 
 # -- by name ----------------------------------------------------------------------------------------------

@@ -122,7 +122,8 @@ def get_or_build(
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     loader = torch.utils.data.DataLoader(
-        ImageDataset(dataset, tf), batch_size=batch_size, shuffle=False, num_workers=num_workers
+        ImageDataset(dataset, tf), batch_size=batch_size, shuffle=False, num_workers=num_workers,
+        generator=torch.Generator(),  # leave the global RNG stream alone
     )
     grid_mm = pooled_mm = None
     was_training = encoder.training

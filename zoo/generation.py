@@ -14,11 +14,13 @@ Rules (shared by both):
   ties broken by beam then token id) are ranked. A candidate ending in <eos> (or any candidate at step
   ``max_len``) is finished if it ranks within the top ``beam``; lower-ranked <eos> candidates are
   dropped. The best ``beam`` candidates not ending in <eos> live on (``2 * beam`` guarantees enough).
-* An image is done when its best live beam, scored as if it ended at the next step (raw log-prob,
-  length + 1), is no better than its best finished hypothesis, or at ``max_len``. The best finished
+* An image is done when its best live beam, scored at its current length (its final score if it could
+  end right now), is no better than its best finished hypothesis, or at ``max_len``. The best finished
   hypothesis wins. With ``length_penalty=0`` the stop is exact: log-probabilities only fall, so no live
-  beam could still win. With a length penalty it is the usual heuristic.
-* ``beam_size=1`` is exactly greedy decoding: the arg-max token each step, stopping at <eos>.
+  beam could still win. With a length penalty it is the usual heuristic (as in Hugging Face's
+  ``BeamHypotheses.is_done``).
+* ``beam_size=1`` is exactly greedy decoding for any ``length_penalty``: the arg-max token each step,
+  stopping at the first <eos> (an arg-max <eos> outscores the live beam at the same length).
 
 Why these two rules (and not "finish any <eos> among the 2·beam candidates; stop once ``beam``
 hypotheses are finished"): that variant makes beam 1 differ from greedy (a runner-up <eos> ends the
@@ -117,7 +119,7 @@ def beam_search(
         order = torch.where(slot, rank, rank + width).argsort(dim=1)[:, :K]
         picked = slot.gather(1, order)
         new_scores = top_scores.gather(1, order).masked_fill(~picked, float("-inf"))
-        could_win = _final_scores(new_scores[:, 0].double(), t + 2, length_penalty) > best_final[live]
+        could_win = _final_scores(new_scores[:, 0].double(), t + 1, length_penalty) > best_final[live]
         keep = (picked[:, 0] & could_win).nonzero().squeeze(1)
         if keep.numel() == 0:
             break
@@ -196,7 +198,7 @@ def beam_search_reference(
             if last or not new_beams:
                 break
             best = max((h.score for h in finished), default=float("-inf"))
-            if _final_score(new_beams[0][0], t + 2, length_penalty) <= best:
+            if _final_score(new_beams[0][0], t + 1, length_penalty) <= best:
                 break  # no live beam can win any more
             beams = new_beams
         out.append(max(finished, key=lambda h: h.score))

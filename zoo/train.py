@@ -234,7 +234,8 @@ class _ImageLoader:
                 return torch.stack([inner.ds[int(i)][1] for i in image_lists[j]])
 
         loader = torch.utils.data.DataLoader(
-            _BatchDS(self.ds), batch_size=None, shuffle=False, num_workers=self.num_workers
+            _BatchDS(self.ds), batch_size=None, shuffle=False, num_workers=self.num_workers,
+            generator=torch.Generator(),
         )
         yield from loader
 
@@ -282,6 +283,7 @@ def train(
         if dist.is_distributed() and is_main:
             dist.barrier()
     model.to(device)
+    seed_everything(cfg.seed)  # the same RNG stream whether or not the cache had to be built
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     progress_state = {"step": 0, "epoch": 0, "pos": 0, "best": None, "elapsed": 0.0, "images": 0}
@@ -441,8 +443,9 @@ def generate_for_items(
     model.eval()
     ds = ImageDataset(dataset, model.encoder.transform(train=False), skip_bad_images=skip_bad_images)
     sub = torch.utils.data.Subset(ds, indices)
+    # its own generator: evaluating in the middle of training must not draw from the global RNG
     loader = torch.utils.data.DataLoader(sub, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                                         collate_fn=collate_skip_none)
+                                         collate_fn=collate_skip_none, generator=torch.Generator())
     out: dict[int, str] = {}
     with tqdm(total=len(indices), desc="decode", unit="img", disable=not progress) as bar:
         for idx, images in loader:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import zoo
-from zoo.data import CaptionDataset, Item
+from zoo.data import CaptionDataset, Item, int_option
 from zoo.errors import DataError
 
 DEFAULT_YEAR = "2014"
@@ -70,14 +70,6 @@ def _need(obj: Any, key: str, path: Path, where: str, kind: type | tuple[type, .
     return value
 
 
-def _check_max_images(max_images: Any) -> int | None:
-    if max_images is None:
-        return None
-    if isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1:
-        raise DataError(f"option 'max_images' must be a positive integer, got {max_images!r}")
-    return max_images
-
-
 def _resolve(path: str | Path, root: Path | None) -> Path:
     """A path as given, or relative to ``root`` if it is not found as given."""
     p = Path(path).expanduser()
@@ -111,7 +103,7 @@ def coco_dataset(
     """COCO captions in the official format (``captions_train2014.json`` etc.) with the image folder.
 
     Point ``root`` at the COCO folder, or give ``annotations`` (captions json) and ``images`` (folder)."""
-    limit = _check_max_images(max_images)
+    limit = int_option("coco", "max_images", max_images)
     base = Path(root).expanduser() if root is not None else None
     ys = _year_split(split)
     if annotations is not None:
@@ -122,7 +114,8 @@ def coco_dataset(
             "annotations=PATH to a captions_*.json file"
         )
     else:
-        candidates = [base / "annotations" / f"captions_{ys}.json", base / f"captions_{ys}.json", base / "captions.json"]
+        name = f"captions_{ys}.json"
+        candidates = [base / "annotations" / name, base / name, base / "captions.json"]
         found = _first_existing(candidates)
         if found is None:
             tried = ", ".join(str(c) for c in candidates)
@@ -187,7 +180,7 @@ def karpathy_dataset(
 
     ``root`` holds the image folders named by each entry's ``filepath``; ``json`` defaults to
     ``root/dataset_coco.json``."""
-    limit = _check_max_images(max_images)
+    limit = int_option("coco-karpathy", "max_images", max_images)
     if split not in KARPATHY_SPLITS:
         raise DataError(f"data set 'coco-karpathy' has splits {', '.join(KARPATHY_SPLITS)}; got split {split!r}")
     base = Path(root).expanduser() if root is not None else None

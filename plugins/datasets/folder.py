@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import zoo
-from zoo.data import CaptionDataset, Item
+from zoo.data import CaptionDataset, Item, int_option
 from zoo.errors import DataError
 
 CAPTION_FILES = ("captions.jsonl", "captions.csv")
@@ -150,8 +150,7 @@ def folder_dataset(
     """A folder of images with ``captions.jsonl`` or ``captions.csv``; split by a column or by file-name hash.
 
     ``split``: ``all``, or a split named in the file, or train/val/test (90/5/5 hash split)."""
-    if max_images is not None and (isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1):
-        raise DataError(f"option 'max_images' must be a positive integer, got {max_images!r}")
+    int_option("folder", "max_images", max_images)
     base = Path(root).expanduser() if root is not None else None
     path = _captions_file(base, captions)
     base = base if base is not None else path.parent
@@ -182,7 +181,9 @@ def folder_dataset(
         chosen = [f for f, im in images.items() if im.split == split]
         if not chosen:
             found = sorted({im.split or "" for im in images.values()})
-            raise DataError(f"{path}: no line has split {split!r}; the splits in the file are {', '.join(found)} (or use 'all')")
+            raise DataError(
+                f"{path}: no line has split {split!r}; the splits in the file are {', '.join(found)} (or use 'all')"
+            )
     elif split in dict(HASH_SPLITS):
         chosen = [f for f in images if hash_split(f) == split]
         if not chosen:
@@ -191,7 +192,10 @@ def folder_dataset(
                 f"split='all', or add a 'split' key/column to the captions file"
             )
     else:
-        raise DataError(f"data set 'folder': split must be all, train, val or test here (the file has no split column); got {split!r}")
+        raise DataError(
+            f"data set 'folder': split must be all, train, val or test (the captions file has no split); "
+            f"got {split!r}"
+        )
     if max_images is not None:
         chosen = chosen[:max_images]
     items = [Item(f, images[f].captions, path=base / f) for f in chosen]

@@ -47,7 +47,7 @@ from typing import Callable
 from PIL import Image, ImageDraw
 
 import zoo
-from zoo.data import CaptionDataset, Item
+from zoo.data import CaptionDataset, Item, int_option
 from zoo.errors import DataError
 
 GENERATOR_VERSION = 1
@@ -147,7 +147,10 @@ def _join(parts: list[str]) -> str:
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
-def _inventory(scene: Scene, key: Callable[[Shape], tuple[str, ...]], noun: Callable[[tuple[str, ...]], tuple[list[str], str]]) -> str:
+Key = tuple[str, ...]
+
+
+def _inventory(scene: Scene, key: Callable[[Shape], Key], noun: Callable[[Key], tuple[list[str], str]]) -> str:
     counts = Counter(key(s) for s in scene.shapes)  # insertion order = reading order
     return _join([_np(c, *noun(k)) for k, c in counts.items()])
 
@@ -304,6 +307,8 @@ def render_scene(scene: Scene, image_size: int = 64, supersample: int = 4) -> Im
 # -- the data set -----------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=4)
 def _generate(seed: int, num_train: int, num_val: int, num_test: int, per_image: int) -> dict[str, tuple]:
+    """All three splits at once (val, test, then train, redrawing any scene seen before); cached, since a
+    run loads train and val and each needs the earlier splits' scenes anyway."""
     sizes = {"train": num_train, "val": num_val, "test": num_test}
     seen: set[Scene] = set()
     out: dict[str, tuple] = {}
@@ -332,11 +337,10 @@ def generate_split(
     if split not in ID_OFFSETS:
         raise DataError(f"shapes has splits train, val and test; got split {split!r}")
     for key, value in (("num_train", num_train), ("num_val", num_val), ("num_test", num_test)):
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1_000_000:
-            raise DataError(f"shapes: option {key!r} must be an integer in [0, 1000000), got {value!r}")
-    if isinstance(captions_per_image, bool) or not isinstance(captions_per_image, int) or not 1 <= captions_per_image <= 5:
-        raise DataError(f"shapes: option 'captions_per_image' must be an integer 1-5, got {captions_per_image!r}")
-    rows = _generate(int(seed), num_train, num_val, num_test, captions_per_image)[split]
+        int_option("shapes", key, value, 0, 999_999)  # ids of the next split start at 1,000,000
+    int_option("shapes", "captions_per_image", captions_per_image, 1, 5)
+    int_option("shapes", "seed", seed, 0)
+    rows = _generate(seed, num_train, num_val, num_test, captions_per_image)[split]
     return [(scene, list(captions)) for scene, captions in rows]
 
 
@@ -356,10 +360,8 @@ def shapes_dataset(
 
     ``root`` is ignored (nothing is read from disk). Splits: train, val, test; ``max_images`` keeps the
     first images of the split (the same images whatever the limit)."""
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or not 16 <= image_size <= 1024:
-        raise DataError(f"shapes: option 'image_size' must be an integer 16-1024, got {image_size!r}")
-    if max_images is not None and (isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1):
-        raise DataError(f"shapes: option 'max_images' must be a positive integer, got {max_images!r}")
+    int_option("shapes", "image_size", image_size, 16, 1024)
+    int_option("shapes", "max_images", max_images)
     rows = generate_split(split, seed, num_train, num_val, num_test, captions_per_image)[:max_images]
     offset = ID_OFFSETS[split]
     items = [
@@ -368,7 +370,7 @@ def shapes_dataset(
     ]
     info = {
         "generator": f"shapes-v{GENERATOR_VERSION}",
-        "seed": int(seed),
+        "seed": seed,
         "image_size": image_size,
         "num_train": num_train,
         "num_val": num_val,

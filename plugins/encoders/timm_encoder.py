@@ -73,7 +73,7 @@ class TimmEncoder(zoo.Encoder):
         self.name = name
         self.img_size = _normalise_img_size(img_size)
         self.timm_kwargs = dict(timm_kwargs)
-        self.model, self._model_takes_img_size = _create(name, self.img_size, self.timm_kwargs)
+        self.model = _create(name, self.img_size, self.timm_kwargs)
         self.feature_dim = int(self.model.num_features)
         # A head that widens the pooled vector (MobileNetV3's conv_head, MambaOut's MLP) would make it
         # disagree with the grid's C, which the decoder contract forbids; such models pool the grid.
@@ -165,7 +165,9 @@ class TimmEncoder(zoo.Encoder):
         The hook is firstresult; the callers are walked here one by one only to learn *which* source
         answered, since ``weights_id`` (the feature-cache key) records it."""
         hook = zoo.get_plugin_manager().hook.zoo_pretrained_weights
-        impls = [i for i in reversed(hook.get_hookimpls()) if not (i.hookwrapper or getattr(i, "wrapper", False))]
+        impls = [
+            i for i in reversed(hook.get_hookimpls()) if not (i.hookwrapper or getattr(i, "wrapper", False))
+        ]
         tried: list[str] = []
         for impl in impls:
             tried.append(impl.plugin_name)
@@ -198,18 +200,18 @@ def _normalise_img_size(img_size: Any) -> tuple[int, int] | None:
     raise ZooError(f"img_size must be a positive int or (height, width), not {img_size!r}")
 
 
-def _create(name: str, img_size: tuple[int, int] | None, kwargs: dict[str, Any]) -> tuple[nn.Module, bool]:
+def _create(name: str, img_size: tuple[int, int] | None, kwargs: dict[str, Any]) -> nn.Module:
     """``timm.create_model`` without its classifier. ``img_size`` is offered first; a model whose
     constructor rejects it (CNNs take any size) is built without, and only the transform changes."""
     base = {"pretrained": False, "num_classes": 0, **kwargs}
     if img_size is not None:
         try:
-            return _timm_create(name, {**base, "img_size": img_size}), True
+            return _timm_create(name, {**base, "img_size": img_size})
         except TypeError as exc:
             if "img_size" not in str(exc):
                 raise _bad_kwargs(name, kwargs, exc) from exc
     try:
-        return _timm_create(name, base), False
+        return _timm_create(name, base)
     except TypeError as exc:
         raise _bad_kwargs(name, kwargs, exc) from exc
 

@@ -1,0 +1,142 @@
+"""Teacher forcing: the decoders' fused ``forward`` vs the step loop ``forward_stepwise``, one training step.
+
+For ``gru``, ``gru-stacked`` and ``lstm`` the fused path is one ``nn.GRU``/``nn.LSTM`` call over the whole
+sequence plus one output projection over (B·T, H); the step loop calls the same modules T times. For
+``gru-attn`` both must loop over time; its fused ``forward`` saves the per-step output projection and
+embedding calls, and an extra baseline, "naive", also recomputes the attention projection W_g·grid at
+every step (what ``prepare`` exists to avoid).
+
+A training step is forward + cross-entropy + backward on the same batch for both paths (dropout 0, so both
+compute the same function and their losses must agree to 1e-5). The two paths alternate, and the median of
+the repeats is reported. Only a full run (not ``--quick``) writes benchmarks/results/bench_teacher_forcing.json.
+
+    .venv/bin/python benchmarks/bench_teacher_forcing.py [--quick] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+import zoo
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BOS = zoo.Tokenizer.bos_id
+
+
+def machine(threads: int) -> dict:
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": threads,
+    }
+
+
+def naive_attention(vocab: int, feature_dim: int, **opts: object) -> zoo.Decoder:
+    """gru-attn with W_g·grid recomputed at every step instead of once in ``prepare``."""
+    base = zoo.get_registry().get("decoder", "gru-attn").factory
+
+    class NaiveAttention(base):  # type: ignore[valid-type, misc]
+        def attend(self, h, memory):  # type: ignore[no-untyped-def]
+            return super().attend(h, memory._replace(keys=self.att_grid(memory.grid)))
+
+    return NaiveAttention(vocab, feature_dim, **opts)
+
+
+def train_step(run: Callable, feats: zoo.Features, tokens: torch.Tensor, vocab: int) -> tuple[float, float]:
+    """Seconds for forward + loss + backward, and the loss."""
+    t0 = time.perf_counter()
+    logits = run(feats, tokens[:, :-1])
+    loss = nn.functional.cross_entropy(logits.reshape(-1, vocab), tokens[:, 1:].reshape(-1))
+    loss.backward()
+    return time.perf_counter() - t0, float(loss)
+
+
+def compare(dec: zoo.Decoder, baseline: Callable, feats: zoo.Features, tokens: torch.Tensor,
+            vocab: int, repeats: int) -> dict:
+    dec.train()
+    fused_t, step_t = [], []
+    loss_f = loss_s = float("nan")
+    for i in range(repeats + 1):  # first round is warm-up
+        dec.zero_grad(set_to_none=True)
+        tf, loss_f = train_step(dec, feats, tokens, vocab)
+        dec.zero_grad(set_to_none=True)
+        ts, loss_s = train_step(baseline, feats, tokens, vocab)
+        if i:
+            fused_t.append(tf)
+            step_t.append(ts)
+    f, s = statistics.median(fused_t), statistics.median(step_t)
+    return {
+        "fused_s": round(f, 4),
+        "stepwise_s": round(s, 4),
+        "ratio": round(s / f, 2),
+        "loss_fused": loss_f,
+        "loss_stepwise": loss_s,
+        "loss_abs_diff": abs(loss_f - loss_s),
+        "losses_match_1e-5": abs(loss_f - loss_s) <= 1e-5,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes, 2 repeats: a smoke run")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    if args.quick:
+        cfg = dict(batch=16, steps=8, vocab=2000, embed=128, hidden=256, grid=16, channels=256, repeats=2)
+    else:
+        cfg = dict(batch=64, steps=16, vocab=10000, embed=256, hidden=512, grid=49, channels=512, repeats=5)
+    if args.repeats:
+        cfg["repeats"] = args.repeats
+    B, T, V, C = cfg["batch"], cfg["steps"], cfg["vocab"], cfg["channels"]
+    grid = torch.randn(B, cfg["grid"], C)
+    feats = zoo.Features(grid, grid.mean(1))
+    tokens = torch.randint(4, V, (B, T + 1))
+    tokens[:, 0] = BOS
+    opts = dict(embed_size=cfg["embed"], hidden_size=cfg["hidden"], dropout=0.0)
+
+    results = {}
+    for name in ["gru", "gru-stacked", "lstm", "gru-attn"]:
+        extra = {"attention_size": cfg["hidden"]} if name == "gru-attn" else {}
+        dec = zoo.create_decoder(name, V, C, **opts, **extra)
+        results[name] = compare(dec, dec.forward_stepwise, feats, tokens, V, cfg["repeats"])
+        print(f"{name:12s} fused {results[name]['fused_s']:.3f}s  step loop {results[name]['stepwise_s']:.3f}s  "
+              f"×{results[name]['ratio']}  |Δloss| {results[name]['loss_abs_diff']:.1e}", flush=True)
+    naive = naive_attention(V, C, **opts, attention_size=cfg["hidden"])
+    res = compare(naive, naive.forward_stepwise, feats, tokens, V, cfg["repeats"])
+    results["gru-attn-vs-naive-stepwise"] = res
+    print(f"{'gru-attn':12s} fused {res['fused_s']:.3f}s  naive step loop (W_g·grid every step) "
+          f"{res['stepwise_s']:.3f}s  ×{res['ratio']}", flush=True)
+
+    out = {
+        "benchmark": "bench_teacher_forcing",
+        "what": "one training step (forward+CE+backward): fused forward vs forward_stepwise",
+        "quick": args.quick,
+        "config": cfg,
+        "machine": machine(args.threads),
+        "results": results,
+        "all_losses_match": all(r["losses_match_1e-5"] for r in results.values()),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    line = json.dumps(out)
+    if not args.quick:
+        (RESULTS / "bench_teacher_forcing.json").write_text(line + "\n")
+    print(line)
+
+
+if __name__ == "__main__":
+    main()
