@@ -98,10 +98,14 @@ def test_batched_equals_reference_untrained_with_short_max_len() -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_greedy_is_argmax_unrolled_by_hand(decoders: dict, name: str) -> None:
+@pytest.mark.parametrize("length_penalty", [0.0, 1.0])
+def test_greedy_is_argmax_unrolled_by_hand(decoders: dict, name: str, length_penalty: float) -> None:
+    """beam 1 = greedy whatever the length penalty: the first arg-max <eos> ends the caption."""
     dec = decoders[name]
     feats = features(6, seed=3)
-    hyps = beam_search(dec, feats, bos_id=BOS, eos_id=EOS, beam_size=1, max_len=MAX_LEN)
+    hyps = beam_search(
+        dec, feats, bos_id=BOS, eos_id=EOS, beam_size=1, max_len=MAX_LEN, length_penalty=length_penalty
+    )
     memory = dec.prepare(feats)
     state = dec.init_state(memory)
     prev = torch.full((6,), BOS)

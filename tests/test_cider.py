@@ -103,14 +103,11 @@ EDGE_CASES = {
 }
 
 
-@pytest.fixture(params=["default", "token-lookup", "lexsort", "hash-collisions"])
+@pytest.fixture(params=["default", "lexsort", "hash-collisions"])
 def code_path(request, monkeypatch):
-    """The fallbacks a normal call never takes: the dense next-token lookup, the lexsort used when the
-    packed key does not fit 64 bits, and words that lose their hash slot in the tokenizer."""
-    if request.param == "token-lookup":
-        monkeypatch.setattr(zm, "_GRID_FACTOR", 0)
-        monkeypatch.setattr(zm, "_GRID_MIN", 0)
-    elif request.param == "lexsort":
+    """The fallbacks a normal call rarely takes: the lexsort used when the packed sort key does not fit
+    64 bits, and words that lose their hash slot in the tokenizer."""
+    if request.param == "lexsort":
         monkeypatch.setattr(zm, "_KEY_BITS", 8)
     elif request.param == "hash-collisions":
         monkeypatch.setattr(zm, "_TABLE_BITS", 3)
@@ -125,6 +122,27 @@ def test_edge_cases_match_pycocoevalcap(val_captions, code_path):
             continue  # non-ASCII text takes the dict tokenizer anyway
         gts[name], res[name] = refs, [cand]
     assert_same_as_pycocoevalcap(gts, res)
+
+
+@pytest.mark.parametrize("table_bits", [18, 1])
+def test_tokenizer_numbers_words_exactly(monkeypatch, table_bits):
+    """Same word, same id; different words (even sharing their first 8 bytes), different ids; with a
+    2-slot hash table almost every word loses its slot and is numbered by the fallback."""
+    monkeypatch.setattr(zm, "_TABLE_BITS", table_bits)
+    sentences = [
+        "sandwich sandwiches  sandwiched a",
+        "",
+        "skateboard skateboarder skateboarding\tskateboard a",
+        "abcdefghabcdefgh abcdefghabcdefghi abcdefgh abcdefghabcdefgh",
+        "x",
+        "abcdefgh " + " ".join("abcdefgh" + c for c in "ijklmnopqrstu"),  # one head, many tails
+    ]
+    tokens = zm._tokenize(sentences)
+    words = [w for s in sentences for w in s.split()]
+    assert tokens.lengths.tolist() == [len(s.split()) for s in sentences]
+    ids = tokens.ids.tolist()
+    assert len({(w, i) for w, i in zip(words, ids)}) == len(set(words)) == len(set(ids))
+    assert [tokens.words()[i] for i in ids] == words
 
 
 def test_ascii_and_unicode_tokenizers_agree(val_captions):

@@ -67,6 +67,8 @@ def test_shapes_and_batch_first_state(name: str) -> None:
         ("lstm", {"num_layers": 2}),
         ("gru", {"tie_weights": True}),
         ("gru-attn", {"tie_weights": True, "embed_size": 32}),
+        ("gru-attn", {"norm_features": False}),
+        ("lstm", {"norm_features": False}),
     ],
 )
 def test_fused_forward_equals_stepwise(name: str, over: dict) -> None:
@@ -204,11 +206,15 @@ def test_tie_weights_shares_storage(name: str) -> None:
     assert isinstance(same.head.proj, nn.Identity)
 
 
-BAD_OPTIONS = [
-    (n, opt, val)
-    for n in NAMES
-    for opt, val in [("hidden_size", 0), ("embed_size", -3), ("dropout", 1.5), ("tie_weights", "yes"), ("embed_size", 2.5)]
-] + [
+BAD_VALUES = [
+    ("hidden_size", 0),
+    ("embed_size", -3),
+    ("embed_size", 2.5),
+    ("dropout", 1.5),
+    ("tie_weights", "yes"),
+    ("norm_features", 1),
+]
+BAD_OPTIONS = [(n, opt, val) for n in NAMES for opt, val in BAD_VALUES] + [
     ("gru-stacked", "num_layers", 1),
     ("lstm", "num_layers", 0),
     ("gru-attn", "attention_size", 0),
@@ -237,11 +243,37 @@ def test_wrong_feature_dim_is_a_clear_error(name: str) -> None:
         dec(wrong, torch.randint(0, V, (2, 3)))
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_feature_norm_lets_small_image_differences_through(name: str) -> None:
+    """Features with a large shared offset and 1% image-specific spread (what a frozen encoder can give):
+    with ``norm_features`` the initial states differ clearly between images, without it they barely do."""
+    g = torch.Generator().manual_seed(0)
+    offset = 3.0 * torch.randn(1, 1, C, generator=g)
+    grid = offset + 0.01 * torch.randn(16, N, C, generator=g)
+    feats = zoo.Features(grid, grid.mean(1))
+
+    def spread(dec: zoo.Decoder) -> float:
+        dec.train()
+        dec(feats, torch.randint(0, V, (16, 3)))  # batch statistics (and running averages) from this batch
+        state = dec.init_state(dec.prepare(feats))
+        h = state[0] if isinstance(state, tuple) else state
+        return float(h.std(0).mean())
+
+    assert spread(make(name)) > 20 * spread(make(name, norm_features=False))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_train_mode_accepts_a_batch_of_one(name: str) -> None:
+    dec = make(name).train()  # one row has no spread: the feature norm falls back to running averages
+    assert dec(features(1), torch.randint(0, V, (1, 4))).shape == (1, 4, V)
+
+
+COMMON = {"embed_size", "hidden_size", "dropout", "tie_weights", "norm_features"}
 EXPECTED_OPTIONS = {
-    "gru": {"embed_size", "hidden_size", "dropout", "tie_weights"},
-    "gru-stacked": {"embed_size", "hidden_size", "num_layers", "dropout", "tie_weights"},
-    "gru-attn": {"embed_size", "hidden_size", "attention_size", "dropout", "gate", "tie_weights"},
-    "lstm": {"embed_size", "hidden_size", "num_layers", "dropout", "tie_weights"},
+    "gru": COMMON,
+    "gru-stacked": COMMON | {"num_layers"},
+    "gru-attn": COMMON | {"attention_size", "gate"},
+    "lstm": COMMON | {"num_layers"},
 }
 
 

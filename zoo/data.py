@@ -70,7 +70,8 @@ def open_image(path: str | Path) -> PIL.Image.Image:
         # raise SyntaxError or ValueError on malformed headers.
         raise DataError(
             f"image file {path} cannot be decoded ({type(exc).__name__}: {exc}): it is corrupt, truncated or "
-            f"not an image. Replace or delete it, or skip such files (skip_bad_images=True; command line: --skip-bad-images)."
+            f"not an image. Replace or delete it, or skip such files (skip_bad_images=True; command line: "
+            f"--skip-bad-images)."
         ) from exc
 
 

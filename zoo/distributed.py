@@ -54,6 +54,15 @@ def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     return DDP(model, device_ids=ids)
 
 
+def broadcast_buffers(model: torch.nn.Module, src: int = 0) -> None:
+    """Copy rank ``src``'s buffers (BatchNorm running statistics) to every rank. DDP broadcasts them at
+    the start of each forward, so after the last step each rank holds its own; this makes them agree."""
+    if not is_distributed():
+        return
+    for buf in model.buffers():
+        tdist.broadcast(buf.data, src=src)
+
+
 def all_gather_object(obj: Any) -> list[Any]:
     if not is_distributed():
         return [obj]

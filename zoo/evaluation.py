@@ -9,7 +9,7 @@ are on pycocoevalcap's scale: 0-1, CIDEr-D 0-10; papers print them x100. Metrics
 Differences from running pycocoevalcap by hand, all on purpose:
 
 * CIDEr-D defaults to ``cider-d-fast`` (:class:`zoo.metrics.CiderD`), which reproduces pycocoevalcap's
-  per-image numbers within 1e-9 (tests/test_cider.py) ~50x faster; ``reference_cider=True`` uses
+  per-image numbers within 1e-9 (tests/test_cider.py) ~40x faster; ``reference_cider=True`` uses
   pycocoevalcap's own.
 * SPICE needs CoreNLP jars that pycocoevalcap downloads at run time; offline it is reported in
   ``not_computed`` with the reason, never as a number.
@@ -61,7 +61,8 @@ JAVA_INSTALL_HINT = (
     "(Debian/Ubuntu), `brew install openjdk` (macOS) or `conda install -c conda-forge openjdk`."
 )
 SCALE_NOTE = "pycocoevalcap scale: 0-1 (CIDEr-D 0-10); papers print x100"
-_LINE_BREAKS = str.maketrans({c: " " for c in "\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"})
+# what the PTB lexer treats as a line break (\n itself pycocoevalcap already replaces)
+_LINE_BREAKS = str.maketrans({c: " " for c in "\r\x0b\x0c\x85\u2028\u2029"})
 
 
 @dataclass
@@ -188,31 +189,17 @@ def evaluate_captions(
 
     cands = _check_pairs(gts, res)
     registry = get_registry()
-    names = _scorer_names(metrics, reference_cider)
-    scorers = [registry.create("metric", name) for name in names]
-    not_computed: dict[str, str] = {}
-    notes: list[str] = []
-    labels = [k for s in scorers for k in s.keys]
+    scorers = [registry.create("metric", name) for name in _scorer_names(metrics, reference_cider)]
     if tokenize and shutil.which("java") is None:
-        raise _java_missing_error(labels, tokenize)
-    ready = []
-    for s in scorers:
-        check = getattr(s, "unavailable_reason", None)
-        reason = check() if check is not None else None
-        if reason:
-            for key in s.keys:
-                not_computed[key] = reason
-        else:
-            ready.append(s)
-    if not ready:
-        raise MetricError("no requested metric can be computed here: " + " | ".join(dict.fromkeys(not_computed.values())))
+        raise _java_missing_error([k for s in scorers for k in s.keys], tokenize)
+    ready, not_computed = _available(scorers)
 
-    n = len(cands)
-    if n < SMALL_CORPUS:
+    notes: list[str] = []
+    if len(cands) < SMALL_CORPUS:
         msg = (
-            f"evaluating only {n} image(s): CIDEr-D takes its document frequencies from the references being "
-            "evaluated, so a small subset scores oddly (one image always scores 0); report scores on the "
-            "full split"
+            f"evaluating only {len(cands)} image(s): CIDEr-D takes its document frequencies from the "
+            "references being evaluated, so a small subset scores oddly (one image always scores 0); report "
+            "scores on the full split"
         )
         warnings.warn(SmallCorpusWarning(msg), stacklevel=2)
         notes.append(msg)
@@ -223,38 +210,55 @@ def evaluate_captions(
     else:
         gts_t = {k: list(gts[k]) for k in cands}
         res_t = {k: [c] for k, c in cands.items()}
-
-    scores: dict[str, float] = {}
-    per_image_cider: dict[Any, float] = {}
-    bleu_counts = None
-    for s in ready:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", SmallCorpusWarning)  # said once above
-                score, per_image = s.compute_score(gts_t, res_t)
-        except MetricError as exc:
-            for key in s.keys:
-                not_computed[key] = str(exc)
-            continue
-        if len(s.keys) == 1:
-            score, per_image = [score], [per_image]
-        for key, value, values in zip(s.keys, score, per_image):
-            scores[key] = float(value)
-            if key == "CIDEr-D":
-                per_image_cider = {k: float(v) for k, v in zip(gts_t, values)}
-        bleu_counts = getattr(s, "counts", None) or bleu_counts
-    order = {k: i for i, k in enumerate(PYCOCOEVALCAP_KEYS)}
-    scores = dict(sorted(scores.items(), key=lambda kv: order.get(kv[0], len(order))))
-    return EvalResult(
-        scores=scores,
-        per_image_cider=per_image_cider,
+    result = EvalResult(
+        scores={},
+        per_image_cider={},
         not_computed=not_computed,
-        num_images=n,
+        num_images=len(cands),
         tokenized=tokenize,
         cider="cider-d" if reference_cider else "cider-d-fast",
         notes=notes,
-        bleu_counts=bleu_counts,
     )
+    for scorer in ready:
+        _run(scorer, gts_t, res_t, result)
+    order = {k: i for i, k in enumerate(PYCOCOEVALCAP_KEYS)}
+    result.scores = dict(sorted(result.scores.items(), key=lambda kv: order.get(kv[0], len(order))))
+    return result
+
+
+def _available(scorers: list[Any]) -> tuple[list[Any], dict[str, str]]:
+    """The scorers that can run here, and for the others' keys why not (asked before anything runs)."""
+    ready, not_computed = [], {}
+    for s in scorers:
+        check = getattr(s, "unavailable_reason", None)
+        reason = check() if check is not None else None
+        if reason:
+            not_computed.update(dict.fromkeys(s.keys, reason))
+        else:
+            ready.append(s)
+    if not ready:
+        raise MetricError("no requested metric can be computed here: " + " | ".join(dict.fromkeys(not_computed.values())))
+    return ready, not_computed
+
+
+def _run(scorer: Any, gts: dict, res: dict, result: EvalResult) -> None:
+    """One scorer into ``result``: its keys' scores, per-image CIDEr-D, BLEU's counts; a MetricError on
+    the way (SPICE's jar failing) goes to ``not_computed``."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SmallCorpusWarning)  # said once, by evaluate_captions
+            score, per_image = scorer.compute_score(gts, res)
+    except MetricError as exc:
+        result.not_computed.update(dict.fromkeys(scorer.keys, str(exc)))
+        return
+    if len(scorer.keys) == 1:
+        score, per_image = [score], [per_image]
+    for key, value, values in zip(scorer.keys, score, per_image):
+        result.scores[key] = float(value)
+        if key == "CIDEr-D":
+            result.per_image_cider = {k: float(v) for k, v in zip(gts, values)}
+    if getattr(scorer, "name", None) == "bleu":
+        result.bleu_counts = getattr(scorer, "counts", None)
 
 
 # -- COCO-format files --------------------------------------------------------------------------------------

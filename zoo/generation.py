@@ -75,12 +75,16 @@ def beam_search(
     K = beam_size
     device = features.grid.device
     memory = decoder.prepare(features)
-    # expand every image to K beam rows: row = block * K + beam, one block of K rows per live image
+    state = decoder.init_state(memory)
+    # the first step is the same for all K beams of an image: run it once per image, then expand every
+    # image to K beam rows: row = block * K + beam, one block of K rows per live image
+    first_logits, state = decoder.step(
+        torch.full((B,), bos_id, dtype=torch.long, device=device), state, memory
+    )
     expand = torch.arange(B, device=device).repeat_interleave(K)
     memory = select_batch(memory, expand)
-    state = decoder.init_state(memory)
+    state = decoder.reorder_state(state, expand)
     live = torch.arange(B, device=device)  # original image index of each live block
-    tokens = torch.full((B * K,), bos_id, dtype=torch.long, device=device)
     history = torch.zeros((B * K, 0), dtype=torch.long, device=device)
     scores = torch.zeros((B, K), device=device)
     scores[:, 1:] = float("-inf")  # at the start all beams are the same: keep one
@@ -88,7 +92,10 @@ def beam_search(
     finished: list[list[Hypothesis]] = [[] for _ in range(B)]
 
     for t in range(max_len):
-        logits, state = decoder.step(tokens, state, memory)
+        if t == 0:
+            logits = first_logits.index_select(0, expand)
+        else:
+            logits, state = decoder.step(tokens, state, memory)
         logp = torch.log_softmax(logits.float(), dim=-1)  # (n*K, V)
         n, V = live.shape[0], logp.shape[-1]
         last = t == max_len - 1

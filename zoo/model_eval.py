@@ -35,6 +35,7 @@ class ModelEvaluation:
     num_images: int
     decode_images_per_s: float
     notes: list[str] = field(default_factory=list)
+    scoring: Any = None  # the zoo.evaluation.EvalResult (for format_scores)
     results_path: Path | None = None
     metrics_path: Path | None = None
     record_id: int | None = None
@@ -90,14 +91,14 @@ def evaluate_model(
     for part in gathered:
         by_index.update(part)
     speed = n / elapsed if elapsed > 0 else 0.0
-    notes = []
+    own_notes = []
     skipped = n - len(by_index)
     if skipped:
-        notes.append(f"{skipped} bad images skipped (--skip-bad-images)")
+        own_notes.append(f"{skipped} bad images skipped (--skip-bad-images)")
     res = {dataset[i].image_id: c for i, c in sorted(by_index.items())}
     gts = {dataset[i].image_id: list(dataset[i].captions) for i in sorted(by_index)}
     result = evaluate_captions(gts, res, metrics=metrics)
-    notes.extend(getattr(result, "notes", []))
+    notes = list(result.notes) + own_notes  # the scorer's notes first, then ours
     ev = ModelEvaluation(
         metrics=dict(result.scores),
         per_image_cider={str(k): float(v) for k, v in result.per_image_cider.items()},
@@ -110,6 +111,7 @@ def evaluate_model(
         num_images=len(res),
         decode_images_per_s=speed,
         notes=notes,
+        scoring=result,
     )
     if out_dir is not None:
         write_outputs(ev, Path(out_dir))

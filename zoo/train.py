@@ -376,6 +376,7 @@ def train(
             progress_state["epoch"] += 1
             progress_state["pos"] = 0
     bar.close()
+    dist.broadcast_buffers(model)  # every rank ends with rank 0's model, running statistics included
     elapsed = time.perf_counter() - t_start
     speed = images_done / elapsed if elapsed > 0 and images_done else None
     if is_main:

@@ -1,10 +1,12 @@
-"""Pieces shared by the built-in recurrent decoders: option checks, the word embedding and output head
-(with optional weight tying), and the fused GRU decoder that ``gru`` and ``gru-stacked`` expose.
+"""Pieces shared by the built-in recurrent decoders: option checks, the per-channel feature norm, the
+word embedding and output head (with optional weight tying), and the fused GRU decoder behind ``gru``
+and ``gru-stacked``.
 
 Why a shared fused core: training runs ONE ``nn.GRU`` call over the whole (B, T, E) sequence (cuDNN on a
-GPU, one fused kernel per layer on a CPU), while generation calls the *same* module on one time step, so
-``forward`` equals the base class's ``forward_stepwise`` up to float rounding. The state handed to beam
-search is batch-first, (B, layers, H), so the generic ``select_batch`` reorders it.
+GPU; on a CPU one ATen call that projects the inputs of all steps in one matrix product and loops over
+time in C++), while generation calls the *same* module on one time step, so ``forward`` equals the base
+class's ``forward_stepwise`` up to float rounding. The state handed to beam search is batch-first,
+(B, layers, H), so the generic ``select_batch`` reorders it.
 """
 
 from __future__ import annotations
@@ -61,6 +63,35 @@ def make_embedding(vocab_size: int, embed_size: int) -> nn.Embedding:
     return emb
 
 
+class FeatureNorm(nn.Module):
+    """Per-channel standardisation of encoder features: batch norm without affine parameters (the linear
+    layer that reads the features has its own scale and bias).
+
+    Why: a frozen encoder's channels share a large image-independent offset and differ widely in scale,
+    so the part that tells images apart can be a few percent of the signal (a random resnet10t on
+    ``shapes``: per-channel spread across images ≈ 6% of the mean magnitude). Standardising each channel
+    over the batch lifts that part to unit scale; on the 300-step ``shapes`` training run it took held-out
+    CIDEr-D of ``gru`` from 0.30 to 1.0. Batch statistics in training, running averages in eval (so
+    generation is per image and batch-independent); a training batch of one row uses the running
+    averages, since one row has no spread."""
+
+    def __init__(self, dim: int, enabled: bool) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm1d(dim, affine=False) if enabled else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.bn is None:
+            return x
+        flat = x.reshape(-1, x.shape[-1])
+        if self.training and flat.shape[0] < 2:
+            out = nn.functional.batch_norm(
+                flat, self.bn.running_mean, self.bn.running_var, training=False, eps=self.bn.eps
+            )
+        else:
+            out = self.bn(flat)
+        return out.view_as(x)
+
+
 class OutputHead(nn.Module):
     """Hidden state → vocabulary logits.
 
@@ -87,8 +118,10 @@ class OutputHead(nn.Module):
 
 
 class FusedGRUDecoder(zoo.Decoder):
-    """A CNN→GRU captioner with ``num_layers`` layers: ``h0 = tanh(W_init · pooled + b)`` (one H-vector per
-    layer) initialises the GRU, which reads word embeddings; a linear layer maps its output to logits.
+    """A CNN→GRU captioner with ``num_layers`` layers: ``h0 = tanh(W_init · norm(pooled) + b)`` (one
+    H-vector per layer) initialises the GRU, which reads word embeddings; a linear layer maps its output
+    to logits.
+    ``norm`` is ``FeatureNorm`` (per-channel batch norm) or the identity with ``norm_features=False``.
 
     Dropout is applied to the embeddings, between GRU layers (``nn.GRU``'s own dropout) and before the
     output layer. State for generation: ``h`` of shape (B, num_layers, H), batch first."""
@@ -105,18 +138,23 @@ class FusedGRUDecoder(zoo.Decoder):
         num_layers: int,
         dropout: float,
         tie_weights: bool,
+        norm_features: bool = True,
         min_layers: int = 1,
     ) -> None:
         name = self.registry_name
-        super().__init__(check_int(name, "vocab_size", vocab_size), check_int(name, "feature_dim", feature_dim))
+        super().__init__(
+            check_int(name, "vocab_size", vocab_size), check_int(name, "feature_dim", feature_dim)
+        )
         self.embed_size = check_int(name, "embed_size", embed_size)
         self.hidden_size = check_int(name, "hidden_size", hidden_size)
         self.num_layers = check_int(name, "num_layers", num_layers, min_layers)
         self.dropout_p = check_dropout(name, dropout)
         self.tie_weights = check_bool(name, "tie_weights", tie_weights)
+        self.norm_features = check_bool(name, "norm_features", norm_features)
 
         self.embed = make_embedding(self.vocab_size, self.embed_size)
         self.drop = nn.Dropout(self.dropout_p)
+        self.feature_norm = FeatureNorm(self.feature_dim, self.norm_features)
         self.init_h = nn.Linear(self.feature_dim, self.num_layers * self.hidden_size)
         self.rnn = nn.GRU(
             self.embed_size,
@@ -130,7 +168,7 @@ class FusedGRUDecoder(zoo.Decoder):
     def prepare(self, features: zoo.Features) -> torch.Tensor:
         """The initial hidden state (B, num_layers, H): the only per-image work this decoder needs."""
         check_features(self, self.registry_name, features)
-        h0 = torch.tanh(self.init_h(features.pooled))
+        h0 = torch.tanh(self.init_h(self.feature_norm(features.pooled)))
         return h0.view(-1, self.num_layers, self.hidden_size)
 
     def init_state(self, memory: torch.Tensor) -> torch.Tensor:

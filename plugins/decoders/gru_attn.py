@@ -8,7 +8,10 @@ At step t, with previous hidden state h_{t-1} and grid features g_1..g_N (the en
     h_t   = GRUCell([E y_{t-1}; c_t], h_{t-1})
     logits_t = W_o h_t + b_o
 
-with h_0 = tanh(W_init · pooled + b). The GRU cell is torch's (equations in ``zoo_plugins.decoders.gru``).
+with h_0 = tanh(W_init · pooled + b). Grid and pooled features are first standardised per channel
+(``FeatureNorm``, unless ``norm_features=False``): g_i above are the standardised grid features. The GRU
+cell is torch's (equations in ``zoo_plugins.decoders.gru``).
+
 W_g g_i does not depend on t, so it is computed ONCE per batch, in ``prepare`` for generation and at the
 start of ``forward`` for training. Teacher forcing has to loop over time (c_t needs h_{t-1}), but each
 step is only the attention and one ``GRUCell``; the embeddings and the output layer run once over the
@@ -24,6 +27,7 @@ from torch import nn
 
 import zoo
 from zoo_plugins.decoders._rnn import (
+    FeatureNorm,
     OutputHead,
     check_bool,
     check_dropout,
@@ -36,7 +40,8 @@ NAME = "gru-attn"
 
 
 class AttentionMemory(NamedTuple):
-    """Per-image work done once: the grid, its attention projection W_g·grid, and h_0 (all batch first)."""
+    """Per-image work done once: the (standardised) grid, its attention projection W_g·grid, and h_0 (all
+    batch first)."""
 
     grid: torch.Tensor  # (B, N, C)
     keys: torch.Tensor  # (B, N, A)
@@ -48,7 +53,8 @@ class GRUAttentionDecoder(zoo.Decoder):
 
     Options: ``embed_size``, ``hidden_size``, ``attention_size`` (A of the additive attention),
     ``dropout`` (embeddings and before the output), ``gate`` (sigmoid gate on the context, as in the
-    paper), ``tie_weights``."""
+    paper), ``tie_weights``, ``norm_features`` (standardise each feature channel of the grid and of the
+    pooled vector first, see ``FeatureNorm``)."""
 
     def __init__(
         self,
@@ -60,18 +66,24 @@ class GRUAttentionDecoder(zoo.Decoder):
         dropout: float = 0.3,
         gate: bool = True,
         tie_weights: bool = False,
+        norm_features: bool = True,
     ) -> None:
-        super().__init__(check_int(NAME, "vocab_size", vocab_size), check_int(NAME, "feature_dim", feature_dim))
+        super().__init__(
+            check_int(NAME, "vocab_size", vocab_size), check_int(NAME, "feature_dim", feature_dim)
+        )
         self.embed_size = check_int(NAME, "embed_size", embed_size)
         self.hidden_size = check_int(NAME, "hidden_size", hidden_size)
         self.attention_size = check_int(NAME, "attention_size", attention_size)
         self.dropout_p = check_dropout(NAME, dropout)
         self.gate = check_bool(NAME, "gate", gate)
         self.tie_weights = check_bool(NAME, "tie_weights", tie_weights)
+        self.norm_features = check_bool(NAME, "norm_features", norm_features)
         C, H, A = self.feature_dim, self.hidden_size, self.attention_size
 
         self.embed = make_embedding(self.vocab_size, self.embed_size)
         self.drop = nn.Dropout(self.dropout_p)
+        self.grid_norm = FeatureNorm(C, self.norm_features)
+        self.pooled_norm = FeatureNorm(C, self.norm_features)
         self.init_h = nn.Linear(C, H)
         self.att_grid = nn.Linear(C, A)  # W_g (+ b): precomputed once per batch
         self.att_hidden = nn.Linear(H, A, bias=False)  # W_h
@@ -83,9 +95,9 @@ class GRUAttentionDecoder(zoo.Decoder):
     # -- generation contract ---------------------------------------------------------------------------
     def prepare(self, features: zoo.Features) -> AttentionMemory:
         check_features(self, NAME, features)
-        return AttentionMemory(
-            features.grid, self.att_grid(features.grid), torch.tanh(self.init_h(features.pooled))
-        )
+        grid = self.grid_norm(features.grid)
+        h0 = torch.tanh(self.init_h(self.pooled_norm(features.pooled)))
+        return AttentionMemory(grid, self.att_grid(grid), h0)
 
     def init_state(self, memory: AttentionMemory) -> torch.Tensor:
         return memory.h0

@@ -14,7 +14,7 @@ class StackedGRUDecoder(FusedGRUDecoder):
     """Stacked GRU: ``num_layers`` (≥ 2) GRU layers, dropout between layers, state init from the image.
 
     Options: ``embed_size``, ``hidden_size``, ``num_layers`` (≥ 2), ``dropout`` (embeddings, between
-    layers, before the output layer), ``tie_weights``."""
+    layers, before the output layer), ``tie_weights``, ``norm_features``."""
 
     registry_name = "gru-stacked"
 
@@ -27,6 +27,7 @@ class StackedGRUDecoder(FusedGRUDecoder):
         num_layers: int = 2,
         dropout: float = 0.3,
         tie_weights: bool = False,
+        norm_features: bool = True,
     ) -> None:
         super().__init__(
             vocab_size,
@@ -36,6 +37,7 @@ class StackedGRUDecoder(FusedGRUDecoder):
             num_layers=num_layers,
             dropout=dropout,
             tie_weights=tie_weights,
+            norm_features=norm_features,
             min_layers=2,
         )
 

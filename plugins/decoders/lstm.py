@@ -16,6 +16,7 @@ from torch import nn
 
 import zoo
 from zoo_plugins.decoders._rnn import (
+    FeatureNorm,
     OutputHead,
     check_bool,
     check_dropout,
@@ -31,7 +32,8 @@ class LSTMDecoder(zoo.Decoder):
     """Show and Tell: the image embedding is the LSTM's first input, then the words; linear output.
 
     Options: ``embed_size`` (words and image are embedded to this size), ``hidden_size``, ``num_layers``
-    (1 in the paper), ``dropout`` (embeddings, between layers, before the output), ``tie_weights``."""
+    (1 in the paper), ``dropout`` (embeddings, between layers, before the output), ``tie_weights``,
+    ``norm_features`` (standardise each feature channel first, see ``FeatureNorm``)."""
 
     def __init__(
         self,
@@ -42,15 +44,20 @@ class LSTMDecoder(zoo.Decoder):
         num_layers: int = 1,
         dropout: float = 0.3,
         tie_weights: bool = False,
+        norm_features: bool = True,
     ) -> None:
-        super().__init__(check_int(NAME, "vocab_size", vocab_size), check_int(NAME, "feature_dim", feature_dim))
+        super().__init__(
+            check_int(NAME, "vocab_size", vocab_size), check_int(NAME, "feature_dim", feature_dim)
+        )
         self.embed_size = check_int(NAME, "embed_size", embed_size)
         self.hidden_size = check_int(NAME, "hidden_size", hidden_size)
         self.num_layers = check_int(NAME, "num_layers", num_layers)
         self.dropout_p = check_dropout(NAME, dropout)
         self.tie_weights = check_bool(NAME, "tie_weights", tie_weights)
+        self.norm_features = check_bool(NAME, "norm_features", norm_features)
 
         self.embed = make_embedding(self.vocab_size, self.embed_size)
+        self.feature_norm = FeatureNorm(self.feature_dim, self.norm_features)
         self.image_embed = nn.Linear(self.feature_dim, self.embed_size)
         self.drop = nn.Dropout(self.dropout_p)
         self.rnn = nn.LSTM(
@@ -65,7 +72,7 @@ class LSTMDecoder(zoo.Decoder):
     def prepare(self, features: zoo.Features) -> torch.Tensor:
         """The image embedding (B, E), the LSTM's input at step −1."""
         check_features(self, NAME, features)
-        return self.image_embed(features.pooled)
+        return self.image_embed(self.feature_norm(features.pooled))
 
     def init_state(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         _, (h, c) = self.rnn(self.drop(memory).unsqueeze(1))  # zero state, one step on the image

@@ -9,7 +9,7 @@ why a scorer cannot run here (no Java; SPICE's CoreNLP jars absent), so an offli
 "SPICE not computed, because ..." instead of starting a download that fails, or worse, a fake number.
 
 Names: ``bleu``, ``meteor``, ``rouge-l``, ``cider-d`` (pycocoevalcap's Cider), ``cider-d-fast``
-(:class:`zoo.metrics.CiderD`, the same numbers ~50x faster) and ``spice``.
+(:class:`zoo.metrics.CiderD`, the same numbers ~40x faster) and ``spice``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import zoo
-from zoo.errors import MetricError
+from zoo.errors import DataError, MetricError
 from zoo.evaluation import JAVA_INSTALL_HINT
 from zoo.metrics import CiderD
 
@@ -59,12 +59,12 @@ def _check_inputs(gts: Mapping[Any, Sequence[str]], res: Mapping[Any, Sequence[s
         odd = next((k for k in gts if k not in res), None)
         where = "has references but no candidate" if odd is not None else "has a candidate but no references"
         odd = odd if odd is not None else next(k for k in res if k not in gts)
-        raise MetricError(f"image {odd!r} {where}; gts and res need the same image ids")
+        raise DataError(f"image {odd!r} {where}; gts and res need the same image ids")
     for key, hypo in res.items():
         if not isinstance(hypo, list) or len(hypo) != 1:
-            raise MetricError(f"image {key!r}: res values must be a list with exactly one caption, got {hypo!r}")
+            raise DataError(f"image {key!r}: res values must be a list with exactly one caption, got {hypo!r}")
         if not isinstance(gts[key], list) or not gts[key]:
-            raise MetricError(f"image {key!r}: gts values must be a non-empty list of captions")
+            raise DataError(f"image {key!r}: gts values must be a non-empty list of captions")
 
 
 class Bleu(_Scorer):

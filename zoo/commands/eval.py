@@ -96,8 +96,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             print(json.dumps(ev.summary(), indent=1))
         else:
             print(f"{ckpt} on {ev.data}/{ev.split}: {ev.num_images} images, beam {args.beam}, max_len {args.max_len}")
-            print(format_scores(ev.metrics, ev.not_computed))
-            for note in ev.notes:
+            print(format_scores(ev.scoring))
+            for note in ev.notes[len(ev.scoring.notes):]:
                 print(f"note: {note}")
             print(f"results: {ev.results_path}\nmetrics: {ev.metrics_path}")
     finally:
