@@ -23,9 +23,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -35,18 +34,15 @@ from torch import nn
 
 import zoo
 
-RESULTS = Path(__file__).resolve().parent / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine, report  # noqa: E402
+
 BOS = zoo.Tokenizer.bos_id
 
 
-def machine(threads: int) -> dict:
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": threads,
-    }
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def naive_attention(vocab: int, feature_dim: int, **opts: object) -> zoo.Decoder:
@@ -62,10 +58,12 @@ def naive_attention(vocab: int, feature_dim: int, **opts: object) -> zoo.Decoder
 
 def train_step(run: Callable, feats: zoo.Features, tokens: torch.Tensor, vocab: int) -> tuple[float, float]:
     """Seconds for forward + loss + backward, and the loss."""
+    sync()
     t0 = time.perf_counter()
     logits = run(feats, tokens[:, :-1])
     loss = nn.functional.cross_entropy(logits.reshape(-1, vocab), tokens[:, 1:].reshape(-1))
     loss.backward()
+    sync()
     return time.perf_counter() - t0, float(loss)
 
 
@@ -100,17 +98,19 @@ def compare(fused: zoo.Decoder, baseline: zoo.Decoder, feats: zoo.Features, toke
     }
 
 
-def output_layer_floor(rows: int, hidden: int, vocab: int, repeats: int) -> float:
+def output_layer_floor(rows: int, hidden: int, vocab: int, repeats: int, device: torch.device) -> float:
     """Seconds for the part every path must do alike: logits = Linear(H→V) on all B·T positions,
     cross-entropy and backward. It bounds how much a fused recurrence can save."""
-    layer = nn.Linear(hidden, vocab)
-    h = torch.randn(rows, hidden, requires_grad=True)
-    target = torch.randint(0, vocab, (rows,))
+    layer = nn.Linear(hidden, vocab).to(device)
+    h = torch.randn(rows, hidden, device=device, requires_grad=True)
+    target = torch.randint(0, vocab, (rows,), device=device)
     times = []
     for _ in range(repeats + 1):
         layer.zero_grad(set_to_none=True)
+        sync()
         t0 = time.perf_counter()
         nn.functional.cross_entropy(layer(h), target).backward()
+        sync()
         times.append(time.perf_counter() - t0)
     return min(times[1:])
 
@@ -120,9 +120,11 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small sizes, 2 repeats: a smoke run")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (cuDNN's fused RNN kernels)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    device = torch.device(args.device)
     if args.quick:
         cfg = dict(batch=16, steps=8, vocab=2000, embed=128, hidden=256, grid=16, channels=256, repeats=2)
     else:
@@ -131,45 +133,42 @@ def main() -> None:
         cfg["repeats"] = args.repeats
     B, T, V, C = cfg["batch"], cfg["steps"], cfg["vocab"], cfg["channels"]
     grid = torch.randn(B, cfg["grid"], C)
-    feats = zoo.Features(grid, grid.mean(1))
-    tokens = torch.randint(4, V, (B, T + 1))
+    feats = zoo.Features(grid, grid.mean(1)).to(device)
+    tokens = torch.randint(4, V, (B, T + 1), device=device)
     tokens[:, 0] = BOS
     opts = dict(embed_size=cfg["embed"], hidden_size=cfg["hidden"], dropout=0.0)
 
-    floor = output_layer_floor(B * T, cfg["hidden"], V, cfg["repeats"])
+    floor = output_layer_floor(B * T, cfg["hidden"], V, cfg["repeats"], device)
     print(f"output layer + loss alone (both paths pay it): {floor:.3f}s", flush=True)
     results = {}
     for name in ["gru", "gru-stacked", "lstm", "gru-attn"]:
         extra = {"attention_size": cfg["hidden"]} if name == "gru-attn" else {}
-        dec = zoo.create_decoder(name, V, C, **opts, **extra)
+        dec = zoo.create_decoder(name, V, C, **opts, **extra).to(device)
         res = results[name] = compare(dec, dec, feats, tokens, V, cfg["repeats"])
         beyond = (res["stepwise_s"] - floor) / (res["fused_s"] - floor) if res["fused_s"] > floor else None
         res["ratio_beyond_output_layer"] = None if beyond is None else round(beyond, 2)
         print(f"{name:12s} fused {res['fused_s']:.3f}s  step loop {res['stepwise_s']:.3f}s  "
               f"×{res['ratio']} (×{res['ratio_beyond_output_layer']} without the output layer)  "
               f"|Δloss| {res['loss_abs_diff']:.1e}", flush=True)
-    naive = naive_attention(V, C, **opts, attention_size=cfg["hidden"])
+    naive = naive_attention(V, C, **opts, attention_size=cfg["hidden"]).to(device)
     naive.load_state_dict(dec.state_dict())  # the gru-attn just measured
     res = results["gru-attn-vs-naive-stepwise"] = compare(dec, naive, feats, tokens, V, cfg["repeats"])
     print(f"{'gru-attn':12s} fused {res['fused_s']:.3f}s  naive step loop (W_g·grid every step) "
           f"{res['stepwise_s']:.3f}s  ×{res['ratio']}", flush=True)
 
-    out = {
-        "benchmark": "bench_teacher_forcing",
+    figures = {
         "what": "one training step (forward+CE+backward): fused forward vs forward_stepwise",
         "quick": args.quick,
+        "device": str(device),
         "config": cfg,
-        "machine": machine(args.threads),
         "output_layer_floor_s": round(floor, 4),
         "results": results,
         "all_losses_match": all(r["losses_match_1e-5"] for r in results.values()),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(out)
-    if not args.quick:
-        (RESULTS / "bench_teacher_forcing.json").write_text(line + "\n")
-    print(line)
-
+    if args.quick:  # a smoke run: printed, not recorded
+        print(json.dumps({"benchmark": "bench_teacher_forcing", **figures, "machine": machine()}))
+    else:
+        report("bench_teacher_forcing", figures)
 
 if __name__ == "__main__":
     main()

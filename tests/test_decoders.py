@@ -100,6 +100,19 @@ def test_attention_projection_is_computed_once_per_batch() -> None:
     assert len(calls) == 2
 
 
+def test_attention_weights_follow_the_additive_formula() -> None:
+    """gru-attn computes its energies through a sigmoid (faster); the weights must still be the textbook
+    softmax_i(vᵀ tanh(W_g g_i + W_h h + b))."""
+    dec = make("gru-attn").eval()
+    memory = dec.prepare(features(3))
+    h = torch.randn(3, 32)
+    context, alpha = dec.attend(h, memory)
+    energy = dec.att_score(torch.tanh(dec.att_grid(memory.grid) + dec.att_hidden(h).unsqueeze(1))).squeeze(-1)
+    torch.testing.assert_close(alpha, torch.softmax(energy, dim=-1), atol=1e-6, rtol=0)
+    gate = torch.sigmoid(dec.gate_proj(h))
+    torch.testing.assert_close(context, gate * (alpha.unsqueeze(-1) * memory.grid).sum(1), atol=1e-5, rtol=0)
+
+
 # -- learning: overfit a fixed batch, then decode it back -------------------------------------------------
 def training_batch() -> tuple[zoo.Features, torch.Tensor, list[list[int]]]:
     """8 images, captions of 3..7 random words + <eos>: (B, 9) <bos> w.. <eos> <pad>..."""
@@ -142,13 +155,13 @@ def trained() -> dict[str, tuple[zoo.Decoder, float, float]]:
     for name in NAMES:
         dec = make(name, seed=3).train()
         opt = torch.optim.Adam(dec.parameters(), lr=1e-2)
-        start = last = float(xent(dec, feats, caps))
+        start = last = xent(dec, feats, caps).item()
         for _ in range(400):
             opt.zero_grad()
             loss = xent(dec, feats, caps)
             loss.backward()
             opt.step()
-            last = float(loss)
+            last = loss.item()
             if last < 0.05:
                 break
         out[name] = (dec.eval(), start, last)
@@ -257,7 +270,7 @@ def test_feature_norm_lets_small_image_differences_through(name: str) -> None:
         dec(feats, torch.randint(0, V, (16, 3)))  # batch statistics (and running averages) from this batch
         state = dec.init_state(dec.prepare(feats))
         h = state[0] if isinstance(state, tuple) else state
-        return float(h.std(0).mean())
+        return h.std(0).mean().item()
 
     assert spread(make(name)) > 20 * spread(make(name, norm_features=False))
 

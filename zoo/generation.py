@@ -22,11 +22,11 @@ Rules (shared by both):
 * ``beam_size=1`` is exactly greedy decoding for any ``length_penalty``: the arg-max token each step,
   stopping at the first <eos> (an arg-max <eos> outscores the live beam at the same length).
 
-Why these two rules (and not "finish any <eos> among the 2·beam candidates; stop once ``beam``
-hypotheses are finished"): that variant makes beam 1 differ from greedy (a runner-up <eos> ends the
-caption while the arg-max word would go on), and lets ``beam`` short, improbable captions that finish
-early end the search while a far more probable live beam is still growing, so a wider beam often scored
-*below* greedy.
+Why these rules, rather than "finish every <eos> among the 2·beam candidates; an image is done once it
+has ``beam`` finished hypotheses" (an earlier version): that made beam 1 differ from greedy (a runner-up
+<eos> ended the caption while the arg-max word went on), and let ``beam`` short, improbable captions that
+finished early end the search while a far more probable beam was still growing, so beam 3 often found
+captions of lower log-probability than greedy (tests/test_decoders.py checks it does not).
 """
 
 from __future__ import annotations

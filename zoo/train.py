@@ -213,12 +213,13 @@ def load_state(path: Path, model: CaptionModel, opt: torch.optim.Optimizer) -> d
 class _ImageLoader:
     """Streams images for the pairs of each batch through DataLoader workers (encoder in the loop)."""
 
-    def __init__(self, dataset: Any, transform: Any, pairs: PairIndex, num_workers: int) -> None:
+    def __init__(self, dataset: Any, transform: Any, pairs: PairIndex, num_workers: int, pin: bool = False) -> None:
         from zoo.data import ImageDataset
 
         self.ds = ImageDataset(dataset, transform)
         self.pairs = pairs
         self.num_workers = num_workers
+        self.pin = pin
 
     def __call__(self, batches: list[torch.Tensor]) -> Iterator[torch.Tensor]:
         image_lists = [self.pairs.image_of[b] for b in batches]
@@ -235,7 +236,7 @@ class _ImageLoader:
 
         loader = torch.utils.data.DataLoader(
             _BatchDS(self.ds), batch_size=None, shuffle=False, num_workers=self.num_workers,
-            generator=torch.Generator(),
+            generator=torch.Generator(), pin_memory=self.pin,
         )
         yield from loader
 
@@ -322,7 +323,7 @@ def train(
         starts = list(range(pos, steps_per_epoch * cfg.batch_size, cfg.batch_size))
         batches = [order[s : s + cfg.batch_size] for s in starts]
         batches = [b[dist.rank() :: world] for b in batches]  # this rank's share of each global batch
-        image_iter = None if use_cache else _ImageLoader(train_set, transform, pairs, cfg.num_workers)(batches)
+        image_iter = None if use_cache else _ImageLoader(train_set, transform, pairs, cfg.num_workers, pin=device.type == "cuda")(batches)
         for b in batches:
             if step >= total:
                 break
@@ -335,7 +336,7 @@ def train(
             if cache is not None:
                 inputs: Any = cache.batch(pairs.image_of[b], device)
             else:
-                inputs = next(image_iter).to(device)  # type: ignore[arg-type]
+                inputs = next(image_iter).to(device, non_blocking=True)  # type: ignore[arg-type]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 loss = _loss(step_fn, model, inputs, caps, cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
@@ -446,13 +447,14 @@ def generate_for_items(
     sub = torch.utils.data.Subset(ds, indices)
     # its own generator: evaluating in the middle of training must not draw from the global RNG
     loader = torch.utils.data.DataLoader(sub, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                                         collate_fn=collate_skip_none, generator=torch.Generator())
+                                         collate_fn=collate_skip_none, generator=torch.Generator(),
+                                         pin_memory=device.type == "cuda")
     out: dict[int, str] = {}
     with tqdm(total=len(indices), desc="decode", unit="img", disable=not progress) as bar:
         for idx, images in loader:
             if images is None:  # every image of this batch was bad (and skipped)
                 continue
-            caps = model.generate(images.to(device), beam_size=beam_size, max_len=max_len, length_penalty=length_penalty)
+            caps = model.generate(images.to(device, non_blocking=True), beam_size=beam_size, max_len=max_len, length_penalty=length_penalty)
             for i, c in zip(idx.tolist(), caps):
                 out[int(i)] = c
             bar.update(len(idx))

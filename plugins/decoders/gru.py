@@ -1,8 +1,8 @@
 """``gru``: the classic CNN→GRU captioner the project started from.
 
 The pooled image vector (each channel standardised, see ``FeatureNorm``), through a linear layer and
-tanh, initialises the hidden state of a single-layer
-GRU that reads the caption's word embeddings; a linear layer over its output gives the next-token logits.
+tanh, initialises the hidden state of a single-layer GRU that reads the caption's word embeddings; a
+linear layer over its output gives the next-token logits.
 Training runs one fused ``nn.GRU`` call over the whole sequence; generation calls the same module one
 step at a time (``forward`` equals ``forward_stepwise``).
 
