@@ -16,7 +16,7 @@ from pathlib import Path
 
 DECODERS = ["gru", "gru-stacked", "gru-attn", "lstm"]
 ENCODER = "resnet10t"
-STEPS = 1500
+STEPS = 1200
 SEEDS = [0]
 OVERRIDES = [
     "encoder.img_size=64",

@@ -11,6 +11,8 @@ from zoo.hookspecs import hookimpl
 from zoo.registry import KINDS
 
 LISTABLE = [k + "s" for k in KINDS] + ["models", "weights", "plugins"]
+# arguments the zoo passes itself, not options a user sets
+SUPPLIED_BY_THE_ZOO = {"decoder": ("vocab_size", "feature_dim"), "encoder": ("name",), "dataset": ()}
 
 
 @hookimpl
@@ -71,12 +73,12 @@ def _info(name: str, kind: str | None) -> dict:
             e = reg.get(k, name)
         except UnknownNameError:
             continue
-        opts = {
-            o: (None if d is inspect.Parameter.empty else d)
-            for o, d in e.options().items()
-            if o not in ("vocab_size", "feature_dim", "name")
-        }
-        required = [o for o, d in e.options().items() if d is inspect.Parameter.empty and o not in ("vocab_size", "feature_dim", "name")]
+        hidden = SUPPLIED_BY_THE_ZOO.get(e.kind, ())
+        all_opts = {o: d for o, d in e.options().items() if o not in hidden}
+        required = [o for o, d in all_opts.items() if d is inspect.Parameter.empty]
+        if e.kind == "tokenizer":
+            required = []  # constructor arguments come from train(captions, **options), not from users
+        opts = {o: d for o, d in all_opts.items() if d is not inspect.Parameter.empty}
         return {
             "kind": e.kind,
             "name": e.name,

@@ -1,0 +1,59 @@
+"""`zoo compare`: same budget for every run, every run recorded, and an interrupted compare resumes."""
+
+from __future__ import annotations
+
+import pytest
+
+from zoo.compare import CompareConfig, compare, plan
+from zoo.results import ResultsDB
+from zoo.runs import execute
+
+pytestmark = [pytest.mark.xdist_group("train"), pytest.mark.slow]
+
+
+def config() -> CompareConfig:
+    return CompareConfig(
+        encoders=["resnet10t"], decoders=["gru", "lstm"], tokenizers=["word"], data="shapes",
+        data_options={"num_train": 200, "num_val": 10, "num_test": 30}, seeds=[0], train={"steps": 12},
+        metrics=("cider-d",), beam_size=2,
+        overrides=["encoder.img_size=48", "encoder.freeze=true", "decoder.hidden_size=32", "decoder.embed_size=16",
+                   "tokenizer.min_count=0", "train.batch_size=32", "train.progress=false", "train.eval_every=1000",
+                   "train.checkpoint_every=4"],
+    )
+
+
+def test_every_run_gets_the_same_budget_and_settings():
+    runs = plan(config())
+    assert [name for name, _ in runs] == ["resnet10t-gru-word-seed0", "resnet10t-lstm-word-seed0"]
+    trains = [spec.train for _, spec in runs]
+    assert trains[0] == trains[1] and trains[0]["steps"] == 12 and trains[0]["seed"] == 0
+    assert runs[0][1].encoder_kwargs == runs[1][1].encoder_kwargs == {"img_size": 48, "freeze": True}
+
+
+def test_interrupted_compare_resumes_without_redoing_finished_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("ZOO_FEATURE_CACHE", str(tmp_path / "cache"))
+    cfg, out, db = config(), tmp_path / "cmp", tmp_path / "results.sqlite"
+    said: list[str] = []
+
+    def interrupt_at_second_run(msg: str) -> None:
+        said.append(msg)
+        if msg.startswith("[2/2]"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        compare(cfg, out, db_path=db, progress=False, say=interrupt_at_second_run)
+    # the second run had got part of the way through its training when it was killed
+    second = dict(plan(cfg))["resnet10t-lstm-word-seed0"]
+    execute(second, out / "resnet10t-lstm-word-seed0", progress=False, stop_after=5)
+    first_mtime = (out / "resnet10t-gru-word-seed0" / "last.safetensors").stat().st_mtime_ns
+
+    said.clear()
+    rows = compare(cfg, out, db_path=db, progress=False, say=said.append)
+    assert said[0] == "[1/2] resnet10t-gru-word-seed0: finished earlier, skipped"
+    assert said[1] == "[2/2] resnet10t-lstm-word-seed0: resuming"
+    assert (out / "resnet10t-gru-word-seed0" / "last.safetensors").stat().st_mtime_ns == first_mtime
+    assert [r["run"] for r in rows] == ["resnet10t-gru-word-seed0", "resnet10t-lstm-word-seed0"]
+    with ResultsDB(db) as rdb:
+        recorded = rdb.rows(data="shapes", split="test")
+    assert sorted(r.decoder for r in recorded) == ["gru", "lstm"]  # one row each: nothing redone
+    assert {r.decoding["beam_size"] for r in recorded} == {2}
