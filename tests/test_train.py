@@ -169,3 +169,18 @@ def test_train_command_errors_are_clear(capsys, tmp_path):
     assert rc == 2 and "train.stpes" in capsys.readouterr().err
     rc = zoo_main(["train", "--resume", str(tmp_path / "nothing")])
     assert rc == 2 and "run.json" in capsys.readouterr().err
+
+
+def test_fine_tuned_encoder_trains_with_images_in_the_loop(cache_env, tmp_path):
+    spec = shapes_spec("gru", steps=6, eval_every=1000)
+    spec.encoder_kwargs = {"img_size": 32}  # not frozen: no feature cache, the encoder learns too
+    spec.data_options = {"num_train": 60, "num_val": 10, "num_test": 10, "image_size": 32}
+    spec.val_split = None
+    torch.manual_seed(0)
+    before = build_model(spec, load_split(spec, "train"))
+    result = execute(spec, tmp_path / "ft", progress=False)
+    after = zoo.load(tmp_path / "ft" / "last.safetensors")
+    assert not after.encoder.frozen
+    changed = [k for k, v in before.encoder.state_dict().items() if not torch.equal(v, after.encoder.state_dict()[k])]
+    assert any("weight" in k and "conv" in k for k in changed)  # backbone weights were updated
+    assert result.steps == 6 and not any((tmp_path / "ft").glob("*cache*"))
