@@ -11,7 +11,6 @@ separately), the other decodes and encodes every image of every batch. Prints th
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile

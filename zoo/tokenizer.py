@@ -67,5 +67,26 @@ class Tokenizer(ABC):
             out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
         return out
 
+    def content_ids(self, ids: Iterable[int]) -> list[int]:
+        """The ids a ``decode`` renders: those before the first <eos>, without <pad>/<bos>. An id outside
+        the vocabulary means the ids came from a model built for another tokenizer: that is an error."""
+        from zoo.errors import ZooError
+
+        n = self.vocab_size
+        keep: list[int] = []
+        for i in ids:
+            i = int(i)
+            if i == self.eos_id:
+                break
+            if i in (self.pad_id, self.bos_id):
+                continue
+            if not 0 <= i < n:
+                raise ZooError(
+                    f"{self.name or type(self).__name__} tokenizer: id {i} is outside its vocabulary of {n}; "
+                    "the ids come from a model built for another tokenizer"
+                )
+            keep.append(i)
+        return keep
+
     def decode_batch(self, batch: Iterable[Sequence[int]]) -> list[str]:
         return [self.decode(ids) for ids in batch]

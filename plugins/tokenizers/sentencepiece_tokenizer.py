@@ -123,21 +123,7 @@ class SentencePieceTokenizer(zoo.Tokenizer):
         return self._sp.encode(_prepare(text, self._options["lowercase"]), out_type=int)
 
     def decode(self, ids: Sequence[int]) -> str:
-        keep: list[int] = []
-        n = self._sp.get_piece_size()
-        for i in ids:
-            i = int(i)
-            if i == EOS_ID:
-                break
-            if i in (PAD_ID, BOS_ID):
-                continue
-            if not 0 <= i < n:
-                raise ZooError(
-                    f"sentencepiece tokenizer: id {i} is outside its vocabulary of {n}; the ids come "
-                    "from a model built for another tokenizer"
-                )
-            keep.append(i)
-        return self._sp.decode(keep)
+        return self._sp.decode(self.content_ids(ids))
 
     @property
     def vocab_size(self) -> int:

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Sequence
 
 import zoo
 from zoo.errors import CheckpointError, DataError, ZooError
-from zoo.tokenizer import BOS_ID, EOS_ID, PAD_ID, SPECIAL_TOKENS, UNK_ID
+from zoo.tokenizer import SPECIAL_TOKENS, UNK_ID
 
 FORMAT = "zoo-word-tokenizer"
 VERSION = 1
@@ -90,21 +90,7 @@ class WordTokenizer(zoo.Tokenizer):
         return [get(w, UNK_ID) for w in split_words(text)]
 
     def decode(self, ids: Sequence[int]) -> str:
-        out: list[str] = []
-        n = len(self._itos)
-        for i in ids:
-            i = int(i)
-            if i == EOS_ID:
-                break
-            if i in (PAD_ID, BOS_ID):
-                continue
-            if not 0 <= i < n:
-                raise ZooError(
-                    f"word tokenizer: id {i} is outside its vocabulary of {n}; the ids come from a "
-                    "model built for another tokenizer"
-                )
-            out.append(self._itos[i])
-        return " ".join(out)
+        return " ".join(self._itos[i] for i in self.content_ids(ids))
 
     @property
     def vocab_size(self) -> int:
