@@ -184,3 +184,27 @@ def test_fine_tuned_encoder_trains_with_images_in_the_loop(cache_env, tmp_path):
     changed = [k for k, v in before.encoder.state_dict().items() if not torch.equal(v, after.encoder.state_dict()[k])]
     assert any("weight" in k and "conv" in k for k in changed)  # backbone weights were updated
     assert result.steps == 6 and not any((tmp_path / "ft").glob("*cache*"))
+
+
+def test_eval_on_own_folder_with_a_bad_image(trained, tmp_path, capsys):
+    spec = RunSpec.from_file(trained / "run.json")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    lines = []
+    for i, item in enumerate(load_split(spec, "test")[:4]):
+        item.load_image().save(folder / f"img{i}.png")
+        lines.append(json.dumps({"file": f"img{i}.png", "captions": item.captions}))
+    (folder / "broken.jpg").write_bytes(b"this is not a jpeg")
+    lines.append(json.dumps({"file": "broken.jpg", "caption": "a red circle"}))
+    (folder / "captions.jsonl").write_text("\n".join(lines) + "\n")
+    args = ["eval", str(trained), "--data", "folder", "--data-root", str(folder), "--split", "all",
+            "--metrics", "cider-d", "--no-record", "--no-progress", "--out", str(tmp_path / "ev")]
+    rc = zoo_main(args)
+    err = capsys.readouterr().err
+    assert rc == 2 and "broken.jpg" in err and "Traceback" not in err
+    with pytest.warns(UserWarning):  # 4 images: CIDEr-D document frequencies from those references
+        rc = zoo_main(args + ["--skip-bad-images"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "1 bad images skipped" in out
+    metrics = json.loads((tmp_path / "ev" / "metrics_folder_all_beam3.json").read_text())
+    assert metrics["num_images"] == 4
