@@ -121,6 +121,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--device", default="cpu", help="cpu or cuda (cuDNN's fused RNN kernels)")
+    ap.add_argument("--vocab", type=int, default=None,
+                    help="vocabulary size (default 10,000, COCO scale); results go to bench_teacher_forcing-vocabN.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -131,6 +133,8 @@ def main() -> None:
         cfg = dict(batch=64, steps=16, vocab=10000, embed=256, hidden=512, grid=49, channels=512, repeats=5)
     if args.repeats:
         cfg["repeats"] = args.repeats
+    if args.vocab:
+        cfg["vocab"] = args.vocab
     B, T, V, C = cfg["batch"], cfg["steps"], cfg["vocab"], cfg["channels"]
     grid = torch.randn(B, cfg["grid"], C)
     feats = zoo.Features(grid, grid.mean(1)).to(device)
@@ -168,7 +172,7 @@ def main() -> None:
     if args.quick:  # a smoke run: printed, not recorded
         print(json.dumps({"benchmark": "bench_teacher_forcing", **figures, "machine": machine()}))
     else:
-        report("bench_teacher_forcing", figures)
+        report("bench_teacher_forcing" + (f"-vocab{args.vocab}" if args.vocab else ""), figures)
 
 if __name__ == "__main__":
     main()
