@@ -67,10 +67,8 @@ def save(model: "CaptionModel", path: str | Path, extra: dict[str, Any] | None =
     }
     if extra:
         meta["extra"] = json.dumps(extra, sort_keys=True)
-    model_cpu_state = model  # save_model handles shared (tied) tensors
-
     def write(tmp: str) -> None:
-        save_model(model_cpu_state, tmp, metadata=meta)
+        save_model(model, tmp, metadata=meta)  # save_model handles shared (tied) tensors
 
     return atomic_write(path, write)
 

@@ -68,6 +68,7 @@ def compare(
     from zoo.checkpoint import load
     from zoo.model_eval import evaluate_model, record
     from zoo.runs import execute, load_split
+    from zoo.train import read_train_speed
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -89,9 +90,7 @@ def compare(
             result = execute(spec, run_dir, resume=resume, progress=progress)
             train_speed = result.train_images_per_s
         else:
-            summary = run_dir / "summary.json"
-            if summary.exists():
-                train_speed = json.loads(summary.read_text()).get("train_images_per_s")
+            train_speed = read_train_speed(run_dir)
         ckpt = run_dir / "best.safetensors"
         model = load(ckpt)
         test_set = load_split(spec, cfg.split)

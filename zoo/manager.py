@@ -34,6 +34,7 @@ OWN_DISTRIBUTION = "caption-zoo"
 
 _pm: pluggy.PluginManager | None = None
 _registry: Registry | None = None
+_pending_failures: dict[str, str] = {}  # entry points that failed to load, for the next registry
 
 
 def _autoload_disabled() -> bool:
@@ -78,8 +79,6 @@ def get_plugin_manager() -> pluggy.PluginManager:
             warnings.warn(f"zoo plugin {name!r} failed to load and was skipped: {why}", stacklevel=2)
     return _pm
 
-
-_pending_failures: dict[str, str] = {}
 
 
 def _describe(exc: BaseException, where: str) -> str:

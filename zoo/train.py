@@ -23,10 +23,9 @@ from __future__ import annotations
 import base64
 import json
 import math
-import os
 import random
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -210,35 +209,21 @@ def load_state(path: Path, model: CaptionModel, opt: torch.optim.Optimizer) -> d
 
 
 # -- the loop ---------------------------------------------------------------------------------------------
-class _ImageLoader:
-    """Streams images for the pairs of each batch through DataLoader workers (encoder in the loop)."""
+def _image_batches(
+    dataset: Any, transform: Any, pairs: PairIndex, batches: list[torch.Tensor], num_workers: int, pin: bool
+) -> Iterator[torch.Tensor]:
+    """The images of each batch's pairs, decoded in DataLoader workers (encoder in the loop)."""
+    from zoo.data import ImageDataset
 
-    def __init__(self, dataset: Any, transform: Any, pairs: PairIndex, num_workers: int, pin: bool = False) -> None:
-        from zoo.data import ImageDataset
-
-        self.ds = ImageDataset(dataset, transform)
-        self.pairs = pairs
-        self.num_workers = num_workers
-        self.pin = pin
-
-    def __call__(self, batches: list[torch.Tensor]) -> Iterator[torch.Tensor]:
-        image_lists = [self.pairs.image_of[b] for b in batches]
-
-        class _BatchDS(torch.utils.data.Dataset):
-            def __init__(inner, ds: Any) -> None:
-                inner.ds = ds
-
-            def __len__(inner) -> int:
-                return len(image_lists)
-
-            def __getitem__(inner, j: int) -> torch.Tensor:
-                return torch.stack([inner.ds[int(i)][1] for i in image_lists[j]])
-
-        loader = torch.utils.data.DataLoader(
-            _BatchDS(self.ds), batch_size=None, shuffle=False, num_workers=self.num_workers,
-            generator=torch.Generator(), pin_memory=self.pin,
-        )
-        yield from loader
+    loader = torch.utils.data.DataLoader(
+        ImageDataset(dataset, transform),
+        batch_sampler=[pairs.image_of[b].tolist() for b in batches],  # one worker task per batch
+        num_workers=num_workers,
+        generator=torch.Generator(),  # leave the global RNG stream alone
+        pin_memory=pin,
+    )
+    for _, images in loader:
+        yield images
 
 
 def train(
@@ -323,7 +308,7 @@ def train(
         starts = list(range(pos, steps_per_epoch * cfg.batch_size, cfg.batch_size))
         batches = [order[s : s + cfg.batch_size] for s in starts]
         batches = [b[dist.rank() :: world] for b in batches]  # this rank's share of each global batch
-        image_iter = None if use_cache else _ImageLoader(train_set, transform, pairs, cfg.num_workers, pin=device.type == "cuda")(batches)
+        image_iter = None if use_cache else _image_batches(train_set, transform, pairs, batches, cfg.num_workers, device.type == "cuda")
         for b in batches:
             if step >= total:
                 break
@@ -461,9 +446,8 @@ def generate_for_items(
     return out
 
 
-def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
-    return asdict(cfg)
-
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "") not in ("", "0")
+def read_train_speed(run_dir: str | Path | None) -> float | None:
+    """Training images/s that a finished run recorded in its ``summary.json`` (None if absent)."""
+    if run_dir is None or not (Path(run_dir) / "summary.json").exists():
+        return None
+    return json.loads((Path(run_dir) / "summary.json").read_text()).get("train_images_per_s")

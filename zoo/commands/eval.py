@@ -61,6 +61,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from zoo.evaluation import format_scores
     from zoo.model_eval import evaluate_model, record
     from zoo.runs import RunSpec
+    from zoo.train import read_train_speed
 
     dist.init_from_env()
     try:
@@ -91,7 +92,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if not args.no_record:
             record(ev, model, args.db, checkpoint=ckpt, seed=seed,
                    run_name=str(run_dir) if run_dir else None,
-                   train_images_per_s=extra.get("train_images_per_s") or _train_speed(run_dir))
+                   train_images_per_s=extra.get("train_images_per_s") or read_train_speed(run_dir))
         if args.json:
             print(json.dumps(ev.summary(), indent=1))
         else:
@@ -104,8 +105,3 @@ def cmd_eval(args: argparse.Namespace) -> int:
         dist.cleanup()
     return 0
 
-
-def _train_speed(run_dir: Path | None) -> float | None:
-    if run_dir is None or not (run_dir / "summary.json").exists():
-        return None
-    return json.loads((run_dir / "summary.json").read_text()).get("train_images_per_s")
