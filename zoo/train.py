@@ -369,6 +369,7 @@ def train(
         save(model, out / "last.safetensors", extra={"step": step, "run": run_info or {}, "train_images_per_s": speed})
         summary = {"steps": step, "best_val_cider_d": best, "final_loss": last_loss, "train_images_per_s": speed}
         atomic_write(out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1)))
+    dist.barrier()  # no rank returns before rank 0 has written the run's final files
     return TrainResult(out, step, best, last_loss, speed, history, model)
 
 
