@@ -79,6 +79,73 @@ def test_fused_forward_equals_stepwise(name: str, over: dict) -> None:
     torch.testing.assert_close(fused, stepwise, atol=1e-5, rtol=0)
 
 
+def ragged_tokens(batch: int, width: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Input tokens (B, T) and the ``keep`` mask of their scored positions: rows of different lengths,
+    padding after, as ``CaptionModel.loss`` builds them."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, width + 1, (batch,), generator=g)
+    lengths[0] = width
+    keep = torch.arange(width)[None, :] < lengths[:, None]
+    tokens = torch.where(keep, torch.randint(4, V, (batch, width), generator=g), PAD)
+    tokens[:, 0] = BOS
+    return tokens, keep
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_skipping_padding_gives_the_same_logits_and_gradients(name: str) -> None:
+    """``forward(..., keep=mask)`` computes the output layer (and, in gru-attn, the steps) only where a
+    word is scored; logits and every parameter's gradient must equal the full forward's, masked."""
+    dec = make(name).train()  # dropout 0, batch statistics in the feature norm: the training path
+    assert dec.skips_padding
+    feats, (tokens, keep) = features(7, seed=3), ragged_tokens(7, 8, seed=4)
+    target = torch.randint(0, V, (int(keep.sum()),))
+
+    def grads(logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        dec.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(logits, target).backward()
+        return {k: p.grad.clone() for k, p in dec.named_parameters() if p.grad is not None}
+
+    full = dec(feats, tokens)[keep]
+    kept = dec(feats, tokens, keep=keep)
+    assert kept.shape == (int(keep.sum()), V)
+    torch.testing.assert_close(kept, full, atol=1e-5, rtol=0)
+    g_full, g_kept = grads(dec(feats, tokens)[keep]), grads(dec(feats, tokens, keep=keep))
+    assert g_full.keys() == g_kept.keys()
+    for k in g_full:
+        torch.testing.assert_close(g_kept[k], g_full[k], atol=1e-5, rtol=1e-4, msg=k)
+
+
+def test_gru_attn_keep_that_is_not_a_prefix_falls_back_to_every_step() -> None:
+    dec = make("gru-attn").eval()
+    feats, tokens = features(4, seed=5), torch.randint(4, V, (4, 6))
+    keep = torch.rand(4, 6, generator=torch.Generator().manual_seed(6)) < 0.5
+    keep[:, 0] = True
+    keep[1, 1] = False  # a hole, not a prefix
+    keep[1, 2] = True
+    torch.testing.assert_close(dec(feats, tokens, keep=keep), dec(feats, tokens)[keep], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["gru", "gru-attn"])
+def test_model_loss_skipping_padding_equals_masked_cross_entropy(name: str) -> None:
+    """The training loss leaves padding out before the output layer; it must equal the textbook
+    cross-entropy over all positions with ``ignore_index=pad`` (label smoothing included)."""
+    from zoo.model import CaptionModel
+
+    dec = make(name)
+    model = CaptionModel(nn.Identity(), dec, zoo.create_tokenizer("word", ["a b c"], min_count=0), {})  # type: ignore[arg-type]
+    g = torch.Generator().manual_seed(9)
+    caps = torch.full((6, 9), PAD)  # <bos> w.. <eos> pad..
+    for i, n in enumerate([7, 0, 3, 5, 1, 7]):
+        caps[i, : n + 2] = torch.tensor([BOS, *torch.randint(4, V, (n,), generator=g).tolist(), EOS])
+    feats = features(6, seed=8)
+    for smoothing in (0.0, 0.1):
+        logits = dec(feats, caps[:, :-1])
+        want = nn.functional.cross_entropy(
+            logits.reshape(-1, V), caps[:, 1:].reshape(-1), ignore_index=PAD, label_smoothing=smoothing
+        )
+        torch.testing.assert_close(model.loss(feats, caps, smoothing), want, atol=1e-6, rtol=0)
+
+
 @pytest.mark.parametrize("name", ["gru", "gru-stacked", "lstm"])
 def test_forward_is_one_fused_rnn_call(name: str) -> None:
     """Teacher forcing must run the recurrent module once over the whole sequence, not per step."""

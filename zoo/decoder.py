@@ -5,6 +5,12 @@ A decoder maps image ``Features`` and tokens to next-token logits. It is used in
 * **Teacher forcing** (training): ``forward(features, tokens) -> logits``. ``tokens`` (B, T) start with
   <bos>; ``logits`` (B, T, V) at position t predict token t+1. Decoders should run the whole sequence in
   one fused call where they can (``nn.GRU`` over (B, T, E)), not a Python step loop.
+
+  Optional: a decoder with ``skips_padding = True`` also accepts ``forward(features, tokens, keep=mask)``
+  with ``keep`` (B, T) bool, True where a prediction is scored (the target is not padding; a prefix of
+  each row), and returns logits (K, V) for those K positions in row-major order. Why: the output layer
+  over the vocabulary is most of a training step at COCO sizes, and a quarter of a batch's positions are
+  padding. Any other decoder still works: ``CaptionModel`` takes its full logits and indexes them.
 * **Generation** (beam search, greedy = beam 1), one token at a time:
 
   1. ``memory = prepare(features)``: per-image work done once (e.g. the attention projection of the grid).
@@ -22,7 +28,7 @@ options are plain JSON values (they are stored in checkpoints and shown by ``zoo
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -32,6 +38,9 @@ from zoo.features import Features, select_batch
 
 class Decoder(nn.Module):
     """Base class for decoders. Subclasses implement ``forward``, ``init_state`` and ``step``."""
+
+    #: True when ``forward`` accepts ``keep=`` and computes logits only there (see the module docstring)
+    skips_padding: ClassVar[bool] = False
 
     def __init__(self, vocab_size: int, feature_dim: int) -> None:
         super().__init__()

@@ -33,26 +33,36 @@ class CaptionModel(nn.Module):
                 return self.encoder(images)
         return self.encoder(images)
 
-    def forward(self, images_or_features: torch.Tensor | Features, tokens: torch.Tensor) -> torch.Tensor:
-        """Teacher-forcing logits (B, T, V) for input ``tokens`` (B, T) that start with <bos>."""
+    def forward(
+        self,
+        images_or_features: torch.Tensor | Features,
+        tokens: torch.Tensor,
+        keep: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Teacher-forcing logits (B, T, V) for input ``tokens`` (B, T) that start with <bos>; with a
+        (B, T) bool mask ``keep``, only the logits at those positions, (K, V) in row-major order (decoders
+        with ``skips_padding`` never compute the others)."""
         feats = images_or_features if isinstance(images_or_features, Features) else self.encode(images_or_features)
-        return self.decoder(feats, tokens)
+        if keep is None:
+            return self.decoder(feats, tokens)
+        if self.decoder.skips_padding:
+            return self.decoder(feats, tokens, keep=keep)
+        return self.decoder(feats, tokens)[keep]
 
     def loss(
         self,
         images_or_features: torch.Tensor | Features,
         captions: torch.Tensor,
         label_smoothing: float = 0.0,
+        net: nn.Module | None = None,
     ) -> torch.Tensor:
-        """Mean token cross-entropy; ``captions`` is ``tokenizer.batch_encode`` output (<bos> … <eos> pad)."""
-        logits = self(images_or_features, captions[:, :-1])
+        """Mean token cross-entropy; ``captions`` is ``tokenizer.batch_encode`` output (<bos> … <eos> pad).
+        Padding is left out before the output layer, not masked after it. ``net`` is the module to call
+        in place of this one: its DistributedDataParallel or ``torch.compile`` wrapper in training."""
         target = captions[:, 1:]
-        return nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]).float(),
-            target.reshape(-1),
-            ignore_index=self.tokenizer.pad_id,
-            label_smoothing=label_smoothing,
-        )
+        keep = target != self.tokenizer.pad_id
+        logits = (net if net is not None else self)(images_or_features, captions[:, :-1], keep)
+        return nn.functional.cross_entropy(logits.float(), target[keep], label_smoothing=label_smoothing)
 
     # -- generation -----------------------------------------------------------------------------------
     @torch.no_grad()

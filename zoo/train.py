@@ -323,7 +323,7 @@ def train(
             else:
                 inputs = next(image_iter).to(device, non_blocking=True)  # type: ignore[arg-type]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss = _loss(step_fn, model, inputs, caps, cfg.label_smoothing)
+                loss = model.loss(inputs, caps, cfg.label_smoothing, net=step_fn)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
@@ -371,17 +371,6 @@ def train(
         atomic_write(out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1)))
     dist.barrier()  # no rank returns before rank 0 has written the run's final files
     return TrainResult(out, step, best, last_loss, speed, history, model)
-
-
-def _loss(step_fn: Any, model: CaptionModel, inputs: Any, caps: torch.Tensor, smoothing: float) -> torch.Tensor:
-    logits = step_fn(inputs, caps[:, :-1])
-    target = caps[:, 1:]
-    return torch.nn.functional.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]).float(),
-        target.reshape(-1),
-        ignore_index=model.tokenizer.pad_id,
-        label_smoothing=smoothing,
-    )
 
 
 def simple_tokenize(text: str) -> str:

@@ -20,7 +20,8 @@ runs several times faster on CPU (torch's tanh is far slower than its sigmoid th
 W_g g_i does not depend on t, so it is computed ONCE per batch, in ``prepare`` for generation and at the
 start of ``forward`` for training. Teacher forcing has to loop over time (c_t needs h_{t-1}), but each
 step is only the attention and one ``GRUCell``; the embeddings and the output layer run once over the
-whole sequence.
+whole sequence. Given the training loss's ``keep`` mask, finished captions leave the loop (rows sorted by
+length, the running ones a shrinking prefix) and the output layer runs on scored positions only.
 """
 
 from __future__ import annotations
@@ -114,15 +115,51 @@ class GRUAttentionDecoder(zoo.Decoder):
         return self.head(self.drop(h)), h
 
     # -- teacher forcing -------------------------------------------------------------------------------
-    def forward(self, features: zoo.Features, tokens: torch.Tensor) -> torch.Tensor:
-        memory = self.prepare(features)
+    skips_padding = True
+
+    def forward(
+        self, features: zoo.Features, tokens: torch.Tensor, keep: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        memory = self.prepare(features)  # batch statistics of the feature norm: over the whole batch
         words = self.drop(self.embed(tokens))  # (B, T, E), once
+        if keep is not None:
+            lengths = keep.sum(1)
+            if bool((keep == (torch.arange(keep.shape[1], device=keep.device) < lengths[:, None])).all()):
+                return self.head(self.drop(self._run_shrinking(words, memory, lengths, keep)))
         h = memory.h0
         hs = []
         for t in range(tokens.shape[1]):
             h = self._advance(words[:, t], h, memory)
             hs.append(h)
-        return self.head(self.drop(torch.stack(hs, dim=1)))  # output layer once over (B, T, H)
+        out = torch.stack(hs, dim=1)
+        if keep is not None:  # not a prefix of each row: every step for every row, then select
+            out = out[keep]
+        return self.head(self.drop(out))  # output layer once over the kept (or all) positions
+
+    def _run_shrinking(
+        self, words: torch.Tensor, memory: AttentionMemory, lengths: torch.Tensor, keep: torch.Tensor
+    ) -> torch.Tensor:
+        """The step loop with finished captions leaving it: rows sorted by length, so at step t the
+        n_t captions still running are the first n_t rows (as ``pack_padded_sequence`` arranges an
+        ``nn.GRU``'s input). Returns the hidden states at the ``keep`` positions, (K, H) row-major."""
+        order = torch.argsort(lengths, descending=True, stable=True)
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(len(order), device=order.device)
+        memory = AttentionMemory(*(x[order] for x in memory))
+        words = words[order]
+        running = (lengths[order][None, :] > torch.arange(words.shape[1], device=lengths.device)[:, None]).sum(1)
+        counts = running.tolist()  # one host sync per batch
+        h = memory.h0
+        hs = []
+        for t, n in enumerate(counts):
+            if n == 0:
+                break
+            h = self._advance(words[:n, t], h[:n], AttentionMemory(*(x[:n] for x in memory)))
+            hs.append(h)
+        flat = torch.cat(hs)  # time-major: step 0's rows, then step 1's, ...
+        starts = torch.cumsum(running, 0) - running
+        rows, steps = keep.nonzero(as_tuple=True)
+        return flat[starts[steps] + rank[rows]]
 
     # -- internals -------------------------------------------------------------------------------------
     def attend(self, h: torch.Tensor, memory: AttentionMemory) -> tuple[torch.Tensor, torch.Tensor]:

@@ -35,6 +35,8 @@ class LSTMDecoder(zoo.Decoder):
     (1 in the paper), ``dropout`` (embeddings, between layers, before the output), ``tie_weights``,
     ``norm_features`` (standardise each feature channel first, see ``FeatureNorm``)."""
 
+    skips_padding = True
+
     def __init__(
         self,
         vocab_size: int,
@@ -78,11 +80,16 @@ class LSTMDecoder(zoo.Decoder):
         _, (h, c) = self.rnn(self.drop(memory).unsqueeze(1))  # zero state, one step on the image
         return h.transpose(0, 1), c.transpose(0, 1)
 
-    def forward(self, features: zoo.Features, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, features: zoo.Features, tokens: torch.Tensor, keep: torch.Tensor | None = None
+    ) -> torch.Tensor:
         image = self.drop(self.prepare(features)).unsqueeze(1)  # (B, 1, E)
         x = torch.cat([image, self.drop(self.embed(tokens))], dim=1)  # (B, 1 + T, E)
         out, _ = self.rnn(x)  # one fused call: image step + all word steps
-        return self.head(self.drop(out[:, 1:]))
+        out = out[:, 1:]
+        if keep is not None:
+            out = out[keep]  # the output layer only where a word is scored
+        return self.head(self.drop(out))
 
     def step(
         self, prev_tokens: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor], memory: Any
