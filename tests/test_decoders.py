@@ -115,8 +115,9 @@ def test_skipping_padding_gives_the_same_logits_and_gradients(name: str) -> None
         torch.testing.assert_close(g_kept[k], g_full[k], atol=1e-5, rtol=1e-4, msg=k)
 
 
-def test_gru_attn_keep_that_is_not_a_prefix_falls_back_to_every_step() -> None:
-    dec = make("gru-attn").eval()
+@pytest.mark.parametrize("name", NAMES)
+def test_keep_that_is_not_a_prefix_still_gives_the_masked_logits(name: str) -> None:
+    dec = make(name).eval()
     feats, tokens = features(4, seed=5), torch.randint(4, V, (4, 6))
     keep = torch.rand(4, 6, generator=torch.Generator().manual_seed(6)) < 0.5
     keep[:, 0] = True
@@ -155,6 +156,20 @@ def test_forward_is_one_fused_rnn_call(name: str) -> None:
     rnn.register_forward_hook(lambda mod, inp, out: calls.append(tuple(inp[0].shape)))
     dec(features(3), torch.randint(0, V, (3, 6)))
     assert len(calls) == 1 and calls[0][1] >= 6
+
+
+@pytest.mark.parametrize("name", ["gru", "gru-stacked", "lstm"])
+def test_training_path_runs_the_recurrence_over_words_only(name: str) -> None:
+    """With ``keep``, still one call, but packed: each row stops at its last word, no step on padding."""
+    dec = make(name).train()
+    inputs: list[object] = []
+    rnn = next(m for m in dec.modules() if isinstance(m, (nn.GRU, nn.LSTM)))
+    rnn.register_forward_hook(lambda mod, inp, out: inputs.append(inp[0]))
+    tokens, keep = ragged_tokens(6, 7, seed=2)
+    dec(features(6), tokens, keep=keep)
+    assert len(inputs) == 1 and isinstance(inputs[0], nn.utils.rnn.PackedSequence)
+    image_steps = 6 if name == "lstm" else 0  # Show and Tell reads the image first
+    assert inputs[0].data.shape[0] == int(keep.sum()) + image_steps < keep.numel() + image_steps
 
 
 def test_attention_projection_is_computed_once_per_batch() -> None:

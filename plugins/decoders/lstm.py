@@ -23,6 +23,7 @@ from zoo_plugins.decoders._rnn import (
     check_features,
     check_int,
     make_embedding,
+    run_scored,
 )
 
 NAME = "lstm"
@@ -85,11 +86,10 @@ class LSTMDecoder(zoo.Decoder):
     ) -> torch.Tensor:
         image = self.drop(self.prepare(features)).unsqueeze(1)  # (B, 1, E)
         x = torch.cat([image, self.drop(self.embed(tokens))], dim=1)  # (B, 1 + T, E)
-        out, _ = self.rnn(x)  # one fused call: image step + all word steps
-        out = out[:, 1:]
-        if keep is not None:
-            out = out[keep]  # the output layer only where a word is scored
-        return self.head(self.drop(out))
+        if keep is not None:  # the image step is never scored
+            keep = torch.cat([torch.zeros_like(keep[:, :1]), keep], dim=1)
+        out = run_scored(self.rnn, x, None, keep)  # one fused call: image step + all word steps
+        return self.head(self.drop(out if keep is not None else out[:, 1:]))
 
     def step(
         self, prev_tokens: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor], memory: Any
