@@ -70,3 +70,43 @@ def test_stale_cache_is_not_used(setup):
     enc2 = zoo.create_encoder("resnet10t", img_size=64, freeze=True)  # another transform
     third = _build(enc2, ds, root, log)
     assert len(log) == 3 and third.path not in (first.path, second.path)
+
+
+def test_key_covers_the_weights_and_the_encoder_options(setup):
+    """Two randomly initialised encoders of one name (other seeds) must not share features; the same
+    weights again must; a timm option that changes the grid is part of the key."""
+    enc, ds, root = setup
+    log: list = []
+    first = _build(enc, ds, root, log)
+    torch.manual_seed(1)
+    other_seed = zoo.create_encoder("resnet10t", img_size=48, freeze=True)
+    second = _build(other_seed, ds, root, log)
+    assert len(log) == 2 and second.path != first.path
+    assert not np.allclose(first.pooled, second.pooled)
+    torch.manual_seed(0)
+    same = zoo.create_encoder("resnet10t", img_size=48, freeze=True)
+    assert _build(same, ds, root, log).path == first.path and len(log) == 2
+    torch.manual_seed(0)
+    strided = zoo.create_encoder("resnet10t", img_size=48, freeze=True, output_stride=16)
+    third = _build(strided, ds, root, log)
+    assert len(log) == 3 and third.grid.shape[1] > first.grid.shape[1]
+
+
+def test_two_builds_of_one_entry_at_once_do_not_collide(setup, monkeypatch):
+    """Another process (another run sharing the cache, another node) builds the same entry while ours
+    is half written: both must finish, and one valid entry remains, with no temporary folders."""
+    enc, ds, root = setup
+    theirs: list = []
+    real_forward = enc.forward
+
+    def forward_with_a_rival(images):
+        if not theirs:  # our first batch: the rival starts and finishes its whole build now
+            theirs.append(None)
+            theirs[0] = get_or_build(enc, ds, root=root, batch_size=8, progress=False)
+        return real_forward(images)
+
+    monkeypatch.setattr(enc, "forward", forward_with_a_rival)
+    ours = get_or_build(enc, ds, root=root, batch_size=8, progress=False)
+    assert ours.path == theirs[0].path
+    assert [p.name for p in root.iterdir()] == [ours.path.name]
+    assert np.array_equal(np.asarray(ours.grid), np.asarray(theirs[0].grid))
