@@ -46,6 +46,11 @@ def _worker(rank: int, world: int, port: int, out: str, cache: str) -> None:
 
     model = zoo.load(run / "last.safetensors")
     ev = evaluate_model(model, load_split(spec, "test"), beam_size=2, metrics=("cider-d",), progress=False)
+    # a fine-tuned encoder whose conv_head the features never reach: DDP must not wait for its gradients
+    ft = shapes_spec("gru", steps=2, eval_every=1000)
+    ft.encoder, ft.encoder_kwargs, ft.val_split = "mobilenetv3_small_050", {"img_size": 32}, None
+    ft.data_options = {"num_train": 64, "num_val": 10, "num_test": 10, "image_size": 32}
+    execute(ft, Path(out) / "fine-tuned", progress=False)
     if rank == 0:
         (Path(out) / "sharded.json").write_text(json.dumps({"captions": {str(k): v for k, v in ev.captions.items()},
                                                             "cider": ev.metrics["CIDEr-D"]}))
@@ -68,6 +73,7 @@ def test_ddp_ranks_agree_and_sharded_eval_equals_single(tmp_path):
     b = load_file(str(tmp_path / "rank1.safetensors"))
     for k in a:
         assert torch.equal(a[k], b[k]), k
+    assert (tmp_path / "fine-tuned" / "last.safetensors").exists()
     sharded = json.loads((tmp_path / "sharded.json").read_text())
     spec = shapes_spec("gru")
     spec.data_options = {"num_train": 200, "num_val": 10, "num_test": 30}

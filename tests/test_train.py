@@ -141,7 +141,7 @@ def test_caption_command_on_generated_image(trained, tmp_path, capsys):
 
 def test_resume_after_a_kill_gives_the_same_weights(cache_env, tmp_path):
     # gru-stacked with dropout: the RNG state must be restored too, not only weights and optimiser
-    spec = shapes_spec("gru-stacked", steps=40, checkpoint_every=10, eval_every=1000)
+    spec = shapes_spec("gru-stacked", steps=40, checkpoint_every=10, eval_every=1000, log_every=5)
     spec.decoder_kwargs["dropout"] = 0.3
     spec.data_options = {"num_train": 300, "num_val": 10, "num_test": 10}  # 23 steps per epoch
     spec.val_split = None
@@ -152,7 +152,12 @@ def test_resume_after_a_kill_gives_the_same_weights(cache_env, tmp_path):
     assert not (killed / "last.safetensors").exists()
     with pytest.raises(zoo.ZooError, match="--resume"):
         execute(spec, killed, progress=False)  # refuses to overwrite a run by accident
+    changed = RunSpec(**{**json.loads(spec.to_json()), "decoder_kwargs": {**spec.decoder_kwargs, "hidden_size": 64}})
+    with pytest.raises(zoo.ZooError, match="decoder.hidden_size"):
+        execute(changed, killed, resume=True, progress=False)  # the saved state has other shapes
     execute(spec, killed, resume=True, progress=False)
+    logged = [json.loads(line)["step"] for line in (killed / "log.jsonl").read_text().splitlines()]
+    assert logged == list(range(5, 45, 5))  # steps 25 (logged before the kill, redone after) once
     a = load_file(str(straight / "last.safetensors"))
     b = load_file(str(killed / "last.safetensors"))
     assert a.keys() == b.keys()
@@ -169,6 +174,21 @@ def test_train_command_errors_are_clear(capsys, tmp_path):
     assert rc == 2 and "train.stpes" in capsys.readouterr().err
     rc = zoo_main(["train", "--resume", str(tmp_path / "nothing")])
     assert rc == 2 and "run.json" in capsys.readouterr().err
+    rc = zoo_main(["train", "--encoder", "resnet10t", "--decoder", "gru", "--tokenizer", "word",
+                   "--out", str(tmp_path / "z"), "--set", "train.steps=abc"])
+    assert rc == 2 and "train.steps must be an integer" in capsys.readouterr().err
+
+
+def test_training_settings_take_their_declared_types():
+    """``--set train.lr=1e-3`` arrives as the string '1e-3' (YAML 1.1); it must become a float, not
+    fail deep inside the schedule."""
+    from zoo.train import TrainConfig
+
+    cfg = TrainConfig.from_dict({"lr": "1e-3", "steps": 10.0, "eval_every": None, "amp": False})
+    assert cfg.lr == 1e-3 and cfg.steps == 10 and isinstance(cfg.steps, int) and cfg.amp is False
+    for bad, named in [({"steps": 1.5}, "train.steps"), ({"amp": "yes"}, "train.amp"), ({"lr": None}, "train.lr")]:
+        with pytest.raises(zoo.ZooError, match=named):
+            TrainConfig.from_dict(bad)
 
 
 def test_fine_tuned_encoder_trains_with_images_in_the_loop(cache_env, tmp_path):

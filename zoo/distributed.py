@@ -5,6 +5,7 @@ captions on every rank and scores once. Without ``torchrun`` every helper is a n
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -24,12 +25,20 @@ def init_from_env() -> bool:
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    tdist.init_process_group(backend=backend)
+    # the longest wait at a collective is building the feature cache (other ranks wait at a barrier):
+    # on COCO that can take longer than torch's default 10-30 minutes
+    minutes = float(os.environ.get("ZOO_DIST_TIMEOUT_MINUTES", "120"))
+    tdist.init_process_group(backend=backend, timeout=timedelta(minutes=minutes))
     return True
 
 
 def rank() -> int:
     return tdist.get_rank() if is_distributed() else 0
+
+
+def local_rank() -> int:
+    """This process's index on its machine (``torchrun`` sets LOCAL_RANK)."""
+    return int(os.environ.get("LOCAL_RANK", rank())) if is_distributed() else 0
 
 
 def world_size() -> int:
@@ -47,11 +56,14 @@ def local_device() -> torch.device:
     return torch.device("cpu")
 
 
-def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+def wrap_ddp(model: torch.nn.Module, device: torch.device, find_unused_parameters: bool = False) -> torch.nn.Module:
+    """``find_unused_parameters``: set it when some trainable parameters may get no gradient (a
+    fine-tuned timm backbone whose classifier-side layers the features never reach); DDP otherwise
+    stops at the second step waiting for their gradients."""
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     ids = [device.index] if device.type == "cuda" else None
-    return DDP(model, device_ids=ids)
+    return DDP(model, device_ids=ids, find_unused_parameters=find_unused_parameters)
 
 
 def broadcast_buffers(model: torch.nn.Module, src: int = 0) -> None:

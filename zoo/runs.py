@@ -19,6 +19,15 @@ import yaml
 from zoo.errors import ZooError
 
 SECTIONS = ("encoder", "decoder", "tokenizer", "train", "data")
+SECTION_OF = {"encoder_kwargs": "encoder", "decoder_kwargs": "decoder", "tokenizer_kwargs": "tokenizer",
+              "data_options": "data"}
+
+#: what ``--resume`` may change: how long to train and how often to check, nothing that changes what
+#: the steps already taken mean (batch size, data, architecture, optimiser settings)
+RESUMABLE_CHANGES = frozenset(
+    f"train.{k}" for k in ("steps", "epochs", "eval_every", "checkpoint_every", "log_every", "progress",
+                           "num_workers", "val_images", "val_beam_size", "device", "compile")
+)
 
 
 @dataclass
@@ -37,6 +46,19 @@ class RunSpec:
     train: dict[str, Any] = field(default_factory=dict)
     pretrained: bool | str = False
     recipe: str | None = None
+
+    def differences(self, other: "RunSpec") -> list[str]:
+        """Dotted names of the settings that differ (``train.steps``, ``decoder.hidden_size``, ``data``)."""
+        mine, theirs = asdict(self), asdict(other)
+        out = []
+        for k in sorted(set(mine) | set(theirs)):
+            a, b = mine.get(k), theirs.get(k)
+            if isinstance(a, dict) and isinstance(b, dict):
+                section = SECTION_OF.get(k, k)
+                out += [f"{section}.{n}" for n in sorted(set(a) | set(b)) if a.get(n) != b.get(n)]
+            elif a != b:
+                out.append(k)
+        return out
 
     @property
     def system(self) -> str:
@@ -139,6 +161,14 @@ def execute(spec: RunSpec, out_dir: str | Path, resume: bool = False, stop_after
         raise ZooError(
             f"{out} already holds a training run; continue it with --resume {out}, or choose another --out"
         )
+    if resume and (out / "run.json").exists():
+        changed = [k for k in RunSpec.from_file(out / "run.json").differences(spec) if k not in RESUMABLE_CHANGES]
+        if changed:
+            raise ZooError(
+                f"cannot resume {out} with {', '.join(changed)} changed: the saved state was trained with "
+                f"the values in {out / 'run.json'}. A resume may change only "
+                f"{', '.join(sorted(RESUMABLE_CHANGES))}; start a new run (another --out) for the rest."
+            )
     if dist.rank() == 0:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(out / "run.json", lambda tmp: Path(tmp).write_text(spec.to_json()))

@@ -77,7 +77,41 @@ class TrainConfig:
             close = difflib.get_close_matches(name, list(known), n=3)
             hint = f" Did you mean {', '.join(close)}?" if close else ""
             raise ZooError(f"unknown training setting train.{name}.{hint} Settings: {', '.join(known)}")
-        return cls(**d)
+        defaults = cls()
+        return cls(**{k: _setting(k, v, getattr(defaults, k), known[k].type) for k, v in d.items()})
+
+
+def _setting(name: str, value: Any, default: Any, annotation: Any) -> Any:
+    """``value`` as the type of setting ``name`` (YAML reads ``1e-3`` as a string; JSON has no ints vs
+    floats), or a ZooError naming ``train.NAME``. ``annotation`` is the field's type as written."""
+    text = str(annotation)
+    optional = "None" in text
+    if value is None and optional:
+        return None
+    kind = bool if "bool" in text else int if "int" in text else float if "float" in text else str
+    try:
+        if kind is bool:
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        if isinstance(value, bool):
+            raise ValueError
+        if kind is int:
+            number = float(value)
+            if number != int(number):
+                raise ValueError
+            return int(number)
+        if kind is float:
+            return float(value)
+        if not isinstance(value, str):
+            raise ValueError
+        return value
+    except (TypeError, ValueError, OverflowError):
+        want = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[kind]
+        raise ZooError(
+            f"training setting train.{name} must be {want}{' or null' if optional else ''}, got {value!r} "
+            f"(default {default!r})"
+        ) from None
 
 
 @dataclass
@@ -156,6 +190,9 @@ def _state_tensors(model: CaptionModel, opt: torch.optim.Optimizer) -> tuple[dic
         "torch": torch.get_rng_state(),
         "numpy": torch.from_numpy(np.frombuffer(json.dumps(_np_state()).encode(), dtype=np.uint8).copy()),
     }
+    if torch.cuda.is_available():  # dropout on a GPU draws from the CUDA generators
+        for i, st in enumerate(torch.cuda.get_rng_state_all()):
+            rng[f"cuda/{i}"] = st
     for k, v in rng.items():
         tensors[f"rng/{k}"] = v
     return tensors, {"param_groups": osd["param_groups"], "scalar_state": meta_state}
@@ -201,11 +238,34 @@ def load_state(path: Path, model: CaptionModel, opt: torch.optim.Optimizer) -> d
             state.setdefault(int(pid), {})[name] = v
     opt.load_state_dict({"state": state, "param_groups": optim_meta["param_groups"]})
     torch.set_rng_state(tensors["rng/torch"])
+    cuda_states = [tensors[f"rng/cuda/{i}"] for i in range(torch.cuda.device_count()) if f"rng/cuda/{i}" in tensors]
+    if cuda_states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda_states)
     s = json.loads(bytes(tensors["rng/numpy"].numpy()).decode())
     np.random.set_state((s[0], np.array(s[1], dtype=np.uint32), s[2], s[3], s[4]))
     v, internal, gauss = json.loads(meta["python_rng"])
     random.setstate((v, tuple(internal), gauss))
     return json.loads(meta["progress"])
+
+
+def _trim_log(path: Path, last_step: int | None) -> None:
+    """A fresh run starts a new ``log.jsonl``. A resumed run keeps the entries up to the step of the
+    state it resumes from (the steps after it are run, and logged, again) and drops a line cut short by
+    a crash."""
+    if not path.exists():
+        return
+    if last_step is None:
+        path.unlink()
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(entry, dict) and entry.get("step", 0) <= last_step:
+            kept.append(line + "\n")
+    atomic_write(path, lambda tmp: Path(tmp).write_text("".join(kept)))
 
 
 # -- the loop ---------------------------------------------------------------------------------------------
@@ -257,18 +317,19 @@ def train(
     eval_every = cfg.eval_every or steps_per_epoch
     ckpt_every = cfg.checkpoint_every or eval_every
 
+    model.to(device)  # before the cache build, which runs the encoder on ``device``
     use_cache = cfg.cache_features and model.encoder.frozen
     cache = None
     if use_cache:
         from zoo.feature_cache import get_or_build
 
-        if dist.is_distributed() and not is_main:
-            dist.barrier()  # rank 0 builds the cache first
+        builder = dist.local_rank() == 0  # one build per machine (caches are usually machine-local)
+        if not builder:
+            dist.barrier()  # wait for the builders, then read their cache
         cache = get_or_build(model.encoder, train_set, dtype=cfg.cache_dtype, num_workers=cfg.num_workers,
                              device=device, progress=cfg.progress and is_main)
-        if dist.is_distributed() and is_main:
+        if builder:
             dist.barrier()
-    model.to(device)
     seed_everything(cfg.seed)  # the same RNG stream whether or not the cache had to be built
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -280,13 +341,15 @@ def train(
         progress_state = load_state(state_path, model, opt)
     net: torch.nn.Module = model
     if dist.is_distributed():
-        net = dist.wrap_ddp(model, device)
+        net = dist.wrap_ddp(model, device, find_unused_parameters=not model.encoder.frozen)
     step_fn = net
     if cfg.compile:
         step_fn = torch.compile(net)  # type: ignore[assignment]
     use_amp = cfg.amp and device.type == "cuda"
     transform = model.encoder.transform(train=False)
     log_path = out / "log.jsonl"
+    if is_main:
+        _trim_log(log_path, progress_state["step"] if resume else None)
     history: list[dict[str, Any]] = []
 
     def log(entry: dict[str, Any]) -> None:
