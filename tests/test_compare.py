@@ -57,3 +57,32 @@ def test_interrupted_compare_resumes_without_redoing_finished_runs(tmp_path, mon
         recorded = rdb.rows(data="shapes", split="test")
     assert sorted(r.decoder for r in recorded) == ["gru", "lstm"]  # one row each: nothing redone
     assert {r.decoding["beam_size"] for r in recorded} == {2}
+
+
+def test_a_compare_folder_is_reused_only_with_the_same_settings(tmp_path):
+    """Finished runs are skipped and interrupted ones resumed, so a folder made with another budget,
+    split or decoding must be refused (naming what differs), while adding decoders or seeds is fine."""
+    import json
+
+    import zoo
+    from zoo.compare import _check_reuse, _settings_json
+
+    cfg, out = config(), tmp_path / "cmp"
+    out.mkdir()
+    (out / "compare.json").write_text(_settings_json(cfg))
+    more = config()
+    more.decoders, more.seeds = ["gru", "lstm", "gru-attn"], [0, 1]
+    _check_reuse(more, plan(more), out)  # new combinations: fine
+    for change, named in [({"beam_size": 5}, "beam_size"), ({"split": "val"}, "split"), ({"train": {"steps": 99}}, "train")]:
+        other = config()
+        for k, v in change.items():
+            setattr(other, k, v)
+        with pytest.raises(zoo.ZooError, match=named):
+            _check_reuse(other, plan(other), out)
+    name, spec = plan(cfg)[0]
+    (out / name).mkdir()
+    spec.decoder_kwargs["hidden_size"] = 64  # as if that run had been trained with another setting
+    (out / name / "run.json").write_text(spec.to_json())
+    with pytest.raises(zoo.ZooError, match="decoder.hidden_size"):
+        _check_reuse(cfg, plan(cfg), out)
+    assert json.loads((out / "compare.json").read_text())["beam_size"] == cfg.beam_size

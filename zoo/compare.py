@@ -71,10 +71,11 @@ def compare(
     from zoo.train import read_train_speed
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "compare.json", lambda tmp: Path(tmp).write_text(json.dumps(cfg.__dict__, indent=1, default=list)))
-    summaries = []
     runs = plan(cfg)
+    _check_reuse(cfg, runs, out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "compare.json", lambda tmp: Path(tmp).write_text(_settings_json(cfg)))
+    summaries = []
     for i, (name, spec) in enumerate(runs, 1):
         run_dir = out / name
         done = run_dir / "eval.json"
@@ -104,3 +105,41 @@ def compare(
         atomic_write(done, lambda tmp: Path(tmp).write_text(json.dumps(row, indent=1)))
         summaries.append(row)
     return summaries
+
+
+#: the compare settings that say which runs there are; any other difference makes earlier runs stale
+_COMBINATIONS = ("encoders", "decoders", "tokenizers", "seeds")
+
+
+def _settings_json(cfg: CompareConfig) -> str:
+    return json.dumps(cfg.__dict__, indent=1, default=list)
+
+
+def _check_reuse(cfg: CompareConfig, runs: list[tuple[str, RunSpec]], out: Path) -> None:
+    """Runs in ``out`` are reused (skipped when evaluated, resumed when interrupted) only when they were
+    made with the same settings: a different budget, data, split or decoding would put stale results on
+    the leaderboard. Adding encoders, decoders, tokenizers or seeds is fine: those are new runs."""
+    from zoo.errors import ZooError
+
+    previous = out / "compare.json"
+    if previous.exists():
+        try:
+            before = json.loads(previous.read_text())
+        except json.JSONDecodeError as exc:
+            raise ZooError(f"{previous} is not valid JSON ({exc}); delete it or choose another --out") from exc
+        now = json.loads(_settings_json(cfg))
+        changed = sorted(k for k in set(before) | set(now) if k not in _COMBINATIONS and before.get(k) != now.get(k))
+        if changed:
+            raise ZooError(
+                f"{out} holds a compare made with other settings ({', '.join(changed)} differ; see "
+                f"{previous}); its runs would be stale. Choose another --out, or delete {out} to start over."
+            )
+    for name, spec in runs:
+        saved = out / name / "run.json"
+        if saved.exists():
+            changed = RunSpec.from_file(saved).differences(spec)
+            if changed:
+                raise ZooError(
+                    f"{out / name} was trained with other settings ({', '.join(changed)} differ); choose "
+                    f"another --out, or delete that folder to train it again."
+                )
