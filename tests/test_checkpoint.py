@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import struct
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -108,3 +110,34 @@ def test_sha256_verification(tmp_path):
     assert fetch_verified(str(p), good) == p
     with pytest.raises(CheckpointError, match="sha256 mismatch"):
         fetch_verified(str(p), "0" * 64)
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    """Atomic writes go through a private temporary file; the result must still be readable by others
+    as any file the user writes (0644 under umask 022), or collaborators cannot load shared checkpoints."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = zoo.save(tiny_model("gru"), tmp_path / "m.safetensors")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_a_corrupt_download_is_deleted_a_local_file_is_not(tmp_path, monkeypatch):
+    import urllib.request
+
+    from zoo.checkpoint import fetch_verified
+
+    monkeypatch.setattr(urllib.request, "urlretrieve", lambda url, dest: Path(dest).write_bytes(b"truncated"))
+    dest = tmp_path / "dl.safetensors"
+    with pytest.raises(CheckpointError, match="deleted; run again"):
+        fetch_verified("https://example.invalid/m.safetensors", "0" * 64, dest=dest)
+    assert not dest.exists()
+    mine = tmp_path / "mine.safetensors"
+    mine.write_bytes(b"my own file")
+    with pytest.raises(CheckpointError, match="sha256 mismatch"):
+        fetch_verified(str(mine), "0" * 64)
+    assert mine.read_bytes() == b"my own file"

@@ -45,6 +45,7 @@ def atomic_write(path: str | Path, write: Any) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -53,6 +54,21 @@ def atomic_write(path: str | Path, write: Any) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows (``os.umask`` can only set it,
+    which would briefly loosen it for other threads)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
 
 
 def save(model: "CaptionModel", path: str | Path, extra: dict[str, Any] | None = None) -> Path:
@@ -165,8 +181,10 @@ def cache_dir() -> Path:
 
 
 def fetch_verified(url: str, sha256: str, dest: Path | None = None) -> Path:
-    """Download (or reuse) ``url`` and check its sha256; a mismatch deletes the file and says so."""
-    if url.startswith("file://") or "://" not in url:
+    """Download (or reuse) ``url`` and check its sha256. A mismatching download is deleted (the next
+    call downloads again); a mismatching local file (``file://`` or a path) is left alone and named."""
+    local = url.startswith("file://") or "://" not in url
+    if local:
         src = Path(url[len("file://") :] if url.startswith("file://") else url)
         if not src.exists():
             raise CheckpointError(f"weights file {src} does not exist")
@@ -184,9 +202,15 @@ def fetch_verified(url: str, sha256: str, dest: Path | None = None) -> Path:
                 raise CheckpointError(f"could not download {url}: {exc}. Offline? Put the file at {path}.") from exc
     got = sha256_file(path)
     if got != sha256.lower():
+        if local:
+            raise CheckpointError(
+                f"sha256 mismatch for {path}: expected {sha256}, got {got}. It is not the file "
+                f"registry.yaml names (or it is corrupt); point the entry at the right file or fix its sha256."
+            )
+        path.unlink(missing_ok=True)
         raise CheckpointError(
-            f"sha256 mismatch for {path}: expected {sha256}, got {got}. The file is corrupt or not the "
-            f"one registry.yaml names; delete it and download again."
+            f"sha256 mismatch for the download of {url}: expected {sha256}, got {got}. The corrupt copy "
+            f"was deleted; run again to download it afresh."
         )
     return path
 
