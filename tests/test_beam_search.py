@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 import zoo
+from zoo.errors import ZooError
 from zoo.features import select_batch
 from zoo.generation import Hypothesis, beam_search, beam_search_reference
 
@@ -175,3 +176,10 @@ def test_bad_arguments_raise() -> None:
             fn(dec, feats, bos_id=BOS, eos_id=EOS, beam_size=0)
         with pytest.raises(ValueError, match="max_len"):
             fn(dec, feats, bos_id=BOS, eos_id=EOS, max_len=0)
+        # a user error (the command line prints it without a traceback) naming the flag and the range
+        with pytest.raises(ZooError, match=r"beam_size \(--beam\) must be an integer ≥ 1.*got -2"):
+            fn(dec, feats, bos_id=BOS, eos_id=EOS, beam_size=-2)
+        with pytest.raises(ZooError, match=r"max_len \(--max-len\) must be an integer ≥ 1.*got 0"):
+            fn(dec, feats, bos_id=BOS, eos_id=EOS, max_len=0)
+        with pytest.raises(ZooError, match=r"length_penalty \(--length-penalty\) must be a finite number"):
+            fn(dec, feats, bos_id=BOS, eos_id=EOS, length_penalty=float("nan"))

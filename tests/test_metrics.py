@@ -246,3 +246,42 @@ def test_evaluate_checks_its_inputs():
         evaluate_captions({1: ["a"]}, {1: "a", 3: "c"}, tokenize=False)
     with pytest.raises(DataError, match="image 1: references must be a non-empty list"):
         evaluate_captions({1: []}, {1: "a"}, tokenize=False)
+
+
+def test_no_available_metric_says_why_and_what_to_do(example_pairs, monkeypatch, tmp_path):
+    from zoo.evaluation import check_metrics
+    from zoo_plugins.metrics import coco_metrics
+
+    monkeypatch.setattr(coco_metrics, "spice_files", lambda: {"CoreNLP jar": tmp_path / "absent.jar"})
+    gts, res = example_pairs
+    for call in (lambda: check_metrics(("spice",), tokenize=False),
+                 lambda: evaluate_captions(gts, res, metrics=("spice",), tokenize=False)):
+        with pytest.raises(MetricError) as info:
+            call()
+        msg = str(info.value)
+        assert "no requested metric can be computed here" in msg and "absent.jar" in msg
+        assert "bleu,rouge-l,cider-d" in msg
+    ready, not_computed = check_metrics(("spice", "cider-d"), tokenize=False)
+    assert [s.keys for s in ready] == [["CIDEr-D"]] and "SPICE" in not_computed
+    with pytest.raises(UnknownNameError, match="cider-d"):
+        check_metrics(("cidr-d",), tokenize=False)
+
+
+def test_zoo_score_json_is_written_atomically(tmp_path, monkeypatch):
+    """A write that fails half way (disk full) leaves the previous --json file as it was."""
+    gt = _write(tmp_path / "gt.json", GOOD_GT)
+    res = _write(tmp_path / "res.json", [{"image_id": 1, "caption": "a dog"}, {"image_id": 2, "caption": "a cat"}])
+    out = tmp_path / "scores.json"
+    out.write_text('{"previous": true}')
+    real = Path.write_text
+
+    def disk_full(self, data, *args, **kwargs):
+        real(self, data[: len(data) // 2], *args, **kwargs)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", disk_full)
+    with pytest.warns(SmallCorpusWarning), pytest.raises(OSError, match="No space"):
+        zoo.cli.main(["score", str(gt), str(res), "--metrics", "cider-d", "--no-ptb", "--json", str(out)])
+    monkeypatch.undo()
+    assert json.loads(out.read_text()) == {"previous": True}
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left

@@ -36,6 +36,8 @@ from zoo.metrics import SMALL_CORPUS, SmallCorpusWarning
 __all__ = [
     "DEFAULT_METRICS",
     "EvalResult",
+    "SCALE_NOTE",
+    "check_metrics",
     "PYCOCOEVALCAP_KEYS",
     "evaluate_captions",
     "format_scores",
@@ -185,14 +187,8 @@ def evaluate_captions(
     does. ``tokenize=False`` skips the PTB tokenizer (captions must already be tokenised: not the official
     protocol unless they came out of it). SPICE that cannot run is reported in ``not_computed``; missing
     Java for the tokenizer raises :class:`MetricError`."""
-    from zoo.manager import get_registry
-
     cands = _check_pairs(gts, res)
-    registry = get_registry()
-    scorers = [registry.create("metric", name) for name in _scorer_names(metrics, reference_cider)]
-    if tokenize and shutil.which("java") is None:
-        raise _java_missing_error([k for s in scorers for k in s.keys], tokenize)
-    ready, not_computed = _available(scorers)
+    ready, not_computed = check_metrics(metrics, tokenize=tokenize, reference_cider=reference_cider)
 
     notes: list[str] = []
     if len(cands) < SMALL_CORPUS:
@@ -226,6 +222,25 @@ def evaluate_captions(
     return result
 
 
+def check_metrics(
+    metrics: Sequence[str] = DEFAULT_METRICS, tokenize: bool = True, reference_cider: bool = False
+) -> tuple[list[Any], dict[str, str]]:
+    """Everything :func:`evaluate_captions` checks before it scores, without any captions: every metric
+    name is registered (:class:`UnknownNameError` with the closest names), Java is there when the PTB
+    tokenizer needs it, and at least one requested metric can run here (:class:`MetricError` saying why
+    not and what to do). Returns the scorers that can run and, for the others' keys, why not. Cheap: call
+    it before a long decode so a bad request fails first, not after."""
+    from zoo.manager import get_registry
+
+    registry = get_registry()
+    scorers = [registry.create("metric", name) for name in _scorer_names(metrics, reference_cider)]
+    if not scorers:
+        raise MetricError("no metric requested: name at least one, e.g. bleu,meteor,rouge-l,cider-d (`zoo list metrics`)")
+    if tokenize and shutil.which("java") is None:
+        raise _java_missing_error([k for s in scorers for k in s.keys], tokenize)
+    return _available(scorers)
+
+
 def _available(scorers: list[Any]) -> tuple[list[Any], dict[str, str]]:
     """The scorers that can run here, and for the others' keys why not (asked before anything runs)."""
     ready, not_computed = [], {}
@@ -237,7 +252,11 @@ def _available(scorers: list[Any]) -> tuple[list[Any], dict[str, str]]:
         else:
             ready.append(s)
     if not ready:
-        raise MetricError("no requested metric can be computed here: " + " | ".join(dict.fromkeys(not_computed.values())))
+        raise MetricError(
+            "no requested metric can be computed here: " + " | ".join(dict.fromkeys(not_computed.values()))
+            + " | Fix that, or ask for metrics that can run here as well, e.g. bleu,rouge-l,cider-d "
+            "(`zoo list metrics` lists them)"
+        )
     return ready, not_computed
 
 

@@ -31,12 +31,15 @@ captions of lower log-probability than greedy (tests/test_decoders.py checks it 
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from zoo.decoder import Decoder
+from zoo.errors import ZooError
 from zoo.features import Features, select_batch
 
 
@@ -51,11 +54,27 @@ def _final_score(logprob: float, length: int, length_penalty: float) -> float:
     return logprob / (max(length, 1) ** length_penalty) if length_penalty else logprob
 
 
-def _check(beam_size: int, max_len: int) -> None:
-    if beam_size < 1:
-        raise ValueError(f"beam_size must be ≥ 1, got {beam_size}")
-    if max_len < 1:
-        raise ValueError(f"max_len must be ≥ 1, got {max_len}")
+class DecodingOptionError(ZooError, ValueError):
+    """A bad decoding setting (beam size, maximum length, length penalty); the message names the option,
+    its command-line flag and the allowed range. A ValueError too, for callers that catch that."""
+
+
+def check_decoding_options(beam_size: int, max_len: int, length_penalty: float = 1.0) -> None:
+    """Refuse decoding settings beam search cannot use, before any image is decoded."""
+    if isinstance(beam_size, bool) or not isinstance(beam_size, numbers.Integral) or beam_size < 1:
+        raise DecodingOptionError(
+            f"beam_size (--beam) must be an integer ≥ 1 (1 = greedy; 3-5 is usual), got {beam_size!r}"
+        )
+    if isinstance(max_len, bool) or not isinstance(max_len, numbers.Integral) or max_len < 1:
+        raise DecodingOptionError(
+            f"max_len (--max-len) must be an integer ≥ 1 (tokens per caption; 20 is usual), got {max_len!r}"
+        )
+    if isinstance(length_penalty, bool) or not isinstance(length_penalty, numbers.Real) or not math.isfinite(length_penalty):
+        raise DecodingOptionError(
+            f"length_penalty (--length-penalty) must be a finite number (0 = raw log-probability, 1 = "
+            f"per-token average), got {length_penalty!r}"
+        )
+
 
 
 @torch.no_grad()
@@ -70,7 +89,7 @@ def beam_search(
     length_penalty: float = 1.0,
 ) -> list[Hypothesis]:
     """Best hypothesis per image, batched over images and beams."""
-    _check(beam_size, max_len)
+    check_decoding_options(beam_size, max_len, length_penalty)
     B = features.batch_size
     K = beam_size
     device = features.grid.device
@@ -171,7 +190,7 @@ def beam_search_reference(
     length_penalty: float = 1.0,
 ) -> list[Hypothesis]:
     """One image at a time, with lists of hypotheses: slow and plain, the yardstick for ``beam_search``."""
-    _check(beam_size, max_len)
+    check_decoding_options(beam_size, max_len, length_penalty)
     out = []
     for i in range(features.batch_size):
         feats = features.index_select(torch.tensor([i], device=features.grid.device))

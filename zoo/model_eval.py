@@ -17,6 +17,7 @@ import torch
 
 from zoo import distributed as dist
 from zoo.checkpoint import atomic_write
+from zoo.evaluation import SCALE_NOTE
 from zoo.model import CaptionModel
 
 DEFAULT_METRICS = ("bleu", "meteor", "rouge-l", "cider-d", "spice")
@@ -36,7 +37,9 @@ class ModelEvaluation:
     decode_images_per_s: float
     notes: list[str] = field(default_factory=list)
     scoring: Any = None  # the zoo.evaluation.EvalResult (for format_scores)
+    max_images: int | None = None  # the evaluation was limited to the first max_images images
     results_path: Path | None = None
+    references_path: Path | None = None
     metrics_path: Path | None = None
     record_id: int | None = None
 
@@ -47,11 +50,24 @@ class ModelEvaluation:
             "num_images": self.num_images,
             "decoding": self.decoding,
             "metrics": self.metrics,
-            "scale": "0-1 (papers print x100)",
+            "max_images": self.max_images,
+            "scale": SCALE_NOTE,
             "not_computed": self.not_computed,
             "decode_images_per_s": self.decode_images_per_s,
             "notes": self.notes,
         }
+
+
+def check_request(metrics: tuple[str, ...] | list[str], beam_size: int, max_len: int, length_penalty: float) -> None:
+    """What :func:`evaluate_model` checks before decoding anything: the decoding settings, and that the
+    metrics can be scored here (names registered, Java for the PTB tokenizer, at least one metric
+    available) with the same checks :func:`zoo.evaluation.evaluate_captions` makes, so a bad request fails
+    in seconds rather than after decoding the whole split."""
+    from zoo.evaluation import check_metrics
+    from zoo.generation import check_decoding_options
+
+    check_decoding_options(beam_size, max_len, length_penalty)
+    check_metrics(metrics)
 
 
 def evaluate_model(
@@ -70,10 +86,17 @@ def evaluate_model(
     progress: bool = True,
     max_images: int | None = None,
 ) -> ModelEvaluation | None:
-    """Decode and score ``dataset``; returns None on ranks other than 0 under ``torchrun``."""
+    """Decode and score ``dataset``; returns None on ranks other than 0 under ``torchrun``.
+
+    The metrics and decoding settings are checked first (:func:`check_request`). With ``out_dir`` the
+    captions (``results_*.json``) and their references in COCO format (``references_*.json``) are written
+    as soon as decoding ends, before scoring, so if scoring fails they can still be scored with
+    ``zoo score references_*.json results_*.json``."""
+    from zoo.errors import ZooError
     from zoo.evaluation import evaluate_captions
     from zoo.train import generate_for_items, resolve_device
 
+    check_request(metrics, beam_size, max_len, length_penalty)
     dev = torch.device(device) if device is not None else resolve_device("auto")
     model.to(dev).eval()
     n = len(dataset) if max_images is None else min(len(dataset), max_images)
@@ -97,7 +120,18 @@ def evaluate_model(
         own_notes.append(f"{skipped} bad images skipped (--skip-bad-images)")
     res = {dataset[i].image_id: c for i, c in sorted(by_index.items())}
     gts = {dataset[i].image_id: list(dataset[i].captions) for i in sorted(by_index)}
-    result = evaluate_captions(gts, res, metrics=metrics)
+    decoding = {"beam_size": beam_size, "max_len": max_len, "length_penalty": length_penalty}
+    tag = output_tag(dataset.name, dataset.split, decoding, max_images)
+    paths: dict[str, Path] = {}
+    if out_dir is not None:  # before scoring, which can fail (a Java crash, SPICE's jar)
+        paths = write_captions(res, gts, Path(out_dir), tag)
+    try:
+        result = evaluate_captions(gts, res, metrics=metrics)
+    except ZooError as exc:
+        hinted = _with_saved_hint(exc, paths) if paths else None
+        if hinted is None:
+            raise
+        raise hinted from exc
     notes = list(result.notes) + own_notes  # the scorer's notes first, then ours
     ev = ModelEvaluation(
         metrics=dict(result.scores),
@@ -105,27 +139,77 @@ def evaluate_model(
         not_computed=dict(result.not_computed),
         captions=res,
         references=gts,
-        decoding={"beam_size": beam_size, "max_len": max_len, "length_penalty": length_penalty},
+        decoding=decoding,
         data=dataset.name,
         split=dataset.split,
         num_images=len(res),
         decode_images_per_s=speed,
         notes=notes,
         scoring=result,
+        max_images=max_images,
     )
     if out_dir is not None:
-        write_outputs(ev, Path(out_dir))
+        ev.results_path, ev.references_path = paths["results"], paths["references"]
+        _write_metrics(ev, Path(out_dir) / f"metrics_{tag}.json")
     return ev
 
 
-def write_outputs(ev: ModelEvaluation, out: Path) -> None:
+def _with_saved_hint(exc: Exception, paths: dict[str, Path]) -> Exception | None:
+    """``exc`` again (same type), its message saying where the decoded captions were saved and how to
+    score them once the problem is fixed; None for an error type that cannot be rebuilt from a message."""
+    hint = (
+        f"{exc}\nThe decoded captions were saved to {paths['results']}; once this is fixed, score them "
+        f"without decoding again: zoo score {paths['references']} {paths['results']}"
+    )
+    try:
+        return type(exc)(hint)
+    except Exception:  # a subclass with another constructor: keep it as it is
+        return None
+
+
+_DEFAULT_DECODING = {"max_len": 20, "length_penalty": 1.0}
+
+
+def _num(v: Any) -> str:
+    """A number for a file name, exact and short: 1.0 → '1', 0.5 → '0.5', -0.5 → 'm0.5'."""
+    text = repr(float(v)) if isinstance(v, float) else str(v)
+    text = text.removesuffix(".0")
+    return text.replace("-", "m").replace("+", "")
+
+
+def output_tag(data: str, split: str, decoding: dict[str, Any], max_images: int | None = None) -> str:
+    """The name shared by an evaluation's files: ``{data}_{split}_beam{K}``, plus every setting that
+    differs from the default (``_len{N}``, ``_lp{P}``, ``_first{M}`` for ``max_images``), so runs with
+    other settings never overwrite each other's files."""
+    tag = f"{data}_{split}_beam{decoding['beam_size']}"
+    if decoding.get("max_len", 20) != _DEFAULT_DECODING["max_len"]:
+        tag += f"_len{_num(decoding['max_len'])}"
+    if float(decoding.get("length_penalty", 1.0)) != _DEFAULT_DECODING["length_penalty"]:
+        tag += f"_lp{_num(float(decoding['length_penalty']))}"
+    if max_images is not None:
+        tag += f"_first{max_images}"
+    return tag
+
+
+def write_captions(res: dict[Any, str], gts: dict[Any, list[str]], out: Path, tag: str) -> dict[str, Path]:
+    """``results_{tag}.json`` (COCO results format) and ``references_{tag}.json`` (COCO caption format),
+    the two files ``zoo score`` takes; returns their paths."""
     out.mkdir(parents=True, exist_ok=True)
-    tag = f"{ev.data}_{ev.split}_beam{ev.decoding['beam_size']}"
-    results = [{"image_id": k, "caption": v} for k, v in ev.captions.items()]
-    ev.results_path = out / f"results_{tag}.json"
-    ev.metrics_path = out / f"metrics_{tag}.json"
-    atomic_write(ev.results_path, lambda tmp: Path(tmp).write_text(json.dumps(results)))
-    atomic_write(ev.metrics_path, lambda tmp: Path(tmp).write_text(json.dumps(ev.summary(), indent=1)))
+    results = [{"image_id": k, "caption": v} for k, v in res.items()]
+    references = {
+        "images": [{"id": k} for k in gts],
+        "annotations": [{"image_id": k, "id": i, "caption": c} for i, (k, c) in
+                        enumerate((k, c) for k, caps in gts.items() for c in caps)],
+    }
+    paths = {"results": out / f"results_{tag}.json", "references": out / f"references_{tag}.json"}
+    atomic_write(paths["results"], lambda tmp: Path(tmp).write_text(json.dumps(results)))
+    atomic_write(paths["references"], lambda tmp: Path(tmp).write_text(json.dumps(references)))
+    return paths
+
+
+def _write_metrics(ev: ModelEvaluation, path: Path) -> None:
+    ev.metrics_path = path
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(ev.summary(), indent=1)))
 
 
 def record(ev: ModelEvaluation, model: CaptionModel, db_path: str | Path | None, *, checkpoint: str | Path | None = None,

@@ -16,7 +16,9 @@ def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
         "eval",
         help="evaluate a checkpoint on a data set split (BLEU, METEOR, ROUGE-L, CIDEr-D, SPICE)",
         description="Decode every image of a split, score with pycocoevalcap's protocol (PTB tokenizer), "
-        "write results_*.json (COCO format) and metrics_*.json, and add a row to the results database.",
+        "write results_*.json (COCO format) and metrics_*.json, and add a row to the results database. "
+        "The metrics are checked before decoding; the captions (results_*.json) and references "
+        "(references_*.json) are written before scoring, so `zoo score` can score them if scoring fails.",
     )
     p.add_argument("checkpoint", help="a .safetensors checkpoint, or a run folder (uses best.safetensors)")
     p.add_argument("--data", default=None, help="data set name (default: the one the run trained on)")
@@ -100,7 +102,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             print(format_scores(ev.scoring))
             for note in ev.notes[len(ev.scoring.notes):]:
                 print(f"note: {note}")
-            print(f"results: {ev.results_path}\nmetrics: {ev.metrics_path}")
+            print(f"results: {ev.results_path}\nreferences: {ev.references_path}\nmetrics: {ev.metrics_path}")
     finally:
         dist.cleanup()
     return 0

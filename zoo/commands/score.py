@@ -49,16 +49,17 @@ def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    from zoo.checkpoint import atomic_write
     from zoo.evaluation import format_scores, score_files
 
-    metrics = [m for item in args.metrics for m in item.split(",") if m.strip()]
+    metrics = [m.strip() for item in args.metrics for m in item.split(",") if m.strip()]
     result = score_files(
         args.gt, args.results, metrics=metrics, tokenize=not args.no_ptb, reference_cider=args.reference_cider
     )
     print(format_scores(result))
     if args.json is not None:
         payload = {"gt": str(args.gt), "results": str(args.results), **result.to_dict()}
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(payload, indent=1))
+        text = json.dumps(payload, indent=1)
+        atomic_write(args.json, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
         print(f"wrote {args.json}")
     return 0
