@@ -149,6 +149,72 @@ def test_seeds_are_aggregated_and_reevaluations_not_double_counted():
     assert len(build_leaderboard(rows, group_by="run").rows) == 5
 
 
+def _ckpt(name: str, seed: int, file: str, folder: str = "runs/a", shift: float = 0.0, **kw) -> EvalRecord:
+    """A run of ``name`` evaluated from ``folder/file`` (its sha256 follows folder, file and seed)."""
+    sha = f"{zlib.crc32(f'{folder}/{file}/{seed}'.encode()):08x}" * 8
+    return run(name, shift=shift, seed=seed, checkpoint_path=f"{folder}-s{seed}/{file}", checkpoint_sha256=sha,
+               run_name=f"{folder}-s{seed}", **kw)
+
+
+def test_checkpoints_sharing_a_seed_are_not_collapsed():
+    rows = [
+        _ckpt("gru", 0, "best.safetensors", shift=0.02), _ckpt("gru", 0, "last.safetensors"),
+        _ckpt("gru", 1, "best.safetensors", shift=0.02), _ckpt("gru", 1, "last.safetensors"),
+        _ckpt("gru", 0, "best.safetensors", shift=0.02),  # the same checkpoint evaluated again
+    ]
+    lb = build_leaderboard(rows)
+    by_name = {b.name: b for b in lb.rows}
+    assert set(by_name) == {"gru (best.safetensors)", "gru (last.safetensors)"}
+    assert [b.seeds for b in lb.rows] == [2, 2]  # seed 0 and 1 each; the re-evaluation is not a third
+    assert {r.seed for r in by_name["gru (last.safetensors)"].runs} == {0, 1}
+    assert any("1 earlier evaluation(s) of the same checkpoint ignored" in n for n in lb.notes)
+    assert any("share a seed" in n for n in lb.notes)
+    assert by_name["gru (last.safetensors)"].delta is not None  # compared with the leader, bootstrap and all
+
+
+def test_two_regimes_with_one_seed_stay_two_rows():
+    rows = [_ckpt("gru", 0, "best.safetensors", folder="runs/lr1e-3"),
+            _ckpt("gru", 0, "best.safetensors", folder="runs/lr3e-4", shift=0.05)]
+    lb = build_leaderboard(rows)
+    assert [b.name for b in lb.rows] == ["gru (runs/lr3e-4-s0)", "gru (runs/lr1e-3-s0)"]
+    assert all(b.seeds == 1 for b in lb.rows)
+    # re-evaluating a checkpoint of an older database row without a sha256 still counts once per seed
+    old = [run("gru", seed=0), run("gru", seed=0, shift=0.01)]
+    lb = build_leaderboard(old)
+    assert len(lb.rows) == 1 and lb.rows[0].seeds == 1
+    assert lb.rows[0].metrics["CIDEr-D"] == pytest.approx(old[1].metrics["CIDEr-D"])  # the latest wins
+
+
+def test_different_decoding_is_shown_in_every_format():
+    rows = [run("gru-attn", shift=0.08), run("lstm", decoding={"beam_size": 1, "max_len": 16}), run("gru")]
+    lb = build_leaderboard(rows)
+    assert lb.varying_decoding == ["beam_size", "max_len"]
+    table = lb.to_table().splitlines()
+    assert "decoding" in table[1]
+    assert "beam_size=1, max_len=16" in next(line for line in table if " lstm " in line)
+    assert "beam_size=3, max_len=20" in next(line for line in table if " gru " in line)
+    md = [[c.strip() for c in line.strip("|").split("|")] for line in lb.to_markdown().splitlines() if line.startswith("|")]
+    col = md[0].index("decoding")
+    assert {r[1]: r[col] for r in md[2:]}["lstm"] == "beam_size=1, max_len=16"
+    csv_rows = {r["system"]: r for r in csv.DictReader(io.StringIO(lb.to_csv()))}
+    assert json.loads(csv_rows["lstm"]["decoding"]) == {"beam_size": 1, "max_len": 16}
+    page = lb.to_html()
+    assert "<th" in page and ">decoding</th>" in page and ">beam_size=1, max_len=16</td>" in page
+    assert any("decoding settings differ" in n for n in lb.notes)
+    # one decoding for all: no extra column in the narrow formats
+    assert "decoding" not in build_leaderboard(rows[::2]).to_table().splitlines()[1]
+
+
+def test_markdown_cells_are_literal_text():
+    rows = [run("gru"), run("a|b\nc <b>x</b> & y", shift=-0.1)]
+    md = build_leaderboard(rows).to_markdown()
+    lines = [line for line in md.splitlines() if line.startswith("|")]
+    assert len(lines) == 4  # header, rule, two rows: the newline did not break the row
+    cells = [c for c in lines[3].split(" | ")]
+    assert cells[1] == "a\\|b c &lt;b&gt;x&lt;/b&gt; &amp; y"
+    assert "<b>" not in md
+
+
 def test_same_name_different_decoding_are_told_apart():
     rows = [run("gru"), run("gru", decoding={"beam_size": 1, "max_len": 20})]
     names = sorted(b.name for b in build_leaderboard(rows).rows)

@@ -3,7 +3,9 @@
 Rows are comparable only on the same data set, split and reference captions (CIDEr-D's document
 frequencies come from the references being scored), so ``build_leaderboard`` refuses a mix instead of
 ranking apples against oranges. Rows of one *system* (same config hash and decoding settings) are seeds:
-their scores are shown as mean ± std. Every system gets a 95% paired-bootstrap interval over images for its
+their scores are shown as mean ± std; evaluating a checkpoint again replaces its earlier row (same sha256),
+and different checkpoints that share a seed are separate systems (see ``_split_shared_seeds``). When
+decoding settings differ between rows, every export shows them in a decoding column. Every system gets a 95% paired-bootstrap interval over images for its
 CIDEr-D difference to the leader (``zoo.stats``); a row whose interval contains 0 is marked ≈ (not
 significantly different from the leader). Scores are stored on pycocoevalcap's 0–1 scale and shown ×100.
 """
@@ -119,19 +121,75 @@ def _decoding_key(r: EvalRecord) -> str:
     return json.dumps(r.decoding, sort_keys=True)
 
 
-def _dedupe_seeds(runs: list[EvalRecord]) -> tuple[list[EvalRecord], int]:
-    """One run per seed: re-evaluating a checkpoint must not count as another seed (it would shrink the
-    std). The latest evaluation of a seed wins; unseeded runs are told apart by checkpoint sha256."""
+def _dedupe_seeds(runs: list[EvalRecord]) -> tuple[list[EvalRecord], int, int]:
+    """One row per checkpoint: evaluating the same checkpoint again must not count as another seed (it
+    would shrink the std), so rows with the same checkpoint sha256 are one run and the latest evaluation
+    wins. Only rows without a recorded sha256 fall back to the seed (the latest row of a seed wins);
+    rows with neither are all kept. Different checkpoints that share a seed are all kept here:
+    :func:`_split_shared_seeds` decides what they are. Returns the kept rows and how many were dropped
+    as re-evaluations of a checkpoint and of a seed."""
     latest: dict[Any, int] = {}
     for i, r in enumerate(runs):
-        key: Any = ("seed", r.seed) if r.seed is not None else ("ckpt", r.checkpoint_sha256 or i)
+        if r.checkpoint_sha256:
+            key: Any = ("ckpt", r.checkpoint_sha256)
+        elif r.seed is not None:
+            key = ("seed", r.seed)
+        else:
+            key = ("row", i)
         latest[key] = i  # runs are in insertion order, so later ones replace earlier
     kept = [runs[i] for i in sorted(latest.values())]
-    return kept, len(runs) - len(kept)
+    dropped = [r for r in runs if not any(r is k for k in kept)]
+    by_checkpoint = sum(1 for r in dropped if r.checkpoint_sha256)
+    return kept, by_checkpoint, len(dropped) - by_checkpoint
+
+
+def _checkpoint_file(r: EvalRecord) -> str:
+    return Path(r.checkpoint_path).name if r.checkpoint_path else ""
+
+
+def _shares_a_seed(runs: list[EvalRecord]) -> bool:
+    seeds = [r.seed for r in runs if r.seed is not None]
+    return len(seeds) != len(set(seeds))
+
+
+def _split_shared_seeds(runs: list[EvalRecord]) -> list[list[EvalRecord]]:
+    """The systems in one (config, decoding) group once re-evaluations are gone. Normally one: its runs are
+    its seeds. When different checkpoints share a seed (``best`` and ``last`` of one run, or two training
+    regimes of one model config), they become separate systems, not extra seeds: the ± column and the
+    seed count describe independent training runs, and two checkpoints of one seed are not independent
+    (pooling best with last would understate the std), nor is a regime with another schedule another
+    draw of the same system. Keeping them apart also keeps the paired bootstrap about one model's
+    per-image scores instead of an average over models that were never meant to be averaged.
+
+    Split first by checkpoint file name (``best.safetensors`` over all seeds is one system, ``last`` another);
+    any part where a seed still repeats is shown one checkpoint per row."""
+    if not _shares_a_seed(runs):
+        return [runs]
+    by_file: dict[str, list[EvalRecord]] = defaultdict(list)
+    for r in runs:
+        by_file[_checkpoint_file(r)].append(r)
+    out: list[list[EvalRecord]] = []
+    for part in by_file.values():
+        if _shares_a_seed(part):
+            out.extend([r] for r in part)
+        else:
+            out.append(part)
+    return out
+
+
+def _run_label(runs: list[EvalRecord]) -> str:
+    r = runs[0]
+    if len(runs) == 1:
+        if r.run_name:
+            return r.run_name
+        if r.checkpoint_path:
+            return r.checkpoint_path
+    return f"row {r.id}" if r.id is not None else ""
 
 
 def _disambiguate(groups: list[list[EvalRecord]]) -> list[str]:
-    """Display names: the system name, plus what tells apart groups sharing it (config hash, decoding)."""
+    """Display names: the system name, plus what tells apart groups sharing it (config hash, decoding,
+    checkpoint file, and for single checkpoints their run)."""
     by_name: dict[str, list[int]] = defaultdict(list)
     for i, runs in enumerate(groups):
         by_name[runs[0].system].append(i)
@@ -142,10 +200,25 @@ def _disambiguate(groups: list[list[EvalRecord]]) -> list[str]:
         hashes = {groups[i][0].config_hash for i in idx}
         decodings = [groups[i][0].decoding for i in idx]
         varying = sorted({k for d in decodings for k in d if len({json.dumps(x.get(k)) for x in decodings}) > 1})
-        for i in idx:
+        files = [{_checkpoint_file(r) for r in groups[i]} for i in idx]
+        file_of = [next(iter(f)) if len(f) == 1 else "" for f in files]
+        files_vary = len(set(file_of)) > 1
+        parts_of = []
+        for i, file in zip(idx, file_of):
             first = groups[i][0]
             parts = [f"#{first.config_hash[:7]}"] if len(hashes) > 1 else []
             parts += [f"{k}={first.decoding.get(k)}" for k in varying]
+            if files_vary and file:
+                parts.append(file)
+            parts_of.append(parts)
+        # groups still alike (the same checkpoint file of one seed in two run folders): name their run
+        seen: dict[tuple[str, ...], int] = defaultdict(int)
+        for parts in parts_of:
+            seen[tuple(parts)] += 1
+        for i, parts in zip(idx, parts_of):
+            if seen[tuple(parts)] > 1:
+                label = _run_label(groups[i])
+                parts = parts + ([label] if label else [])
             names[i] = f"{name} ({', '.join(parts)})" if parts else name
     return names
 
@@ -196,13 +269,20 @@ def build_leaderboard(
             grouped[(r.config_hash, _decoding_key(r))].append(r)
         groups = []
         for runs in grouped.values():
-            kept, dropped = _dedupe_seeds(runs)
-            if dropped:
+            kept, same_checkpoint, same_seed = _dedupe_seeds(runs)
+            for dropped, what in ((same_checkpoint, "checkpoint"), (same_seed, "seed")):
+                if dropped:
+                    notes.append(
+                        f"{runs[0].system}: {dropped} earlier evaluation(s) of the same {what} ignored "
+                        f"(--group-by run shows every run)"
+                    )
+            parts = _split_shared_seeds(kept)
+            if len(parts) > 1:
                 notes.append(
-                    f"{runs[0].system}: {dropped} earlier evaluation(s) of the same seed ignored "
-                    f"(--group-by run shows every run)"
+                    f"{runs[0].system}: different checkpoints share a seed, so they are shown as separate "
+                    f"systems (by checkpoint file or run), not averaged as seeds"
                 )
-            groups.append(kept)
+            groups.extend(parts)
         board = [_summarise(n, g) for n, g in zip(_disambiguate(groups), groups)]
 
     ranked = sorted((b for b in board if metric in b.metrics), key=lambda b: (-b.metrics[metric], b.name))
@@ -221,6 +301,12 @@ def build_leaderboard(
         group_by=group_by,
         notes=notes,
     )
+    varying = lb.varying_decoding
+    if varying:
+        lb.notes.append(
+            f"decoding settings differ between rows ({', '.join(varying)}; see the decoding column): scores "
+            f"depend on them, so a gap may come from decoding rather than the model"
+        )
     _compare_to_leader(lb, seed)
     return lb
 
@@ -309,6 +395,19 @@ class Leaderboard:
         return [self.metric] + [m for m in STANDARD_METRICS if m in present and m != self.metric]
 
     @property
+    def varying_decoding(self) -> list[str]:
+        """The decoding settings (beam_size, max_len, length_penalty, …) that differ between rows; the
+        exports then show every row's values for them, in a decoding column."""
+        decodings = [b.first.decoding for b in self.rows]
+        keys = sorted({k for d in decodings for k in d})
+        return [k for k in keys if len({json.dumps(d.get(k), sort_keys=True) for d in decodings}) > 1]
+
+    def decoding_text(self, b: BoardRow) -> str:
+        """``b``'s values of the varying decoding settings, e.g. ``beam_size=1, max_len=20`` (— unset)."""
+        d = b.first.decoding
+        return ", ".join(f"{k}={d[k] if k in d else '—'}" for k in self.varying_decoding)
+
+    @property
     def leader(self) -> BoardRow | None:
         return self.rows[0] if self.rows and self.rows[0].rank == 1 else None
 
@@ -324,6 +423,10 @@ class Leaderboard:
         cols = [
             _Column("rank", lambda b: str(b.rank) if b.rank else "—", lambda b: b.rank),
             _Column("system", lambda b: b.name, lambda b: b.name, numeric=False),
+        ]
+        if self.varying_decoding:
+            cols.append(_Column("decoding", self.decoding_text, self.decoding_text, numeric=False))
+        cols += [
             _Column(f"{m} ×100", main, lambda b: b.metrics.get(m)),
             _Column(
                 f"Δ to leader [{CONFIDENCE:.0%} CI]",
@@ -361,9 +464,10 @@ class Leaderboard:
         """A plain-text table for the terminal."""
         cols = self._columns()
         cells = [[c.header for c in cols]] + [[c.text(b) for c in cols] for b in self.rows]
+        delta = next(i for i, c in enumerate(cols) if c.header.startswith("Δ"))
         for row in cells[1:]:  # keep intervals aligned whether or not they carry the ≈ mark
-            if row[3].endswith("]"):
-                row[3] += " " * (len(NOT_SIGNIFICANT) + 1)
+            if row[delta].endswith("]"):
+                row[delta] += " " * (len(NOT_SIGNIFICANT) + 1)
         widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
 
         def line(row: list[str]) -> str:
@@ -379,6 +483,9 @@ class Leaderboard:
         cols = self._columns()
 
         def esc(v: str) -> str:
+            """A cell's text as literal text: no HTML (<, >, &), no row break (newlines), no column break (|)."""
+            v = html.escape(v, quote=False)
+            v = " ".join(v.splitlines())
             return v.replace("|", "\\|")
 
         out = [f"**Leaderboard** — {esc(self.title())}", ""]
@@ -457,7 +564,7 @@ class Leaderboard:
 
     def to_csv(self) -> str:
         metrics = self.metric_columns
-        header = ["rank", "system", "seeds", "images"]
+        header = ["rank", "system", "decoding", "seeds", "images"]
         header += [f"{m}_x100" for m in metrics] + [f"{self.metric}_std_x100"]
         header += ["delta_x100", "delta_lo_x100", "delta_hi_x100", "significant"]
         header += ["params_encoder", "params_decoder", "train_images_per_s", "decode_images_per_s", "config_hash"]
@@ -467,7 +574,7 @@ class Leaderboard:
         for b, rec in zip(self.rows, self.records()):
             delta = rec["delta_x100"] or {}
             w.writerow(
-                [b.rank or "", b.name, b.seeds, b.num_images]
+                [b.rank or "", b.name, json.dumps(rec["decoding"], sort_keys=True), b.seeds, b.num_images]
                 + [_blank(rec["metrics_x100"].get(m)) for m in metrics]
                 + [_blank(rec["metrics_std_x100"].get(self.metric))]
                 + [_blank(delta.get("mean")), _blank(delta.get("lo")), _blank(delta.get("hi"))]
