@@ -309,6 +309,25 @@ def test_folder_errors_name_file_and_line(tmp_path, name, text, where):
         folder_dataset(root=tmp_path, split="all")
 
 
+@pytest.mark.parametrize("name, line", [("captions.csv", "{file},{caption}"), ("captions.jsonl", '{{"file": "{file}", "caption": "{caption}"}}')])
+def test_folder_reads_utf8_with_a_byte_order_mark(tmp_path, name, line):
+    """Excel's "CSV UTF-8" starts the file with a BOM; it is not part of the first column's name."""
+    header = ["file,caption"] if name.endswith(".csv") else []
+    text = "\n".join(header + [line.format(file="café.jpg", caption="un café crème")]) + "\n"
+    (tmp_path / name).write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    ds = folder_dataset(root=tmp_path, split="all")
+    assert ds.references() == {"café.jpg": ["un café crème"]}
+
+
+@pytest.mark.parametrize("name", ["captions.csv", "captions.jsonl"])
+def test_folder_file_not_utf8_is_named_with_its_line(tmp_path, name):
+    lines = ["file,caption", "a.jpg,a cat"] if name.endswith(".csv") else ['{"file": "a.jpg", "caption": "a cat"}']
+    lines.append("b.jpg,un café" if name.endswith(".csv") else '{"file": "b.jpg", "caption": "un café"}')
+    (tmp_path / name).write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
+    with pytest.raises(DataError, match=rf"{re.escape(name)}:{len(lines)}: not UTF-8 .* Save it as UTF-8"):
+        folder_dataset(root=tmp_path, split="all")
+
+
 # -- images and loaders -----------------------------------------------------------------------------------
 class ToTensorWithPid:
     """A transform that also records which process decoded the image."""

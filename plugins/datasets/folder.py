@@ -18,6 +18,7 @@ an image goes to train if ``int(sha256(file name)[:16 hex]) % 100 < 90``, to val
 hash depends only on the file name, so adding images never moves the others between splits.
 
 Every error names the captions file and the line number (1-based, the header is line 1 of a CSV).
+The file must be UTF-8; a leading byte-order mark (Excel's "CSV UTF-8") is fine.
 """
 
 from __future__ import annotations
@@ -64,8 +65,28 @@ def _text(value: Any, path: Path, line: int, key: str) -> str:
     return value
 
 
+def _not_utf8(path: Path, exc: UnicodeDecodeError) -> DataError:
+    """The error for a captions file that is not UTF-8, naming the file and the first line that is not."""
+    line = None
+    try:
+        for i, raw in enumerate(path.read_bytes().splitlines(), start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                line = i
+                break
+    except OSError:
+        pass
+    where = f"{path}:{line}" if line else str(path)
+    return DataError(
+        f"{where}: not UTF-8 text ({exc.reason}: byte 0x{exc.object[exc.start]:02x}); the captions file must be "
+        f"UTF-8. Save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8 {path.name} > fixed{path.suffix}`, or "
+        f"\"CSV UTF-8\" in a spreadsheet)"
+    )
+
+
 def _read_jsonl(path: Path) -> Iterator[_Record]:
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:
         for line_no, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -93,7 +114,7 @@ def _read_jsonl(path: Path) -> Iterator[_Record]:
 
 
 def _read_csv(path: Path) -> Iterator[_Record]:
-    with open(path, encoding="utf-8", newline="") as f:
+    with open(path, encoding="utf-8-sig", newline="") as f:  # -sig: Excel's "CSV UTF-8" starts with a BOM
         reader = csv.DictReader(f)
         columns = reader.fieldnames or []
         for needed in ("file", "caption"):
@@ -117,6 +138,14 @@ def _read_csv(path: Path) -> Iterator[_Record]:
 
 
 READERS = {".jsonl": _read_jsonl, ".csv": _read_csv}
+
+
+def _decoded(reader: Any, path: Path) -> Iterator[_Record]:
+    """``reader(path)``'s records, a file that is not UTF-8 turned into a DataError naming it."""
+    try:
+        yield from reader(path)
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(path, exc) from exc
 
 
 def _captions_file(root: Path | None, captions: str | Path | None) -> Path:
@@ -160,7 +189,7 @@ def folder_dataset(
 
     images: dict[str, _Image] = {}
     with_split: bool | None = None
-    for rec in reader(path):
+    for rec in _decoded(reader, path):
         if with_split is None:
             with_split = rec.split is not None
         elif with_split != (rec.split is not None):
