@@ -91,6 +91,56 @@ def test_channels_last_model_and_head_wider_than_grid():
     assert feats.pooled.shape == (2, enc.feature_dim)
 
 
+
+# -- families whose forward_features is not a grid as it stands -------------------------------------------
+@torch.no_grad()
+def test_class_token_without_num_prefix_tokens_is_cut_off():
+    """CoaT-Lite puts a class token first but declares no num_prefix_tokens: the grid is the 2x2 positions."""
+    enc = _encoder("coat_lite_tiny", img_size=64).eval()
+    x = _images(2, 64)
+    tokens = enc.model.forward_features(x)
+    assert tokens.shape == (2, 1 + 4, 320)
+    feats = enc(x)
+    assert feats.grid.shape == (2, 4, 320) and torch.equal(feats.grid, tokens[:, 1:])
+    torch.testing.assert_close(feats.pooled, tokens[:, 0])  # the class token is the pooled vector only
+
+
+@torch.no_grad()
+def test_model_whose_features_are_only_class_tokens_takes_the_last_spatial_map():
+    """PiT's forward_features returns just its class token (B, 1, C); the grid is its last stage's map."""
+    enc = _encoder("pit_ti_224", img_size=64).eval()
+    x = _images(2, 64)
+    assert enc.model.forward_features(x).shape == (2, 1, 256)
+    feats = enc(x)
+    (last,) = enc.model.forward_intermediates(x, indices=1, intermediates_only=True)
+    h, w = last.shape[2:]
+    assert h * w > 1 and feats.grid.shape == (2, h * w, 256) and feats.pooled.shape == (2, 256)
+    assert torch.equal(feats.grid[:, w + 1], last[:, :, 1, 1])  # position h*W + w is pixel (h, w)
+    torch.testing.assert_close(feats.pooled, enc.model.forward_head(enc.model.forward_features(x), pre_logits=True))
+
+
+def test_model_without_a_usable_grid_is_refused_at_construction():
+    """CrossViT has two token branches of different widths (96 and 192) and pools them together (288)."""
+    with pytest.raises(ZooError) as err:
+        zoo.create_encoder("crossvit_tiny_240")
+    msg = str(err.value)
+    assert "'crossvit_tiny_240'" in msg and "no spatial grid the zoo can use" in msg
+    assert "192 channels" in msg and "288" in msg and "vit_small_patch16_224" in msg
+
+
+def test_construction_keeps_the_training_mode_and_the_random_stream():
+    """The one-off check of the grid layout runs in eval mode on a fixed image: it must leave the
+    backbone in training mode and draw nothing from the random generator (seeded models stay identical)."""
+    torch.manual_seed(0)
+    enc = zoo.create_encoder("resnet10t", img_size=32)
+    after_encoder = torch.rand(3)
+    torch.manual_seed(0)
+    plain = timm.create_model("resnet10t", num_classes=0)
+    assert torch.equal(after_encoder, torch.rand(3))
+    assert enc.model.training and all(m.training for m in enc.model.modules())
+    assert all(torch.equal(v, plain.state_dict()[k]) for k, v in enc.model.state_dict().items())
+
+
 # -- transform ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name, img_size, expect", [("resnet10t", 80, 80), ("test_vit", None, 160)])
 def test_transform_makes_tensors_of_the_models_input_size(name, img_size, expect):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+
 import pytest
 import timm
 import torch
@@ -155,3 +157,46 @@ def test_hub_weights_load_and_are_adapted_to_the_models_img_size(monkeypatch):
 
 def test_hub_source_returns_none_for_names_without_weights():
     assert timm_hub.zoo_pretrained_weights(encoder_name="test_vit4", model=torch.nn.Linear(1, 1)) is None
+
+
+# -- third-party weight sources -------------------------------------------------------------------------
+def _weight_source_plugin(name: str, func) -> types.ModuleType:
+    plugin = types.ModuleType(name)
+    plugin.zoo_pretrained_weights = zoo.hookimpl(tryfirst=True)(func)
+    return plugin
+
+
+def test_a_source_may_declare_only_the_arguments_it_uses(fresh_registry):
+    """pluggy lets a hookimpl take a subset of the spec's arguments; the encoder must call it that way."""
+    torch.manual_seed(5)
+    served = timm.create_model("resnet10t", num_classes=0).state_dict()
+
+    def zoo_pretrained_weights(encoder_name):
+        return dict(served) if encoder_name == "resnet10t" else None
+
+    zoo.load_plugin(_weight_source_plugin("name_only_source", zoo_pretrained_weights), name="name-only-weights")
+    enc = zoo.create_encoder("resnet10t", pretrained=True)
+    assert enc.weights_id() == "name-only-weights"
+    assert all(torch.equal(v, served[k]) for k, v in enc.model.state_dict().items())
+
+
+def test_a_source_that_raises_is_a_zoo_error_naming_it_and_the_encoder(fresh_registry):
+    def zoo_pretrained_weights(encoder_name, model):
+        raise RuntimeError("bucket exploded")
+
+    zoo.load_plugin(_weight_source_plugin("raising_source", zoo_pretrained_weights), name="raising-weights")
+    with pytest.raises(ZooError) as err:
+        zoo.create_encoder("resnet10t", pretrained=True)
+    msg = str(err.value)
+    assert "'raising-weights'" in msg and "'resnet10t'" in msg and "bucket exploded" in msg
+    assert "pretrained=PATH" in msg
+    assert isinstance(err.value.__cause__, RuntimeError)
+
+
+def test_a_source_returning_something_else_than_a_state_dict_is_named(fresh_registry):
+    def zoo_pretrained_weights(encoder_name, model):
+        return ["not", "a", "state", "dict"]
+
+    zoo.load_plugin(_weight_source_plugin("listing_source", zoo_pretrained_weights), name="list-weights")
+    with pytest.raises(ZooError, match="weight source 'list-weights' returned a list for encoder 'resnet10t'"):
+        zoo.create_encoder("resnet10t", pretrained=True)

@@ -6,6 +6,13 @@ The grid and the pooled vector are found from the model itself rather than from 
 token sequence whose first ``num_prefix_tokens`` (class, register, distillation tokens) are not positions;
 ``forward_head(pre_logits=True)`` gives each model's own pooling (average, class token, attention pool).
 
+A model that does not declare ``num_prefix_tokens`` is checked once, at construction, by one forward pass
+of a fixed image against timm's ``forward_intermediates`` (the last stage's spatial map, class tokens
+removed): a token sequence whose tail *is* that map gets its leading class tokens cut off (CoaT-Lite,
+VOLO); a model whose ``forward_features`` holds no positions (PiT returns only its class token, CoaT a list
+of scales) takes its grid from ``forward_intermediates`` when that map has the pooled vector's width;
+anything else (CrossViT's two branches of different widths) is a ``ZooError`` at construction.
+
 Pretrained weights come from the ``zoo_pretrained_weights`` hook (weight sources are plugins; an offline
 source is asked before timm's hub), or from a file the user names.
 """
@@ -14,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -79,6 +87,12 @@ class TimmEncoder(zoo.Encoder):
         # disagree with the grid's C, which the decoder contract forbids; such models pool the grid.
         head_dim = getattr(self.model, "head_hidden_size", self.feature_dim)
         self._pool_with_head = head_dim == self.feature_dim
+        # How forward_features becomes a grid: tokens to skip in a (B, T, C) sequence, or (for models whose
+        # forward_features holds no positions) the last map of forward_intermediates instead.
+        self._prefix_tokens = 0
+        self._grid_from_intermediates = False
+        self._intermediates_norm = True
+        self._plan_grid()
         self._weights_id = "random"
         if pretrained is True:
             self._weights_id = self._load_from_sources()
@@ -96,8 +110,14 @@ class TimmEncoder(zoo.Encoder):
 
     # -- features -------------------------------------------------------------------------------------
     def forward(self, images: torch.Tensor) -> zoo.Features:
-        x = self.model.forward_features(images)
-        grid = self._grid(x)
+        if self._grid_from_intermediates:
+            x, maps = self.model.forward_intermediates(
+                images, indices=1, norm=self._intermediates_norm, intermediates_only=False
+            )
+            grid = maps[-1].flatten(2).transpose(1, 2)  # (B, C, H, W) -> (B, H*W, C)
+        else:
+            x = self.model.forward_features(images)
+            grid = self._grid(x)
         if self._pool_with_head:
             pooled = self.model.forward_head(x, pre_logits=True)
             if pooled.dim() != 2:  # a head configured without pooling
@@ -106,16 +126,80 @@ class TimmEncoder(zoo.Encoder):
             pooled = grid.mean(dim=1)
         return zoo.Features(grid=grid, pooled=pooled)
 
-    def _grid(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 4:
+    def _grid(self, x: Any) -> torch.Tensor:
+        if isinstance(x, torch.Tensor) and x.dim() == 4:
             if _is_channels_last(self.model, x, self.feature_dim):
                 return x.flatten(1, 2)  # (B, H, W, C) -> (B, H*W, C)
             return x.flatten(2).transpose(1, 2)  # (B, C, H, W) -> (B, H*W, C)
-        if x.dim() == 3:
-            return x[:, int(getattr(self.model, "num_prefix_tokens", 0) or 0) :]
-        raise ZooError(
-            f"encoder {self.name!r}: forward_features returned shape {tuple(x.shape)}; only feature maps "
-            f"(B, C, H, W)/(B, H, W, C) and token sequences (B, T, C) can become a grid. Pick another backbone."
+        if isinstance(x, torch.Tensor) and x.dim() == 3:
+            return x[:, self._prefix_tokens :]
+        raise self._no_grid(f"forward_features returns {_describe(x)}")
+
+    def _plan_grid(self) -> None:
+        """Decide, once, how ``forward_features`` becomes a grid (see the module docstring).
+
+        A model declaring ``num_prefix_tokens`` (ViT, DeiT, CaiT, XCiT, EVA, ...) is trusted without a
+        test run. Others run one fixed, non-random image through ``forward_features`` (eval mode, no
+        gradients, nothing drawn from the random generator): a feature map needs nothing more; a token
+        sequence or a list is compared with the last map of ``forward_intermediates``."""
+        declared = getattr(self.model, "num_prefix_tokens", None)
+        if declared is not None:
+            self._prefix_tokens = int(declared or 0)
+            return
+        size = tuple(self.data_config()["input_size"])
+        probe = torch.linspace(-1.0, 1.0, steps=math.prod(size)).reshape(1, *size)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                try:
+                    out = self.model.forward_features(probe)
+                except Exception as exc:  # noqa: BLE001 - any failure of the backbone itself
+                    raise ZooError(
+                        f"encoder {self.name!r}: a {size[1]}x{size[2]} image does not go through it "
+                        f"({type(exc).__name__}: {exc}). Choose another img_size (timm's default for it is "
+                        f"{tuple(self.model.pretrained_cfg.get('input_size', ()))[1:]})."
+                    ) from exc
+                if isinstance(out, torch.Tensor) and out.dim() == 4:
+                    return  # a feature map, NCHW or NHWC
+                self._plan_tokens(probe, out)
+        finally:
+            self.model.train(was_training)
+
+    def _plan_tokens(self, probe: torch.Tensor, out: Any) -> None:
+        """``out`` (from ``forward_features``) is a token sequence of unknown layout, or not one tensor."""
+        final, last_map, norm, why_not = _last_spatial_map(self.model, probe)
+        tokens = isinstance(out, torch.Tensor) and out.dim() == 3
+        if last_map is not None:
+            positions = last_map.flatten(2).transpose(1, 2)  # (1, H*W, C)
+            n = positions.shape[1]
+            if tokens and out.shape[1] >= n and out.shape[2] == positions.shape[2]:
+                if torch.allclose(out[:, out.shape[1] - n :], positions, rtol=1e-4, atol=1e-5):
+                    self._prefix_tokens = int(out.shape[1] - n)  # the leading tokens are class tokens
+                    return
+            if positions.shape[2] == self.feature_dim and _same_output(final, out):
+                self._grid_from_intermediates = True
+                self._intermediates_norm = norm
+                return
+            if positions.shape[2] != self.feature_dim:
+                why_not = (
+                    f"its last spatial map (forward_intermediates) has {positions.shape[2]} channels but its "
+                    f"pooled vector has {self.feature_dim}"
+                )
+            else:
+                why_not = "forward_intermediates does not end with the same features as forward_features"
+            if tokens and out.shape[1] == n:
+                return  # as many tokens as positions: they are the positions (no class token)
+        elif tokens and getattr(self.model, "global_pool", None) != "token":
+            return  # no class token that the head reads: every token is a position, as before
+        raise self._no_grid(f"forward_features returns {_describe(out)} and {why_not}")
+
+    def _no_grid(self, detail: str) -> ZooError:
+        return ZooError(
+            f"encoder {self.name!r} ({type(self.model).__name__}) has no spatial grid the zoo can use: {detail}. "
+            f"The decoders attend over a grid of positions with the pooled vector's width. Pick a backbone whose "
+            f"features are a feature map or patch tokens: a CNN (resnet50, convnext_tiny), a ViT/DeiT "
+            f"(vit_small_patch16_224, deit_small_patch16_224) or a Swin (swin_tiny_patch4_window7_224)."
         )
 
     # -- data -----------------------------------------------------------------------------------------
@@ -163,24 +247,37 @@ class TimmEncoder(zoo.Encoder):
         """Ask each weight source in pluggy's call order (tryfirst first, timm's hub last).
 
         The hook is firstresult; the callers are walked here one by one only to learn *which* source
-        answered, since ``weights_id`` (the feature-cache key) records it."""
+        answered, since ``weights_id`` (the feature-cache key) records it. As pluggy would, each source is
+        called with only the arguments its hookimpl declares (a source may take just ``encoder_name``).
+
+        A source that fails stops the load: its ``ZooError`` (which already says what to do) propagates as
+        it is, and any other exception becomes a ``ZooError`` naming the source and the encoder. The next
+        source is deliberately *not* tried then: silently loading other weights than the ones a source meant
+        to provide would change the features without a word."""
         hook = zoo.get_plugin_manager().hook.zoo_pretrained_weights
         impls = [
             i for i in reversed(hook.get_hookimpls()) if not (i.hookwrapper or getattr(i, "wrapper", False))
         ]
+        offered = {"encoder_name": self.name, "model": self.model}
         tried: list[str] = []
         for impl in impls:
             tried.append(impl.plugin_name)
-            state = impl.function(encoder_name=self.name, model=self.model)
+            state = _ask_weight_source(impl, offered, self.name)
             if state is not None:
+                if not isinstance(state, Mapping):
+                    raise ZooError(
+                        f"weight source {impl.plugin_name!r} returned a {type(state).__name__} for encoder "
+                        f"{self.name!r}, not a state dict (name → tensor) or None. The plugin is broken: "
+                        f"report it to its authors, or uninstall it to let the other sources answer."
+                    )
                 load_timm_state_dict(self.model, state, f"weight source {impl.plugin_name!r}", self.name)
                 return impl.plugin_name
         raise ZooError(
             f"no pretrained weights for encoder {self.name!r}: every weight source returned none (asked: "
             f"{', '.join(tried) or 'no source is installed'}). timm lists no pretrained weights for that "
             f"name, or a source that needs the network cannot reach its hub offline. Try a name with a "
-            f"pretrained tag (`zoo list encoders '{self.name.split('.')[0]}.*'`), pass pretrained=PATH to a "
-            f"weights file, or install a plugin that provides them."
+            f"pretrained tag (`zoo list encoders '{self.name.split('.')[0]}.*'`), give a weights file "
+            f"(`--pretrained PATH`; `pretrained=PATH` in Python), or install a plugin that provides them."
         )
 
     def _load_from_file(self, path: Path) -> str:
@@ -190,6 +287,70 @@ class TimmEncoder(zoo.Encoder):
 
 
 # -- helpers ------------------------------------------------------------------------------------------
+def _last_spatial_map(model: nn.Module, images: torch.Tensor) -> tuple[Any, torch.Tensor | None, bool, str]:
+    """``forward_intermediates``' final features, last NCHW map (timm strips class tokens from it) and the
+    ``norm`` flag that worked, or (None, None, False, why) when the model offers no such map."""
+    fn = getattr(model, "forward_intermediates", None)
+    if fn is None:
+        return None, None, False, "timm offers no forward_intermediates for it to find the positions"
+    why = ""
+    for norm in (True, False):  # some models (Hiera) refuse norm=True
+        try:
+            final, maps = fn(images, indices=1, norm=norm, intermediates_only=False)
+        except Exception as exc:  # noqa: BLE001 - NotImplementedError, AssertionError, TypeError, ...
+            why = f"forward_intermediates fails ({type(exc).__name__}: {exc})"
+            continue
+        last = maps[-1] if isinstance(maps, (list, tuple)) and maps else None
+        if isinstance(last, torch.Tensor) and last.dim() == 4:
+            return final, last, norm, ""
+        return None, None, False, f"forward_intermediates gives {_describe(maps)}, not a (B, C, H, W) map"
+    return None, None, False, why
+
+
+def _same_output(a: Any, b: Any) -> bool:
+    """The same tensors (or lists/tuples/dicts of them), to float tolerance."""
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return a.shape == b.shape and torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same_output(x, y) for x, y in zip(a, b))
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return a.keys() == b.keys() and all(_same_output(a[k], b[k]) for k in a)
+    return False
+
+
+def _describe(x: Any) -> str:
+    if isinstance(x, torch.Tensor):
+        return f"a tensor of shape {tuple(x.shape)}"
+    if isinstance(x, (list, tuple)):
+        return f"a {type(x).__name__} of {len(x)} ({', '.join(_describe(v) for v in x)})"
+    if isinstance(x, Mapping):
+        return f"a dict with keys {sorted(map(str, x))}"
+    return f"a {type(x).__name__}"
+
+
+def _ask_weight_source(impl: Any, offered: Mapping[str, Any], encoder_name: str) -> Any:
+    """Call one ``zoo_pretrained_weights`` hookimpl the way pluggy does: with the arguments it declares
+    (``impl.argnames``), positionally. Its exceptions become ``ZooError`` naming the source."""
+    source = impl.plugin_name
+    unknown = [a for a in impl.argnames if a not in offered]
+    if unknown:  # pluggy's registration check normally refuses such a hookimpl already
+        raise ZooError(
+            f"weight source {source!r} asks for argument(s) {', '.join(unknown)} that zoo_pretrained_weights "
+            f"does not provide (it offers {', '.join(offered)}); fix or uninstall that plugin."
+        )
+    try:
+        return impl.function(*(offered[a] for a in impl.argnames))
+    except ZooError:
+        raise  # a source's own error already names the problem and what to do
+    except Exception as exc:  # noqa: BLE001 - third-party code may raise anything
+        raise ZooError(
+            f"weight source {source!r} failed while loading pretrained weights for encoder "
+            f"{encoder_name!r} ({type(exc).__name__}: {exc}). The plugin that provides it is broken for this "
+            f"encoder: report it to its authors, uninstall or disable it (other weight sources are then asked), "
+            f"or give a weights file (`--pretrained PATH`; `pretrained=PATH` in Python)."
+        ) from exc
+
+
 def _normalise_img_size(img_size: Any) -> tuple[int, int] | None:
     if img_size is None:
         return None

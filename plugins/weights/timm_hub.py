@@ -73,7 +73,8 @@ def _offline_alternatives() -> str:
     listed = "; ".join(others) if others else "none installed"
     return (
         f"Offline weight sources: {listed}. Otherwise copy the weights into the Hugging Face cache "
-        f"(HF_HOME) on a connected machine, or pass pretrained=PATH to a .safetensors/.pth state dict."
+        f"(HF_HOME) on a connected machine, or give a .safetensors/.pth state dict (`--pretrained PATH`; "
+        f"`pretrained=PATH` in Python)."
     )
 
 
