@@ -7,6 +7,8 @@ import functools
 import gzip
 import json
 import pickle
+import re
+import unicodedata
 from collections import Counter
 from pathlib import Path
 
@@ -158,6 +160,45 @@ def test_word_bytes_round_trip(captions, word_full):
     assert again.words == word_full.words and again.options() == word_full.options()
     for cap in captions[-50:]:
         assert again.encode(cap) == word_full.encode(cap)
+
+
+
+# -- word: any script ---------------------------------------------------------------------------------------
+_OLD_WORD_RULE = re.compile(r"[^\W_]+(?:'[^\W_]+)*")  # the rule before combining marks were handled
+
+
+def test_word_keeps_combining_marks_inside_words():
+    """Devanagari vowel signs and viramas are combining marks: they belong to the word."""
+    assert split_words("नमस्ते दुनिया!") == ["नमस्ते", "दुनिया"]
+    assert split_words("مَرْحَبًا بِكُم") == ["مَرْحَبًا", "بِكُم"]  # Arabic harakat
+    assert split_words("\u093e stray") == ["stray"]  # a mark with no letter before it is not a word
+    tok = WordTokenizer.train(["नमस्ते दुनिया"] * 3, min_count=0)
+    assert tok.words[4:] == ["दुनिया", "नमस्ते"]
+    assert UNK_ID not in tok.encode("नमस्ते") and tok.decode(tok.encode("नमस्ते दुनिया")) == "नमस्ते दुनिया"
+
+
+def test_word_decomposed_and_composed_text_are_the_same_words():
+    nfc, nfd = unicodedata.normalize("NFC", "Café NAÏVE"), unicodedata.normalize("NFD", "Café NAÏVE")
+    assert nfc != nfd
+    assert split_words(nfd) == split_words(nfc) == ["café", "naïve"]
+    tok = WordTokenizer.train([nfc, "a dog"], min_count=0)
+    assert tok.encode(nfd) == tok.encode(nfc) and UNK_ID not in tok.encode(nfd)
+    from_nfd = WordTokenizer.train([nfd, "a dog"], min_count=0)
+    assert from_nfd.words == tok.words
+
+
+def test_word_text_without_combining_marks_splits_as_before(captions):
+    """Existing vocabularies keep their words and ids: ASCII and precomposed Latin split exactly as the
+    old rule did (the whole of val2014, plus punctuation, underscores and other scripts without marks)."""
+    samples = [
+        "A child's twin-hulled boat, his/her TOY!", "snake_case it'_s 'quoted' rock'n'roll", "a 12x3.5 m² sign",
+        "Crème brûlée at the café, naïve Ærøskøbing; Straße ÉCOLE", "Кошка на крыше; Γάτα, 猫が屋根の上にいる",
+        "tabs\tand\nnewlines — dashes… «quotes»", "",
+    ]
+    for text in samples:
+        assert split_words(text) == _OLD_WORD_RULE.findall(text.lower()), text
+    joined = "\n".join(captions)
+    assert split_words(joined) == _OLD_WORD_RULE.findall(joined.lower())
 
 
 # -- sentencepiece ----------------------------------------------------------------------------------------

@@ -19,7 +19,9 @@ class Tokenizer(ABC):
     bos_id: ClassVar[int] = BOS_ID
     eos_id: ClassVar[int] = EOS_ID
     unk_id: ClassVar[int] = UNK_ID
-    #: the registry name, written into checkpoints so ``zoo.load`` can rebuild the tokenizer
+    #: the registry name, written into checkpoints so ``zoo.load`` can rebuild the tokenizer. Optional: when
+    #: empty, ``create_model`` records the name the class is registered under (``registry.add_tokenizer``);
+    #: a tokenizer whose class is not registered at all is refused there, since it could never be loaded.
     name: ClassVar[str] = ""
 
     @classmethod

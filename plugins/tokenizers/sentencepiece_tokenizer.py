@@ -162,7 +162,24 @@ class SentencePieceTokenizer(zoo.Tokenizer):
                 f"sentencepiece tokenizer payload has format version {version!r}; this zoo reads up to "
                 f"{VERSION}. Upgrade caption-zoo to load it."
             )
-        return cls(data[header_end + 1 :], **opts)
+        if not isinstance(opts, dict):
+            raise CheckpointError(
+                f"sentencepiece tokenizer payload has a corrupt header: 'options' is a {type(opts).__name__}, "
+                f"not an object; the checkpoint is corrupt"
+            )
+        unknown = sorted(set(opts) - set(DEFAULTS))
+        if unknown:
+            raise CheckpointError(
+                f"sentencepiece tokenizer payload has option(s) {', '.join(map(repr, unknown))} that this "
+                f"caption-zoo does not know (it knows {', '.join(DEFAULTS)}): the checkpoint was written by a "
+                f"newer caption-zoo, or edited. Upgrade caption-zoo (pip install -U caption-zoo) to load it."
+            )
+        try:
+            return cls(data[header_end + 1 :], **opts)
+        except CheckpointError:
+            raise
+        except ZooError as exc:  # an option value _check_options refuses
+            raise CheckpointError(f"sentencepiece tokenizer payload has a bad option value: {exc}") from exc
 
     def __reduce__(self) -> tuple:
         # the sentencepiece processor is rebuilt from our bytes (e.g. for DataLoader worker processes)

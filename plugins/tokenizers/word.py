@@ -1,16 +1,24 @@
 """The classic word vocabulary of the COCO captioning literature (Karpathy's preprocessing).
 
-Captions are lower-cased and cut into runs of letters and digits; an apostrophe inside a word is kept
-("it's", "child's") and every other punctuation mark is a separator ("twin-hulled" → "twin", "hulled").
-That reproduces the ``tokens`` of Karpathy's ``dataset_coco.json`` exactly. Words seen at most
-``min_count`` times in the training captions become ``<unk>``; with the literature's ``min_count=5`` the
-Karpathy train split gives about 9,500 words.
+Captions are lower-cased, put in Unicode NFC form and cut into runs of letters and digits of any script;
+the combining marks that follow a letter (Devanagari vowel signs and viramas, the accent of a decomposed
+"café", Arabic harakat) belong to its word. An apostrophe inside a word is kept ("it's", "child's") and
+every other punctuation mark is a separator ("twin-hulled" → "twin", "hulled"). That reproduces the
+``tokens`` of Karpathy's ``dataset_coco.json`` exactly. Text without combining marks (all of ASCII, and
+precomposed Latin such as "café" or "naïve") is split exactly as before marks were handled, so
+vocabularies trained on it keep their words and ids (a checkpoint's word list is used as stored).
+
+Words seen at most ``min_count`` times in the training captions become ``<unk>``; with the literature's
+``min_count=5`` the Karpathy train split gives about 9,500 words.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
+import sys
+import unicodedata
 from collections import Counter
 from typing import Any, Iterable, Sequence
 
@@ -21,13 +29,53 @@ from zoo.tokenizer import SPECIAL_TOKENS, UNK_ID
 FORMAT = "zoo-word-tokenizer"
 VERSION = 1
 
-# letters/digits (any script, no underscore), optionally joined by inner apostrophes
-_WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
-
 
 def split_words(text: str) -> list[str]:
-    """The words of ``text`` as Karpathy's preprocessing sees them: lower-case, punctuation stripped."""
-    return _WORD.findall(text.lower())
+    """The words of ``text`` as Karpathy's preprocessing sees them: lower-case, punctuation stripped,
+    NFC form, combining marks kept inside the word they belong to."""
+    return _word_pattern().findall(_normalise(text))
+
+
+def _normalise(text: str) -> str:
+    """Lower case, then NFC (lower-casing may decompose, e.g. "İ" → "i" + U+0307)."""
+    return unicodedata.normalize("NFC", text.lower())
+
+
+@functools.lru_cache(maxsize=None)
+def _word_pattern() -> re.Pattern[str]:
+    """A word: letters/digits of any script (``[^\\W_]``, no underscore) with the combining marks (Unicode
+    category M) that follow them, optionally joined by inner apostrophes. Python's ``re`` has no
+    ``\\p{M}``, so the marks' ranges are read from ``unicodedata`` once, on first use (about 0.1 s).
+
+    Built as "a run of letters, then (marks, letters)*" so that plain text runs through the fast
+    ``[^\\W_]+`` loop and only a word's end is checked against the marks (close to the old speed)."""
+    bmp = _ranges(lambda c: unicodedata.category(c)[0] == "M", 0, 0x10000)
+    astral = _ranges(lambda c: unicodedata.category(c)[0] == "M", 0x10000, sys.maxunicode + 1)
+    # the astral ranges are only tried behind a one-range guard: a separator costs one check, not ~100
+    mark = rf"(?:[{_char_class(bmp)}]|(?=[\U00010000-\U0010ffff])[{_char_class(astral)}])"
+    word = rf"[^\W_]+(?:{mark}+[^\W_]*)*"
+    return re.compile(rf"{word}(?:'{word})*")
+
+
+def _ranges(pred: Any, lo: int, hi: int) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    start = -1
+    for cp in range(lo, hi):
+        if pred(chr(cp)):
+            if start < 0:
+                start = cp
+        elif start >= 0:
+            out.append((start, cp - 1))
+            start = -1
+    if start >= 0:
+        out.append((start, hi - 1))
+    return out
+
+
+def _char_class(ranges: list[tuple[int, int]]) -> str:
+    return "".join(
+        re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges
+    )
 
 
 class WordTokenizer(zoo.Tokenizer):
@@ -72,7 +120,7 @@ class WordTokenizer(zoo.Tokenizer):
                 "caption is blank. Pass the training captions (strings)."
             )
         # one findall over the joined text is several times faster than one per caption
-        counts = Counter(_WORD.findall("\n".join(captions).lower()))
+        counts = Counter(split_words("\n".join(captions)))
         kept = sorted((w for w, n in counts.items() if n > min_count), key=lambda w: (-counts[w], w))
         if max_vocab is not None:
             kept = kept[: max_vocab - len(SPECIAL_TOKENS)]
@@ -132,7 +180,19 @@ class WordTokenizer(zoo.Tokenizer):
         opts = payload.get("options") or {}
         if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
             raise CheckpointError("word tokenizer payload has no valid 'words' list; the checkpoint is corrupt")
-        return cls(words, min_count=opts.get("min_count", 5), max_vocab=opts.get("max_vocab"))
+        if not isinstance(opts, dict):
+            raise CheckpointError("word tokenizer payload has no valid 'options' object; the checkpoint is corrupt")
+        unknown = sorted(set(opts) - {"min_count", "max_vocab"})
+        if unknown:
+            raise CheckpointError(
+                f"word tokenizer payload has option(s) {', '.join(map(repr, unknown))} that this caption-zoo "
+                f"does not know (it knows 'min_count', 'max_vocab'): the checkpoint was written by a newer "
+                f"caption-zoo, or edited. Upgrade caption-zoo (pip install -U caption-zoo) to load it."
+            )
+        try:
+            return cls(words, min_count=opts.get("min_count", 5), max_vocab=opts.get("max_vocab"))
+        except ZooError as exc:  # duplicate words, an option value _check_options refuses
+            raise CheckpointError(f"word tokenizer payload does not load: {exc}; the checkpoint is corrupt") from exc
 
     def __repr__(self) -> str:
         return f"WordTokenizer(vocab_size={self.vocab_size}, min_count={self._min_count}, max_vocab={self._max_vocab})"
