@@ -118,12 +118,28 @@ def read_metadata(path: str | Path) -> dict[str, str]:
             f"Re-download or re-save it."
         )
     meta = header.get("__metadata__") or {}
+    if meta.get("format") != FORMAT_NAME and {"progress", "optim"} <= set(meta):
+        raise CheckpointError(
+            f"{path} is the resumable training state of a run (weights, optimiser and data position), not a "
+            f"model checkpoint: load {Path(path).with_name('best.safetensors')} or last.safetensors from the "
+            f"same folder, or continue training with `zoo train --resume {Path(path).parent}`."
+        )
     if meta.get("format") != FORMAT_NAME:
         raise CheckpointError(
             f"{path} is a safetensors file but not a caption-zoo checkpoint (no 'format: {FORMAT_NAME}' in "
-            f"its metadata). To use bare encoder weights, pass it as the encoder's pretrained=PATH."
+            f"its metadata). To use bare encoder weights, give it as the encoder's weights (`--pretrained PATH`; "
+            f"`pretrained=PATH` in Python)."
         )
-    version = int(meta.get("format_version", "0"))
+    raw_version = meta.get("format_version", "0")
+    try:
+        version = int(raw_version)
+    except (TypeError, ValueError):
+        raise CheckpointError(
+            f"checkpoint {path} has format_version {raw_version!r} ({_written_by(meta)}); this caption-zoo "
+            f"({_zoo_version()}) knows only whole-number versions up to {FORMAT_VERSION}, so the file comes from "
+            f"another or newer release, or its metadata was edited. Upgrade: pip install -U caption-zoo, or "
+            f"load it with the caption-zoo version that wrote it and save it again."
+        ) from None
     if version > FORMAT_VERSION:
         raise CheckpointError(
             f"checkpoint {path} uses format version {version}, written by caption-zoo "
@@ -133,22 +149,60 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     return meta
 
 
+def _written_by(meta: dict[str, str]) -> str:
+    return f"written by caption-zoo {meta.get('zoo_version', '(unknown version)')}"
+
+
+def _upgrade_hint(meta: dict[str, str]) -> str:
+    return (
+        f"It was {_written_by(meta)}; this is caption-zoo {_zoo_version()}. If it comes from a newer release "
+        f"upgrade (pip install -U caption-zoo); otherwise the file was edited or damaged: re-save it from the "
+        f"run that trained it."
+    )
+
+
+def _config_part(config: Any, key: str, path: Any, meta: dict[str, str]) -> tuple[str, dict[str, Any]]:
+    """``config[key]`` as (name, kwargs), or a CheckpointError naming the file and the key."""
+    part = config.get(key) if isinstance(config, dict) else None
+    if not isinstance(part, dict) or "name" not in part:
+        what = "is missing" if not isinstance(config, dict) or key not in config else "has no 'name'"
+        raise CheckpointError(
+            f"checkpoint {path}: its config {what} for {key!r} (expected {{'name': ..., 'kwargs': {{...}}}}), "
+            f"so the {key} cannot be rebuilt. {_upgrade_hint(meta)}"
+        )
+    name, kwargs = part["name"], part.get("kwargs", {})
+    if not isinstance(name, str) or not isinstance(kwargs, dict):
+        raise CheckpointError(
+            f"checkpoint {path}: config entry {key!r} is malformed (name {name!r}, kwargs of type "
+            f"{type(kwargs).__name__}; expected a string and an object). {_upgrade_hint(meta)}"
+        )
+    return name, dict(kwargs)
+
+
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> "CaptionModel":
     """Rebuild a model from the file alone (no network, no other file)."""
     from zoo.factory import create_decoder, create_encoder, tokenizer_from_bytes
     from zoo.model import CaptionModel
 
     meta = read_metadata(path)
+    entry = "config"
     try:
-        config = json.loads(meta["config"])
-        tok_bytes = base64.b64decode(meta["tokenizer"])
-    except (KeyError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {path}: metadata entry missing or corrupt ({exc})") from exc
-    tokenizer = tokenizer_from_bytes(config["tokenizer"]["name"], tok_bytes)
-    enc_kw = dict(config["encoder"]["kwargs"])
+        config = json.loads(meta[entry])
+        entry = "tokenizer"
+        tok_bytes = base64.b64decode(meta[entry])
+    except (KeyError, ValueError, TypeError) as exc:
+        state = "missing" if entry not in meta else "corrupt"
+        raise CheckpointError(
+            f"checkpoint {path}: metadata entry {entry!r} is {state} ({type(exc).__name__}: {exc}). "
+            f"{_upgrade_hint(meta)}"
+        ) from exc
+    tok_name, _ = _config_part(config, "tokenizer", path, meta)
+    enc_name, enc_kw = _config_part(config, "encoder", path, meta)
+    dec_name, dec_kw = _config_part(config, "decoder", path, meta)
+    tokenizer = _rebuild_tokenizer(tokenizer_from_bytes, tok_name, tok_bytes, path, meta)
     enc_kw["pretrained"] = False  # the weights come from this file
-    enc = create_encoder(config["encoder"]["name"], **enc_kw)
-    dec = create_decoder(config["decoder"]["name"], tokenizer.vocab_size, enc.feature_dim, **config["decoder"]["kwargs"])
+    enc = create_encoder(enc_name, **enc_kw)
+    dec = create_decoder(dec_name, tokenizer.vocab_size, enc.feature_dim, **dec_kw)
     model = CaptionModel(enc, dec, tokenizer, config)
     try:
         missing, unexpected = load_model(model, str(path), strict=False, device=str(map_location))
@@ -161,6 +215,30 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> "Caption
         )
     model.eval()
     return model
+
+
+def _rebuild_tokenizer(from_bytes: Any, name: str, data: bytes, path: Any, meta: dict[str, str]) -> Any:
+    """The checkpoint's tokenizer; every failure is a CheckpointError naming the file and the tokenizer."""
+    from zoo.errors import UnknownNameError, ZooError
+
+    try:
+        return from_bytes(name, data)
+    except UnknownNameError as exc:
+        raise CheckpointError(
+            f"checkpoint {path} needs the tokenizer {name!r}, which no installed plugin provides: {exc}"
+        ) from exc
+    except CheckpointError as exc:
+        raise CheckpointError(f"checkpoint {path}: {exc} ({_written_by(meta)})") from exc
+    except ZooError as exc:
+        raise CheckpointError(
+            f"checkpoint {path}: its {name!r} tokenizer does not load: {exc}. {_upgrade_hint(meta)}"
+        ) from exc
+    except Exception as exc:  # noqa: BLE001 - a third-party tokenizer's from_bytes may raise anything
+        raise CheckpointError(
+            f"checkpoint {path}: its {name!r} tokenizer does not load ({type(exc).__name__}: {exc}); the "
+            f"tokenizer payload does not fit the installed {name!r} plugin. {_upgrade_hint(meta)} If the "
+            f"tokenizer comes from a plugin, install the plugin version the checkpoint was trained with."
+        ) from exc
 
 
 def read_extra(path: str | Path) -> dict[str, Any]:

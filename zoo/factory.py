@@ -61,6 +61,37 @@ def tokenizer_from_bytes(name: str, data: bytes) -> Tokenizer:
     return get_registry().get("tokenizer", name).factory.from_bytes(data)
 
 
+def registered_tokenizer_name(tokenizer: Tokenizer) -> str:
+    """The registry name under which ``tokenizer``'s class is registered: the name written into configs and
+    checkpoints, so ``zoo.load`` can find the class again.
+
+    The class's ``name`` attribute wins when it is registered for that class; otherwise the registry is
+    searched for the class itself. A tokenizer whose class is not registered could be saved but never
+    loaded, so that is an error here, at model creation, rather than at ``zoo.load`` time."""
+    reg = get_registry()
+    cls = type(tokenizer)
+    own = getattr(tokenizer, "name", "") or ""
+    if own and ("tokenizer", own) in reg and reg.get("tokenizer", own).factory is cls:
+        return reg.get("tokenizer", own).name
+    found = [n for n in reg.names("tokenizer") if reg.get("tokenizer", n).factory is cls]
+    if found:  # registered under several names (aliases): any of them rebuilds it; take the first, sorted
+        return found[0]
+    if own and ("tokenizer", own) in reg:
+        factory = reg.get("tokenizer", own).factory
+        if not isinstance(factory, type) or issubclass(cls, factory):
+            # a subclass of a registered tokenizer that names the registered class able to rebuild it
+            return reg.get("tokenizer", own).name
+    module = cls.__module__
+    raise ZooError(
+        f"tokenizer {cls.__qualname__} (from {module}) is not registered"
+        + (f" (its name {own!r} is not registered for it or a class it derives from)" if own else "")
+        + ", so a checkpoint of this model could never be loaded again. Register it in a plugin: "
+        f"`registry.add_tokenizer('my-tokenizer', {cls.__name__})` in its zoo_register hook, then load the "
+        f"plugin (zoo.load_plugin or an entry point in the 'zoo' group). Registered tokenizers: "
+        f"{', '.join(reg.names('tokenizer')) or 'none'}."
+    )
+
+
 def create_model(
     recipe: str | None = None,
     *,
@@ -121,7 +152,7 @@ def create_model(
         enc_kw["pretrained"] = pretrained
     enc = create_encoder(encoder, **enc_kw)
     dec = create_decoder(decoder, tokenizer.vocab_size, enc.feature_dim, **dec_kw)
-    tok_name = tokenizer.name or type(tokenizer).__name__
+    tok_name = registered_tokenizer_name(tokenizer)
     config = {
         "recipe": recipe,
         "encoder": {"name": encoder, "kwargs": {**enc.config(), "pretrained": False}},
