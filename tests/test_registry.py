@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import sys
 import textwrap
 import types
@@ -12,6 +13,7 @@ import pytest
 import zoo
 import zoo.manager
 from zoo.errors import DuplicateNameError, PluginLoadError, UnknownNameError
+from zoo.cli import main
 from zoo.registry import Registry
 
 
@@ -37,6 +39,10 @@ def test_builtins_are_registered_through_entry_points():
 def test_list_with_fnmatch_patterns():
     assert zoo.list_names("decoders", "gru*") == ["gru", "gru-attn", "gru-stacked"]
     assert zoo.list_names("decoders", ["lstm", "gru-a*"]) == ["gru-attn", "lstm"]
+    # patterns are normalised like names: get("decoder", "GRU_Attn") works, so do these
+    assert zoo.list_names("decoders", "GRU*") == ["gru", "gru-attn", "gru-stacked"]
+    assert zoo.list_names("decoders", "gru_*") == ["gru-attn", "gru-stacked"]
+    assert zoo.list_names("decoders", [" Lstm ", "GRU_A*"]) == ["gru-attn", "lstm"]
     convnext = zoo.list_names("encoders", "convnext*")
     assert convnext and all(n.startswith("convnext") for n in convnext)
     assert len(zoo.list_names("encoders")) > 1000  # every timm backbone
@@ -107,10 +113,10 @@ def test_broken_plugin_is_reported_and_others_still_load(fresh_registry, tmp_pat
         )
     )
     zoo.manager.reset()
-    zoo.load_plugin(str(raising), name="raising")
-    with pytest.warns(UserWarning, match="raising"):
-        reg = zoo.get_registry()
-    assert "raising" in reg.failed_plugins and "cannot register today" in reg.failed_plugins["raising"]
+    with pytest.raises(PluginLoadError) as exc:  # loaded by hand: its failure is the caller's error
+        zoo.load_plugin(str(raising), name="raising")
+    assert "'raising'" in str(exc.value) and "cannot register today" in str(exc.value)
+    reg = zoo.get_registry()
     assert "gru" in reg.names("decoders")  # the rest still load
 
 
@@ -184,3 +190,157 @@ def test_load_plugin_by_path_adds_names(fresh_registry, tmp_path):
     assert entry.doc == "My decoder."
     with pytest.raises(PluginLoadError, match="no_such_module"):
         zoo.load_plugin("no_such_module_xyz")
+
+
+# -- third-party entry points, faked: (distribution, entry-point name, module) ----------------------------
+def _module(name: str, **attrs) -> types.ModuleType:
+    mod = types.ModuleType(name)
+    for key, value in attrs.items():
+        setattr(mod, key, value)
+    return mod
+
+
+def _fake_entry_points(monkeypatch, *eps: tuple[str, str, types.ModuleType], first: bool = False) -> None:
+    """Add entry points of group 'zoo' from other distributions (``first``: listed before ours)."""
+
+    class Dist:
+        def __init__(self, name):
+            self.name = name
+
+    class EP:
+        def __init__(self, dist, name, module):
+            self.dist, self.name, self.value, self._module = Dist(dist), name, module.__name__, module
+
+        def load(self):
+            return self._module
+
+    real = zoo.manager._entry_points
+    fake = [EP(*ep) for ep in eps]
+    monkeypatch.setattr(zoo.manager, "_entry_points", lambda: fake + real() if first else real() + fake)
+    monkeypatch.setenv("ZOO_DISABLE_PLUGIN_AUTOLOAD", "0")
+
+
+def _adds_decoder(name: str):
+    @zoo.hookimpl
+    def zoo_register(registry):
+        registry.add_decoder(name, _Dec)
+
+    return zoo_register
+
+
+def test_third_party_entry_point_named_like_a_builtin_is_kept(fresh_registry, monkeypatch):
+    ours = _module("other_recipes", zoo_register=_adds_decoder("other-dec"))
+    theirs = _module("another_recipes", zoo_register=_adds_decoder("another-dec"))
+    # listed before the zoo's own entry points, with the names of built-ins
+    _fake_entry_points(monkeypatch, ("other-dist", "recipes", ours), ("another-dist", "recipes", theirs), first=True)
+    reg = zoo.get_registry()
+    pm = zoo.get_plugin_manager()
+    assert pm.get_plugin("recipes").__name__ == "zoo_plugins.recipes"  # the built-in keeps its name
+    assert "gru-resnet50-coco" in zoo.list_models()  # and still loads
+    assert reg.get("decoder", "other-dec").plugin == "other-dist:recipes"  # the third party is not dropped
+    assert reg.get("decoder", "another-dec").plugin == "another-dist:recipes"
+    assert not reg.failed_plugins
+
+
+def test_plugin_taking_a_builtin_name_is_reported_and_skipped(fresh_registry, monkeypatch, capsys):
+    @zoo.hookimpl
+    def zoo_register(registry):
+        registry.add_decoder("evil-extra", _Dec)
+        registry.add_decoder("gru", _Dec)  # taken by the built-in
+
+    _fake_entry_points(monkeypatch, ("evil-dist", "gru", _module("evil_plugin", zoo_register=zoo_register)))
+    with pytest.warns(UserWarning, match="evil-dist:gru"):
+        reg = zoo.get_registry()
+    why = reg.failed_plugins["evil-dist:gru"]
+    assert "plugin 'gru'" in why and "plugin 'evil-dist:gru'" in why and "decoder 'gru'" in why
+    assert reg.get("decoder", "gru").plugin == "gru"  # the built-in keeps its name
+    assert "evil-extra" not in reg.names("decoders")  # nothing half-registered from the failed plugin
+    # every command still works, and says what was skipped
+    rc = main(["list", "datasets"])
+    out, err = capsys.readouterr()
+    assert rc == 0 and "shapes" in out.split()
+    assert "warning: plugin 'evil-dist:gru' failed to load" in err and "plugin 'gru'" in err
+    rc = main(["info", "gru"])
+    out, err = capsys.readouterr()
+    assert rc == 0 and "plugin: gru" in out and "warning: plugin 'evil-dist:gru' failed to load" in err
+
+
+def test_autoloaded_plugin_raising_in_zoo_register_is_reported(fresh_registry, monkeypatch):
+    @zoo.hookimpl
+    def zoo_register(registry):
+        raise ValueError("cannot register today")
+
+    _fake_entry_points(monkeypatch, ("raising-dist", "raising", _module("raising_plugin", zoo_register=zoo_register)))
+    with pytest.warns(UserWarning, match="raising"):
+        reg = zoo.get_registry()
+    assert "cannot register today" in reg.failed_plugins["raising"]
+    assert {"gru", "lstm"} <= set(reg.names("decoders"))
+
+
+def test_hookimpl_with_specname_registers(fresh_registry, monkeypatch):
+    @zoo.hookimpl(specname="zoo_register")
+    def add_my_names(registry):
+        registry.add_decoder("spec-auto", _Dec)
+
+    @zoo.hookimpl(specname="zoo_register")
+    def register_by_hand(registry):
+        registry.add_decoder("spec-hand", _Dec)
+
+    _fake_entry_points(monkeypatch, ("spec-dist", "spec-auto", _module("spec_auto", add_my_names=add_my_names)))
+    reg = zoo.get_registry()
+    zoo.load_plugin(_module("spec_hand", register_by_hand=register_by_hand), name="spec-hand")
+    assert not reg.failed_plugins
+    assert reg.get("decoder", "spec-auto").plugin == "spec-auto"
+    assert reg.get("decoder", "spec-hand").plugin == "spec-hand"
+
+
+# -- --plugin on the command line ---------------------------------------------------------------------
+_MY_PLUGIN = """
+import zoo
+
+class Mine(zoo.Decoder):
+    def __init__(self, vocab_size, feature_dim, depth: int = 3):
+        super().__init__(vocab_size, feature_dim)
+
+@zoo.hookimpl
+def zoo_register(registry):
+    registry.add_decoder("mine-from-cli", Mine)
+"""
+
+
+def test_plugin_option_after_the_sub_command(fresh_registry, tmp_path, capsys):
+    f = tmp_path / "cli_after_plugin.py"
+    f.write_text(_MY_PLUGIN)
+    rc = main(["list", "decoders", "--plugin", str(f)])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "mine-from-cli" in out.split()
+
+
+def test_plugin_option_failing_plugin_is_an_error(fresh_registry, tmp_path, capsys):
+    f = tmp_path / "cli_bad_plugin.py"
+    f.write_text("import zoo\n\n@zoo.hookimpl\ndef zoo_register(registry):\n    raise RuntimeError('kaboom')\n")
+    rc = main(["--plugin", str(f), "info", "gru"])
+    out, err = capsys.readouterr()
+    assert rc == 2 and out == ""
+    assert "cli_bad_plugin.py" in err and "RuntimeError: kaboom" in err
+    dup = tmp_path / "cli_dup_plugin.py"
+    dup.write_text(_MY_PLUGIN.replace("mine-from-cli", "gru"))
+    rc = main(["info", "gru", "--plugin", str(dup)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "cli_dup_plugin.py" in err and "plugin 'gru'" in err
+
+
+def test_plugin_option_finds_a_module_in_the_current_directory(fresh_registry, tmp_path, capsys, monkeypatch):
+    (tmp_path / "cwd_plugin_mod.py").write_text(_MY_PLUGIN)
+    monkeypatch.chdir(tmp_path)
+    # as under the `zoo` console script: the current directory is not on sys.path
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".", str(tmp_path), os.getcwd())])
+    monkeypatch.delitem(sys.modules, "cwd_plugin_mod", raising=False)
+    try:
+        rc = main(["--plugin", "cwd_plugin_mod", "list", "decoders", "mine-*"])
+        out, err = capsys.readouterr()
+    finally:
+        sys.modules.pop("cwd_plugin_mod", None)
+    assert rc == 0, err
+    assert out.split() == ["mine-from-cli"]

@@ -12,11 +12,37 @@ from typing import Sequence
 from zoo.errors import ZooError
 
 
-def _preparse_plugins(argv: Sequence[str]) -> list[str]:
-    pre = argparse.ArgumentParser(add_help=False)
+def _split_plugins(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``--plugin``/``-p`` values wherever they stand (before or after the sub-command), and the rest of
+    the command line without them, in order, for the real parser (sub-commands know no ``--plugin``)."""
+    pre = argparse.ArgumentParser(prog="zoo", add_help=False, allow_abbrev=False)
     pre.add_argument("--plugin", "-p", action="append", default=[])
-    known, _ = pre.parse_known_args(argv)
-    return list(known.plugin)
+    known, rest = pre.parse_known_args(argv)
+    return list(known.plugin), rest
+
+
+def _is_module_name(spec: str) -> bool:
+    return not spec.endswith(".py") and not os.path.isfile(spec)
+
+
+def _load_plugins(specs: list[str]) -> None:
+    """Load the user's ``--plugin`` modules; any failure is an error (the caller exits 2). A module name is
+    also looked up in the current directory (appended to ``sys.path``, so installed modules win), as
+    ``python -m zoo`` would; the ``zoo`` console script does not put the current directory on the path."""
+    from zoo.manager import load_plugin
+
+    cwd = os.getcwd()
+    if any(_is_module_name(s) for s in specs) and cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
+    for spec in specs:
+        load_plugin(spec)
+
+
+def _warn_failed_plugins() -> None:
+    from zoo.manager import plugin_failures
+
+    for plugin, why in plugin_failures().items():
+        print(f"warning: plugin {plugin!r} failed to load: {why}", file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="zoo",
         description="Caption Zoo: image-captioning models by name; train, score on COCO, compare.",
+        allow_abbrev=False,  # `--plug` must not pass for --plugin here: plugins are taken out before
     )
     parser.add_argument("--version", action="version", version=f"caption-zoo {__version__}")
     parser.add_argument(
@@ -34,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="MODULE_OR_PATH",
-        help="load a plugin module (dotted name or .py file) before running; repeatable",
+        help="load a plugin module (dotted name, also looked up in the current directory, or .py file) "
+        "before running; repeatable, and may also follow the sub-command",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     get_plugin_manager().hook.zoo_add_commands(subparsers=sub)
@@ -47,19 +75,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.filterwarnings("ignore", category=UserWarning, module="timm")
         # failed plugins are reported once, by the command, as plain lines (not as Python warnings)
         warnings.filterwarnings("ignore", message="zoo plugin ")
+    args = None
     try:
-        from zoo.manager import load_plugin
-
-        for spec in _preparse_plugins(argv):
-            load_plugin(spec)
+        plugins, argv = _split_plugins(argv)
+        _load_plugins(plugins)
         parser = build_parser()
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
             parser.print_help()
             return 2
-        return int(args.func(args) or 0)
+        rc = int(args.func(args) or 0)
+        _warn_failed_plugins()
+        return rc
     except ZooError as exc:
         print(f"zoo: error: {exc}", file=sys.stderr)
+        if args is not None:
+            _warn_failed_plugins()
         return 2
     except KeyboardInterrupt:
         print("zoo: interrupted", file=sys.stderr)

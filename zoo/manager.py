@@ -5,7 +5,9 @@ a third party's. ``ZOO_DISABLE_PLUGIN_AUTOLOAD=1`` keeps third-party entry point
 zoo's own entry points still load, since without them nothing works. ``load_plugin`` (and the command
 line's ``--plugin``) adds a module by dotted name or file path, like ``pytest -p``.
 
-A plugin that raises on import or while registering is reported by name and skipped; the rest still load.
+A plugin that raises on import or while registering, or registers a name another plugin already has, is
+reported by name (``Registry.failed_plugins``) and skipped; the rest still load. A plugin the user loads by
+hand (``load_plugin``, ``--plugin``) fails loudly instead.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 import pluggy
 
 from zoo import hookspecs
-from zoo.errors import PluginLoadError
+from zoo.errors import DuplicateNameError, PluginLoadError, ZooError
 from zoo.registry import Registry
 
 ENTRY_POINT_GROUP = "zoo"
@@ -45,33 +47,49 @@ def _entry_points() -> list[importlib.metadata.EntryPoint]:
     return list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
 
 
+def _dist_name(ep: importlib.metadata.EntryPoint) -> str | None:
+    dist = getattr(ep, "dist", None)
+    return dist.name if dist is not None else None
+
+
 def get_plugin_manager() -> pluggy.PluginManager:
-    """The process-wide manager, built (and entry points loaded) on first use."""
+    """The process-wide manager, built (and entry points loaded) on first use.
+
+    The zoo's own entry points load first, under their entry-point names. A third party's entry point
+    whose name is already taken (``recipes``, ``gru``, or the same name in two distributions) is loaded
+    under ``"<distribution>:<name>"`` instead: it is never dropped, and never displaces a built-in."""
     global _pm
     if _pm is None:
         pm = pluggy.PluginManager("zoo")
         pm.add_hookspecs(hookspecs)
         failures: dict[str, str] = {}
-        own = [ep for ep in _entry_points() if ep.dist is not None and ep.dist.name == OWN_DISTRIBUTION]
+        eps = _entry_points()
+        own = [ep for ep in eps if _dist_name(ep) == OWN_DISTRIBUTION]
         if not own:
             raise PluginLoadError(
                 "caption-zoo's built-in plugins are not installed as entry points. Install the package "
                 "(`pip install -e .` in the repository, or `make test`) rather than running from the "
                 "source folder."
             )
-        disabled = _autoload_disabled()
-        for ep in _entry_points():
-            third_party = ep.dist is None or ep.dist.name != OWN_DISTRIBUTION
-            if disabled and third_party:
-                continue
-            if pm.has_plugin(ep.name):
-                continue
+        third_party = [] if _autoload_disabled() else [ep for ep in eps if _dist_name(ep) != OWN_DISTRIBUTION]
+        for ep in own + third_party:
+            dist = _dist_name(ep) or "unknown-distribution"
+            taken = pm.has_plugin(ep.name) or ep.name in failures
+            name = f"{dist}:{ep.name}" if taken else ep.name
             try:
                 plugin = ep.load()
             except Exception as exc:  # noqa: BLE001 - any import error is reported, never fatal
-                failures[ep.name] = _describe(exc, f"entry point {ep.name} = {ep.value}")
+                failures[name] = _describe(exc, f"entry point {ep.name} = {ep.value} of {dist}")
                 continue
-            _register(pm, plugin, ep.name, failures)
+            if pm.is_registered(plugin):
+                continue  # the very same module listed twice: nothing is lost
+            if pm.has_plugin(name):
+                failures[name] = (
+                    f"entry point {ep.name} = {ep.value} of {dist} clashes with the already loaded plugin "
+                    f"{name!r} ({getattr(pm.get_plugin(name), '__name__', '?')}); rename one of them"
+                )
+                continue
+            _register(pm, plugin, name, failures)
         _load_command_modules(pm)
         _pm = pm
         _pending_failures.update(failures)
@@ -80,9 +98,13 @@ def get_plugin_manager() -> pluggy.PluginManager:
     return _pm
 
 
-
 def _describe(exc: BaseException, where: str) -> str:
-    frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    """``Type: message (where at file:line)``, the line being the plugin's own deepest frame (the call to
+    ``add_decoder`` rather than the registry's ``raise``) when there is one."""
+    frames = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ else []
+    ours = str(Path(__file__).resolve().parent)
+    theirs = [f for f in frames if not str(Path(f.filename).resolve()).startswith(ours + os.sep)]
+    frame = (theirs or frames or [None])[-1]
     loc = f" at {frame.filename}:{frame.lineno}" if frame else ""
     return f"{type(exc).__name__}: {exc} ({where}{loc})"
 
@@ -108,37 +130,65 @@ def _load_command_modules(pm: pluggy.PluginManager) -> None:
 
 
 def get_registry() -> Registry:
-    """The registry filled by every plugin's ``zoo_register`` hook (built once, updated by load_plugin)."""
+    """The registry filled by every plugin's ``zoo_register`` hook (built once, updated by load_plugin).
+
+    Plugins register in the order they were loaded (the zoo's own first). One that raises, or takes a
+    name another plugin already has, is recorded in ``failed_plugins`` with the reason and contributes
+    nothing; the others still load."""
     global _registry
     if _registry is None:
         pm = get_plugin_manager()
         reg = Registry()
         reg.failed_plugins.update(_pending_failures)
-        for impl in reversed(pm.hook.zoo_register.get_hookimpls()):
-            _call_register(reg, impl.plugin, pm.get_name(impl.plugin) or impl.plugin_name)
+        for name, plugin in pm.list_name_plugin():
+            if plugin is not None:
+                _call_register(reg, pm, plugin, name)
         _registry = reg
     return _registry
 
 
-def _call_register(reg: Registry, plugin: Any, name: str) -> None:
-    from zoo.errors import DuplicateNameError
+def _register_impls(pm: pluggy.PluginManager, plugin: Any) -> list[Any]:
+    return [impl for impl in pm.hook.zoo_register.get_hookimpls() if impl.plugin is plugin]
 
+
+def _call_register(
+    reg: Registry, pm: pluggy.PluginManager, plugin: Any, name: str, warn: bool = True
+) -> Exception | None:
+    """Run ``plugin``'s ``zoo_register`` implementation(s) as pluggy registered them (so
+    ``@hookimpl(specname="zoo_register")`` on a function of another name works). On failure the plugin's
+    partial registrations are undone, the reason is recorded and warned about, and the error returned."""
+    impls = _register_impls(pm, plugin)
+    if not impls:
+        return None
+    kwargs = {"registry": reg}
     reg.current_plugin = name
     try:
-        plugin.zoo_register(registry=reg)
-    except DuplicateNameError:
-        raise
-    except Exception as exc:  # noqa: BLE001
+        for impl in impls:
+            impl.function(*[kwargs[arg] for arg in impl.argnames])
+    except Exception as exc:  # noqa: BLE001 - a duplicate name included: one plugin never takes the rest down
+        reg.discard_plugin(name)
         reg.failed_plugins[name] = _describe(exc, "zoo_register")
-        warnings.warn(f"zoo plugin {name!r} raised in zoo_register and was skipped: {exc}", stacklevel=3)
+        if warn:
+            warnings.warn(f"zoo plugin {name!r} raised in zoo_register and was skipped: {exc}", stacklevel=3)
+        return exc
     finally:
         reg.current_plugin = "<direct>"
+    return None
+
+
+def plugin_failures() -> dict[str, str]:
+    """Plugins that failed to load or register so far (name → reason), without building anything."""
+    if _registry is not None:
+        return dict(_registry.failed_plugins)
+    return dict(_pending_failures)
 
 
 def load_plugin(module_or_path: str | ModuleType | Any, name: str | None = None) -> Any:
     """Load a plugin by hand: a dotted module name, a ``.py`` file path, or an object with hooks.
 
-    Unlike autoloaded entry points, a plugin the user asked for by name fails loudly."""
+    Unlike autoloaded entry points, a plugin the user asked for by name fails loudly: an import error, an
+    exception in its ``zoo_register``, a name another plugin already registered, or a bad recipe file
+    raises a ``ZooError`` naming the plugin (and the plugin is left unloaded)."""
     pm = get_plugin_manager()
     plugin: Any
     if isinstance(module_or_path, str):
@@ -166,16 +216,36 @@ def load_plugin(module_or_path: str | ModuleType | Any, name: str | None = None)
     else:
         plugin = module_or_path
         name = name or getattr(plugin, "__name__", None) or repr(plugin)
-    if pm.is_registered(plugin) or pm.has_plugin(name):
+    if pm.is_registered(plugin):
         return plugin
+    if pm.has_plugin(name):
+        raise PluginLoadError(
+            f"plugin {name!r} could not be registered: that name is already taken by "
+            f"{getattr(pm.get_plugin(name), '__name__', pm.get_plugin(name))!r}; load it under another name"
+        )
+    reg = get_registry()  # built before the new plugin joins, so its own failure is raised, not warned
     try:
         pm.register(plugin, name=name)
     except Exception as exc:
         raise PluginLoadError(f"plugin {name!r} could not be registered: {exc}") from exc
-    if _registry is not None and hasattr(plugin, "zoo_register"):
-        _call_register(_registry, plugin, name)
-        if name in _registry.failed_plugins:
-            raise PluginLoadError(f"plugin {name!r} failed in zoo_register: {_registry.failed_plugins[name]}")
+    error: ZooError | None = None
+    failure = _call_register(reg, pm, plugin, name, warn=False)  # raised below instead
+    if failure is not None:
+        why = reg.failed_plugins.pop(name)
+        cls = DuplicateNameError if isinstance(failure, DuplicateNameError) else PluginLoadError
+        error = cls(f"plugin {name!r} failed in zoo_register: {why}")
+    elif any(who == name for _, who in reg.recipe_files):
+        from zoo.recipes import load_recipes
+
+        with warnings.catch_warnings():  # raised below instead
+            warnings.simplefilter("ignore")
+            load_recipes()  # records a bad recipe file under the plugin that added it
+        if name in reg.failed_plugins:
+            error = PluginLoadError(f"plugin {name!r}: {reg.failed_plugins.pop(name)}")
+    if error is not None:
+        reg.discard_plugin(name)
+        pm.unregister(plugin)
+        raise error from failure
     return plugin
 
 

@@ -21,6 +21,12 @@ from zoo.errors import DuplicateNameError, UnknownNameError
 
 KINDS: tuple[str, ...] = ("encoder", "decoder", "tokenizer", "dataset", "metric")
 PLURALS: dict[str, str] = {k + "s": k for k in KINDS}
+# arguments the zoo passes to a factory itself, not options a user sets (``zoo info``, recipe checks)
+SUPPLIED_BY_THE_ZOO: dict[str, tuple[str, ...]] = {
+    "decoder": ("vocab_size", "feature_dim"),
+    "encoder": ("name",),
+    "dataset": (),
+}
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,28 @@ class Entry:
                 continue
             out[p.name] = p.default
         return out
+
+    def accepts_any_option(self) -> bool:
+        """True when the factory takes ``**kwargs``, so no option name can be called unknown."""
+        target = self.factory.__init__ if inspect.isclass(self.factory) else self.factory  # type: ignore[misc]
+        try:
+            sig = inspect.signature(target)
+        except (TypeError, ValueError):
+            return True
+        return any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
+
+    def user_options(self) -> tuple[dict[str, Any], list[str]]:
+        """What a user may set, as ``zoo info`` shows it: ``(options with their defaults, required
+        options)``, without the arguments the zoo supplies itself. A tokenizer's options are those of
+        ``train(captions, **options)``, which its constructor's keyword defaults mirror; it has no required
+        ones (the constructor's positional arguments come from training, never from a user)."""
+        hidden = SUPPLIED_BY_THE_ZOO.get(self.kind, ())
+        all_opts = {o: d for o, d in self.options().items() if o not in hidden}
+        required = [o for o, d in all_opts.items() if d is inspect.Parameter.empty]
+        if self.kind == "tokenizer":
+            required = []
+        opts = {o: d for o, d in all_opts.items() if d is not inspect.Parameter.empty}
+        return opts, required
 
 
 @dataclass
@@ -152,6 +180,15 @@ class Registry:
         """Add a ``registry.yaml``-style recipe file shipped by a plugin."""
         self.recipe_files.append((Path(path), self.current_plugin))
 
+    def discard_plugin(self, plugin: str) -> None:
+        """Forget everything ``plugin`` added (the manager calls this when its ``zoo_register`` fails
+        part-way, so a broken plugin contributes nothing rather than half of its names)."""
+        for table in self._entries.values():
+            for key in [k for k, e in table.items() if e.plugin == plugin]:
+                del table[key]
+        self._families = [f for f in self._families if f.plugin != plugin]
+        self.recipe_files = [(p, who) for p, who in self.recipe_files if who != plugin]
+
     # -- looking up -----------------------------------------------------------------------------------
     def names(self, kind: str, pattern: str | Iterable[str] = "*") -> list[str]:
         """Registered names of ``kind`` matching fnmatch pattern(s), sorted; encoders include families."""
@@ -163,6 +200,8 @@ class Registry:
             for fam in self._families:
                 names.update(fam.names())
         patterns = [pattern] if isinstance(pattern, str) else list(pattern)
+        if kind != "encoder":  # as get() does: 'GRU_*' finds gru-attn; encoder names are timm's own
+            patterns = [normalise(p) for p in patterns]
         return sorted(n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns))
 
     def get(self, kind: str, name: str) -> Entry:

@@ -11,8 +11,6 @@ from zoo.hookspecs import hookimpl
 from zoo.registry import KINDS
 
 LISTABLE = [k + "s" for k in KINDS] + ["models", "weights", "plugins"]
-# arguments the zoo passes itself, not options a user sets
-SUPPLIED_BY_THE_ZOO = {"decoder": ("vocab_size", "feature_dim"), "encoder": ("name",), "dataset": ()}
 
 
 @hookimpl
@@ -32,7 +30,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from zoo.factory import list_names
     from zoo.manager import get_plugin_manager, get_registry
 
-    reg = get_registry()
+    get_registry()  # loads every plugin, so that those that fail are known (zoo.cli reports them)
     if args.kind == "plugins":
         pm = get_plugin_manager()
         for name, plugin in sorted(pm.list_name_plugin()):
@@ -49,9 +47,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(n)
         if not names:
             print(f"no {args.kind} match {' '.join(args.patterns)}", file=sys.stderr)
-    for plugin, why in reg.failed_plugins.items():
-        print(f"warning: plugin {plugin!r} failed to load: {why}", file=sys.stderr)
-    return 0
+    return 0  # failed plugins are reported by zoo.cli after every command
 
 
 def _info(name: str, kind: str | None) -> dict:
@@ -73,33 +69,55 @@ def _info(name: str, kind: str | None) -> dict:
             e = reg.get(k, name)
         except UnknownNameError:
             continue
-        hidden = SUPPLIED_BY_THE_ZOO.get(e.kind, ())
-        all_opts = {o: d for o, d in e.options().items() if o not in hidden}
-        required = [o for o, d in all_opts.items() if d is inspect.Parameter.empty]
-        if e.kind == "tokenizer":
-            required = []  # constructor arguments come from train(captions, **options), not from users
-        opts = {o: d for o, d in all_opts.items() if d is not inspect.Parameter.empty}
+        opts, required = e.user_options()
         return {
             "kind": e.kind,
             "name": e.name,
             "plugin": e.plugin,
             "module": e.module,
             "family": e.family,
-            "doc": e.doc,
+            "doc": own_doc(e.factory),
             "options": {o: v for o, v in opts.items() if o not in required},
             "required": required,
         }
     if kind:
         reg.get(kind, name)  # raises with close matches
-    all_names = []
-    for k in KINDS:
-        if k != "encoder":
-            all_names += reg.names(k)
     import difflib
 
-    close = difflib.get_close_matches(name, all_names, n=5, cutoff=0.5)
-    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    # every kind's names, encoders included (timm's ~1,300 are what the registry's own lookup suggests from)
+    kind_of: dict[str, str] = {}
+    for k in KINDS:
+        for n in reg.names(k):
+            kind_of.setdefault(n, k)
+    for n in load_recipes_quietly():
+        kind_of.setdefault(n, "model")
+    close = difflib.get_close_matches(name, list(kind_of), n=5, cutoff=0.5)
+    hint = f" Did you mean: {', '.join(f'{c} ({kind_of[c]})' for c in close)}?" if close else ""
     raise ZooError(f"no decoder, encoder, tokenizer, dataset, metric or model is named {name!r}.{hint}")
+
+
+def load_recipes_quietly() -> list[str]:
+    """Recipe names for suggestions (a broken recipe file is reported elsewhere, not here)."""
+    import warnings
+
+    from zoo.errors import ZooError
+    from zoo.recipes import load_recipes
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return list(load_recipes())
+    except ZooError:
+        return []
+
+
+def own_doc(factory: object) -> str | None:
+    """The first paragraph of the factory's own docstring: a class's, not one inherited from its base
+    (``zoo.Decoder``'s text says nothing about a plugin's decoder); None when it has none."""
+    text = factory.__dict__.get("__doc__") if inspect.isclass(factory) else getattr(factory, "__doc__", None)
+    if not isinstance(text, str) or not text.strip():
+        return None
+    return inspect.cleandoc(text).split("\n\n")[0]
 
 
 def _jsonable(v):
@@ -119,6 +137,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     for key in ("plugin", "module", "family", "source", "description", "doc"):
         if info.get(key):
             print(f"  {key}: {info[key]}")
+        elif key == "doc" and info["kind"] != "model":
+            print("  doc: (no docstring)")
     if info["kind"] == "model":
         for part in ("encoder", "decoder", "tokenizer"):
             print(f"  {part}: {info[part]['name']} {info[part]['kwargs'] or ''}")
