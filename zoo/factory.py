@@ -98,7 +98,7 @@ def create_model(
     encoder: str | None = None,
     decoder: str | None = None,
     tokenizer: Tokenizer | str | None = None,
-    pretrained: bool | str = False,
+    pretrained: bool | str | None = None,
     encoder_kwargs: dict[str, Any] | None = None,
     decoder_kwargs: dict[str, Any] | None = None,
     tokenizer_kwargs: dict[str, Any] | None = None,
@@ -112,7 +112,8 @@ def create_model(
     * ``create_model(encoder="resnet10t", decoder="gru-attn", tokenizer=tok)``: by parts. ``tokenizer`` is
       a trained ``Tokenizer``, or a name plus ``captions=`` to train it on.
     * ``pretrained``: the encoder's ImageNet weights (True: the first weight source that has them; a path:
-      that file). Extra ``**kwargs`` go to the decoder (e.g. ``hidden_size=512``).
+      that file; None: what the recipe says, and no weights when building by parts). Extra ``**kwargs`` go
+      to the decoder (e.g. ``hidden_size=512``).
     """
     enc_kw = dict(encoder_kwargs or {})
     dec_kw = dict(decoder_kwargs or {})
@@ -128,6 +129,8 @@ def create_model(
             return load_from_recipe(r)
         encoder = encoder or r.encoder
         decoder = decoder or r.decoder
+        if pretrained is None:
+            pretrained = r.pretrained
         enc_kw = {**r.encoder_kwargs, **enc_kw}
         dec_kw = {**r.decoder_kwargs, **dec_kw}
         tok_kw = {**r.tokenizer_kwargs, **tok_kw}
@@ -148,6 +151,8 @@ def create_model(
         if captions is None:
             raise ZooError(f"tokenizer {tokenizer!r} given by name: pass captions=... to train it on")
         tokenizer = create_tokenizer(tokenizer, captions, **tok_kw)
+    if pretrained is None:
+        pretrained = False
     if "pretrained" not in enc_kw:
         enc_kw["pretrained"] = pretrained
     enc = create_encoder(encoder, **enc_kw)
