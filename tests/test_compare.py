@@ -86,3 +86,51 @@ def test_a_compare_folder_is_reused_only_with_the_same_settings(tmp_path):
     with pytest.raises(zoo.ZooError, match="decoder.hidden_size"):
         _check_reuse(cfg, plan(cfg), out)
     assert json.loads((out / "compare.json").read_text())["beam_size"] == cfg.beam_size
+
+
+# -- a compare checks everything it can before it trains anything ------------------------------------------
+_TINY = ["--encoder", "resnet10t", "--steps", "2", "--no-progress", "--set", "data.num_train=40",
+         "--set", "data.num_val=4", "--set", "data.num_test=4", "--set", "data.image_size=32",
+         "--set", "encoder.img_size=32", "--set", "decoder.hidden_size=8", "--set", "decoder.embed_size=8",
+         "--set", "tokenizer.min_count=0", "--set", "train.batch_size=8", "--set", "train.eval_every=1000"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--decoder", "gru,gruu"], r"unknown decoder 'gruu'.*Did you mean: gru"),
+        (["--decoder", "gru", "--tokenizer", "word,wrod"], r"unknown tokenizer 'wrod'.*Did you mean: word"),
+        (["--decoder", "gru", "--data", "shape"], r"unknown dataset 'shape'.*Did you mean: shapes"),
+        (["--decoder", "gru", "--metrics", "bleu,cidr"], r"unknown metric 'cidr'.*Did you mean: cider-d"),
+        (["--decoder", "gru", "--beam", "0"], r"beam_size \(--beam\) must be an integer ≥ 1"),
+        (["--decoder", "gru", "--seeds", "a,b"], r"--seeds 'a,b': 'a' is not a whole number.*e.g. --seeds 1,2"),
+        (["--decoder", "gru", "--set", "train.lr=-1"], r"train.lr must be a number > 0"),
+        (["--decoder", "gru,gru-attn", "--set", "decoder.attention_size=8"],
+         r"'decoder.attention_size': decoder 'gru' has no option 'attention_size'"),
+        (["--decoder", "gru", "--split", "tset"], r"split 'tset'"),
+    ],
+)
+def test_bad_compare_inputs_fail_before_any_training(tmp_path, monkeypatch, capsys, args, message):
+    import re
+
+    from zoo.cli import main as zoo_main
+
+    monkeypatch.setenv("ZOO_FEATURE_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "cmp"
+    rc = zoo_main(["compare", *_TINY, *args, "--out", str(out), "--db", str(tmp_path / "r.sqlite")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert re.search(message, err), err
+    assert not out.exists()  # nothing trained, and no compare.json left behind
+
+
+def test_compare_without_java_fails_before_training(tmp_path, monkeypatch, capsys):
+    from zoo.cli import main as zoo_main
+
+    monkeypatch.setenv("ZOO_FEATURE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PATH", str(tmp_path))  # no java on it
+    out = tmp_path / "cmp"
+    rc = zoo_main(["compare", *_TINY, "--decoder", "gru", "--metrics", "bleu,cider-d", "--out", str(out),
+                   "--db", str(tmp_path / "r.sqlite")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Java" in err and not out.exists()

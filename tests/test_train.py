@@ -222,9 +222,119 @@ def test_eval_on_own_folder_with_a_bad_image(trained, tmp_path, capsys):
     rc = zoo_main(args)
     err = capsys.readouterr().err
     assert rc == 2 and "broken.jpg" in err and "Traceback" not in err
-    with pytest.warns(UserWarning):  # 4 images: CIDEr-D document frequencies from those references
+    import warnings
+
+    with warnings.catch_warnings():  # 4 images: CIDEr-D document frequencies from those references
+        warnings.simplefilter("ignore")  # `zoo eval` says so in a note under the scores
         rc = zoo_main(args + ["--skip-bad-images"])
     out = capsys.readouterr().out
-    assert rc == 0 and "1 bad images skipped" in out
+    assert rc == 0 and "1 bad images skipped" in out and "only 4 images scored" in out
     metrics = json.loads((tmp_path / "ev" / "metrics_folder_all_beam3.json").read_text())
     assert metrics["num_images"] == 4
+
+
+# -- bad settings, damaged states, finished runs, short runs ------------------------------------------------
+def tiny_spec(steps: int = 2) -> RunSpec:
+    spec = shapes_spec("gru", steps=steps, eval_every=1000, log_every=1)
+    spec.encoder_kwargs = {"img_size": 32, "freeze": True}
+    spec.decoder_kwargs = {"embed_size": 8, "hidden_size": 16}
+    spec.data_options = {"num_train": 40, "num_val": 4, "num_test": 4, "image_size": 32}
+    spec.train["batch_size"] = 8
+    spec.val_split = None
+    return spec
+
+
+@pytest.mark.parametrize(
+    "setting, allowed",
+    [
+        ("batch_size=0", r"train.batch_size must be an integer ≥ 1, got 0 \(default 64\)"),
+        ("lr=-1", r"train.lr must be a number > 0.*got -1 \(default 0.0005\)"),
+        ("cache_dtype=int8", r"train.cache_dtype must be float32 or float16.*got 'int8' \(default 'float32'\)"),
+        ("steps=0", r"train.steps must be an integer ≥ 1.*got 0 \(default None\)"),
+        ("steps=-3", r"train.steps must be an integer ≥ 1.*got -3"),
+        ("epochs=0", r"train.epochs must be an integer ≥ 1"),
+        ("label_smoothing=1.5", r"train.label_smoothing must be a number from 0.*1.*got 1.5 \(default 0.0\)"),
+        ("log_every=0", r"train.log_every must be an integer ≥ 1"),
+        ("device=gpu", r"train.device must be auto, cpu, cuda, cuda:N or mps, got 'gpu' \(default 'auto'"),
+    ],
+)
+def test_bad_training_settings_fail_before_training_naming_the_setting(cache_env, tmp_path, capsys, setting, allowed):
+    import re
+
+    out = tmp_path / "run"
+    rc = zoo_main(["train", "--encoder", "resnet10t", "--decoder", "gru", "--tokenizer", "word", "--freeze",
+                   "--val-split", "none", "--set", "data.num_train=16", "--set", "train.steps=2",
+                   "--set", f"train.{setting}", "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert re.search(allowed, err), err
+    assert not (out / "state.safetensors").exists() and not (out / "last.safetensors").exists()
+
+
+def test_cuda_device_without_cuda_says_so_and_what_to_use(monkeypatch):
+    from zoo.train import TrainConfig
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for device in ("cuda", "cuda:0"):
+        with pytest.raises(zoo.ZooError, match=r"train.device=cuda.*CUDA is not available here.*train.device=cpu.*auto"):
+            TrainConfig.from_dict({"device": device})
+    assert TrainConfig.from_dict({"device": "auto"}).device == "auto"
+    assert TrainConfig.from_dict({"device": "cpu"}).device == "cpu"
+
+
+def test_short_run_reaches_its_learning_rate_and_long_runs_are_unchanged():
+    """The warm-up is at most a tenth of the run: a 30-step trial with the default 100-step warm-up still
+    reaches train.lr; a run of 1,000 steps or more (the demo's 1,200) keeps the schedule it always had."""
+    import math
+
+    from zoo.train import TrainConfig, lr_at
+
+    cfg = TrainConfig(lr=1e-3)  # default warmup_steps=100
+    short = [lr_at(s, cfg, 30) for s in range(30)]
+    assert max(short) == pytest.approx(1e-3) and short[2] == pytest.approx(1e-3)  # warm-up of 3 steps
+    assert short[0] < short[1] < short[2] and short[-1] < 0.01 * 1e-3
+
+    def unclamped(step: int, total: int, warm: int = 100) -> float:
+        if step < warm:
+            return cfg.lr * (step + 1) / warm
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min((step - warm) / (total - warm), 1.0)))
+
+    for total in (1000, 1200, 5000):
+        assert [lr_at(s, cfg, total) for s in range(total)] == [unclamped(s, total) for s in range(total)]
+
+
+def test_resuming_from_a_damaged_state_says_what_to_do(cache_env, tmp_path, capsys):
+    run = tmp_path / "run"
+    execute(tiny_spec(), run, progress=False)
+    data = (run / "state.safetensors").read_bytes()
+    for damaged in (data[: len(data) // 2], data[:100], b""):
+        (run / "state.safetensors").write_bytes(damaged)
+        rc = zoo_main(["train", "--resume", str(run), "--set", "train.steps=4", "--no-progress"])
+        err = capsys.readouterr().err
+        assert rc == 2 and "Traceback" not in err
+        assert str(run / "state.safetensors") in err and "damaged" in err
+        assert "atomically" in err and "earlier copy" in err and "start the run again" in err
+        assert "best.safetensors" in err and "last.safetensors" in err
+        with pytest.raises(zoo.errors.CheckpointError):
+            execute(RunSpec.from_file(run / "run.json"), run, resume=True, progress=False)
+
+
+def test_resuming_a_finished_run_changes_nothing_and_says_so(cache_env, tmp_path, capsys):
+    run = tmp_path / "run"
+    execute(tiny_spec(steps=3), run, progress=False)
+    before = {f.name: (f.read_bytes(), f.stat().st_mtime_ns) for f in run.iterdir()}
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["final_loss"] is not None and summary["train_images_per_s"] is not None
+    for extra in ([], ["--set", "train.steps=2"]):
+        rc = zoo_main(["train", "--resume", str(run), "--no-progress", *extra])
+        captured = capsys.readouterr()
+        assert rc == 0
+        assert "already complete at step 3" in captured.err and "--set train.steps=M" in captured.err
+        printed = json.loads(captured.out.strip().splitlines()[-1])
+        assert printed["steps"] == 3 and printed["final_loss"] == summary["final_loss"]
+        after = {f.name: (f.read_bytes(), f.stat().st_mtime_ns) for f in run.iterdir()}
+        assert after == before
+    # asking for more steps trains on
+    rc = zoo_main(["train", "--resume", str(run), "--no-progress", "--set", "train.steps=4"])
+    capsys.readouterr()
+    assert rc == 0 and json.loads((run / "summary.json").read_text())["steps"] == 4

@@ -67,11 +67,12 @@ def compare(
     """Train and evaluate every planned run (skipping finished ones); returns one summary per run."""
     from zoo.checkpoint import load
     from zoo.model_eval import evaluate_model, record
-    from zoo.runs import execute, load_split
+    from zoo.runs import execute
     from zoo.train import read_train_speed
 
     out = Path(out_dir)
     runs = plan(cfg)
+    test_set = check(cfg, runs)  # everything that can be checked fails here, before any run trains
     _check_reuse(cfg, runs, out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "compare.json", lambda tmp: Path(tmp).write_text(_settings_json(cfg)))
@@ -94,7 +95,6 @@ def compare(
             train_speed = read_train_speed(run_dir)
         ckpt = run_dir / "best.safetensors"
         model = load(ckpt)
-        test_set = load_split(spec, cfg.split)
         ev = evaluate_model(model, test_set, beam_size=cfg.beam_size, max_len=cfg.max_len, metrics=cfg.metrics,
                             out_dir=run_dir / "eval", progress=progress)
         assert ev is not None
@@ -105,6 +105,45 @@ def compare(
         atomic_write(done, lambda tmp: Path(tmp).write_text(json.dumps(row, indent=1)))
         summaries.append(row)
     return summaries
+
+
+def check(cfg: CompareConfig, runs: list[tuple[str, RunSpec]]) -> Any:
+    """Check a compare before anything trains, so a typo does not surface after the first runs: every
+    encoder, decoder, tokenizer and data set name is registered (the error names the closest ones), the
+    shared decoder and tokenizer options exist for every one of them, the seeds, the training settings
+    (``TrainConfig``: ranges, device), the metrics and decoding options
+    (:func:`zoo.model_eval.check_request`: names, Java), and the evaluation split loads. Returns that split
+    (the same data for every run)."""
+    from zoo.errors import ZooError
+    from zoo.manager import get_registry
+    from zoo.model_eval import check_request
+    from zoo.recipes import _check_kwargs
+    from zoo.runs import load_split
+    from zoo.train import TrainConfig
+
+    reg = get_registry()
+    for kind, flag, names in (("encoder", "--encoder", cfg.encoders), ("decoder", "--decoder", cfg.decoders),
+                              ("tokenizer", "--tokenizer", cfg.tokenizers), ("seed", "--seeds", cfg.seeds)):
+        if not names:
+            raise ZooError(f"zoo compare: {flag} lists no {kind}; give at least one (comma-separated)")
+        twice = sorted({str(n) for n in names if names.count(n) > 1})
+        if twice:
+            raise ZooError(f"zoo compare: {flag} lists {', '.join(twice)} more than once; each run is trained once")
+    for kind, names in (("encoder", cfg.encoders), ("decoder", cfg.decoders), ("tokenizer", cfg.tokenizers),
+                        ("dataset", [cfg.data])):
+        for name in names:
+            reg.get(kind, name)  # an unknown name raises, naming the closest registered ones
+    for seed in cfg.seeds:
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ZooError(f"zoo compare: seeds must be whole numbers (e.g. --seeds 1,2), got {seed!r}")
+    check_request(cfg.metrics, cfg.beam_size, cfg.max_len, 1.0)
+    for _, spec in runs:
+        for kind, name, kwargs in (("encoder", spec.encoder, spec.encoder_kwargs),
+                                   ("decoder", spec.decoder, spec.decoder_kwargs),
+                                   ("tokenizer", spec.tokenizer, spec.tokenizer_kwargs)):
+            _check_kwargs("zoo compare --set", kind, reg.get(kind, name), kwargs, ZooError, prefix=kind)
+        TrainConfig.from_dict(spec.train)
+    return load_split(runs[0][1], cfg.split)
 
 
 #: the compare settings that say which runs there are; any other difference makes earlier runs stale

@@ -97,6 +97,7 @@ class RunSpec:
             tokenizer_kwargs=dict(r.tokenizer_kwargs),
             data_options=data,
             train=train,
+            pretrained=r.pretrained,
             recipe=name,
         )
 
@@ -169,13 +170,17 @@ def execute(spec: RunSpec, out_dir: str | Path, resume: bool = False, stop_after
                 f"the values in {out / 'run.json'}. A resume may change only "
                 f"{', '.join(sorted(RESUMABLE_CHANGES))}; start a new run (another --out) for the rest."
             )
-    if dist.rank() == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write(out / "run.json", lambda tmp: Path(tmp).write_text(spec.to_json()))
     from zoo.train import seed_everything
 
     seed_everything(cfg.seed)  # model initialisation is part of what a seed fixes
     train_set = load_split(spec, spec.train_split)
+    if resume and (out / "state.safetensors").exists():
+        finished = _finished(out, cfg, train_set)
+        if finished is not None:
+            return finished  # nothing to do: the run's files are left exactly as they are
+    if dist.rank() == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write(out / "run.json", lambda tmp: Path(tmp).write_text(spec.to_json()))
     val_set = load_split(spec, spec.val_split) if spec.val_split else None
     tokenizer = None
     if resume and (out / "state.safetensors").exists():
@@ -185,13 +190,35 @@ def execute(spec: RunSpec, out_dir: str | Path, resume: bool = False, stop_after
     return train(model, train_set, val_set, out, cfg, run_info=run_info, resume=resume, stop_after=stop_after)
 
 
+def _finished(out: Path, cfg: Any, train_set: Any) -> Any:
+    """A :class:`zoo.train.TrainResult` (from the run's ``summary.json``, with a ``note`` saying so) when
+    the run in ``out`` has already trained all its steps and written its final files; else None. A run
+    that stopped between its last state and its final files is not finished: training writes them."""
+    from zoo.train import TrainResult, saved_step, total_steps
+
+    step = saved_step(out / "state.safetensors")
+    total, _ = total_steps(cfg, sum(len(item.captions) for item in train_set))
+    summary_path = out / "summary.json"
+    if step < total or not (out / "last.safetensors").exists() or not summary_path.exists():
+        return None
+    try:
+        summary = json.loads(summary_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    note = (
+        f"{out} is already complete at step {step} (its train.steps/train.epochs ask for {total}); nothing "
+        f"to do, its files are unchanged. To train it longer: zoo train --resume {out} --set train.steps=M "
+        f"with M larger than {step}."
+    )
+    return TrainResult(out, step, summary.get("best_val_cider_d"), summary.get("final_loss"),
+                       summary.get("train_images_per_s"), note=note)
+
+
 def _tokenizer_from_state(path: Path, name: str) -> Any:
     import base64
 
-    from safetensors import safe_open
-
     from zoo.factory import tokenizer_from_bytes
+    from zoo.train import read_state_metadata
 
-    with safe_open(str(path), "pt") as fh:
-        meta = fh.metadata()
+    meta = read_state_metadata(path)
     return tokenizer_from_bytes(name, base64.b64decode(meta["tokenizer"]))

@@ -35,20 +35,23 @@ from safetensors.torch import load_file, save_file
 
 from zoo import distributed as dist
 from zoo.checkpoint import atomic_write, save
-from zoo.errors import ZooError
+from zoo.errors import CheckpointError, ZooError
+from zoo.feature_cache import DTYPES as CACHE_DTYPES
 from zoo.model import CaptionModel
 
 
 @dataclass
 class TrainConfig:
-    """Training settings (``zoo train --set train.KEY=VALUE``)."""
+    """Training settings (``zoo train --set train.KEY=VALUE``). :meth:`from_dict` converts each value to
+    its field's type and checks its range (``_LIMITS``; ``device`` must exist here), so a bad setting is a
+    ZooError naming ``train.KEY``, the allowed values and the default, before anything runs."""
 
     steps: int | None = None  # total optimiser steps; or give epochs
     epochs: int | None = None
     batch_size: int = 64
     lr: float = 5e-4
     weight_decay: float = 0.01
-    warmup_steps: int = 100
+    warmup_steps: int = 100  # linear warm-up; at most a tenth of the run's total steps is used (see lr_at)
     label_smoothing: float = 0.0
     grad_clip: float = 2.0
     max_caption_len: int = 16
@@ -60,10 +63,10 @@ class TrainConfig:
     val_beam_size: int = 1
     log_every: int = 20
     cache_features: bool = True  # frozen encoder → train from the feature cache
-    cache_dtype: str = "float32"
+    cache_dtype: str = "float32"  # or float16 (half the disk)
     compile: bool = False
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
-    device: str = "auto"
+    device: str = "auto"  # auto (a GPU when there is one), cpu, cuda, cuda:N, mps
     progress: bool = True
 
     @classmethod
@@ -93,25 +96,86 @@ def _setting(name: str, value: Any, default: Any, annotation: Any) -> Any:
         if kind is bool:
             if not isinstance(value, bool):
                 raise ValueError
-            return value
-        if isinstance(value, bool):
+            converted: Any = value
+        elif isinstance(value, bool):
             raise ValueError
-        if kind is int:
+        elif kind is int:
             number = float(value)
             if number != int(number):
                 raise ValueError
-            return int(number)
-        if kind is float:
-            return float(value)
-        if not isinstance(value, str):
+            converted = int(number)
+        elif kind is float:
+            converted = float(value)
+        elif not isinstance(value, str):
             raise ValueError
-        return value
+        else:
+            converted = value
     except (TypeError, ValueError, OverflowError):
         want = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[kind]
         raise ZooError(
             f"training setting train.{name} must be {want}{' or null' if optional else ''}, got {value!r} "
             f"(default {default!r})"
         ) from None
+    if name == "device":
+        _check_device(converted, default)
+    elif name in _LIMITS:
+        ok, allowed = _LIMITS[name]
+        if not ok(converted):
+            raise ZooError(f"training setting train.{name} must be {allowed}, got {value!r} (default {default!r})")
+    return converted
+
+
+def _finite(v: float) -> bool:
+    return math.isfinite(v)
+
+
+#: the values each training setting may take (after type conversion; ``None`` is checked by the type):
+#: ``name → (test, the allowed values in words)``. ``device`` is checked by :func:`_check_device`.
+_LIMITS: dict[str, tuple[Any, str]] = {
+    "steps": (lambda v: v >= 1, "an integer ≥ 1 (the total optimiser steps), or null to give train.epochs"),
+    "epochs": (lambda v: v >= 1, "an integer ≥ 1, or null to give train.steps"),
+    "batch_size": (lambda v: v >= 1, "an integer ≥ 1"),
+    "lr": (lambda v: _finite(v) and v > 0, "a number > 0 (e.g. 5e-4)"),
+    "weight_decay": (lambda v: _finite(v) and v >= 0, "a number ≥ 0"),
+    "warmup_steps": (lambda v: v >= 0, "an integer ≥ 0 (0: no warm-up)"),
+    "label_smoothing": (lambda v: 0 <= v < 1, "a number from 0 (none) up to, not including, 1"),
+    "grad_clip": (lambda v: _finite(v) and v >= 0, "a number ≥ 0 (0: no clipping)"),
+    "max_caption_len": (lambda v: v >= 1, "an integer ≥ 1 (tokens)"),
+    "num_workers": (lambda v: v >= 0, "an integer ≥ 0 (0: load in the main process)"),
+    "eval_every": (lambda v: v is None or v >= 1, "an integer ≥ 1 (steps), or null for once per epoch"),
+    "checkpoint_every": (lambda v: v is None or v >= 1, "an integer ≥ 1 (steps), or null for every validation"),
+    "val_images": (lambda v: v >= 1, "an integer ≥ 1"),
+    "val_beam_size": (lambda v: v >= 1, "an integer ≥ 1 (1: greedy)"),
+    "log_every": (lambda v: v >= 1, "an integer ≥ 1 (steps)"),
+    "cache_dtype": (lambda v: v in CACHE_DTYPES, " or ".join(CACHE_DTYPES) + " (float16: half the disk)"),
+}
+
+
+def _check_device(name: str, default: Any) -> None:
+    """``train.device`` names a device that exists here (``auto`` always does)."""
+    if name == "auto":
+        return
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ZooError(
+            f"training setting train.device must be auto, cpu, cuda, cuda:N or mps, got {name!r} (default "
+            f"{default!r}: a GPU when there is one, else the CPU)"
+        ) from None
+    module = getattr(torch.backends, "mps", None) if dev.type == "mps" else getattr(torch, dev.type, None)
+    available = getattr(module, "is_available", None)
+    if dev.type != "cpu" and available is not None and not available():
+        what = "CUDA is" if dev.type == "cuda" else f"device type {dev.type!r} is"
+        raise ZooError(
+            f"training setting train.device={name}: {what} not available here (torch finds no usable "
+            f"{'NVIDIA GPU and driver' if dev.type == 'cuda' else 'device of that type'}). Use "
+            f"--set train.device=cpu, or train.device=auto (the default: a GPU only when there is one)."
+        )
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ZooError(
+            f"training setting train.device={name}: there are {torch.cuda.device_count()} CUDA device(s) "
+            f"here (cuda:0 to cuda:{torch.cuda.device_count() - 1}); use one of them, cuda, or auto (the default)."
+        )
 
 
 @dataclass
@@ -123,6 +187,7 @@ class TrainResult:
     train_images_per_s: float | None
     history: list[dict[str, Any]] = field(default_factory=list)
     model: Any = None  # the trained model object (every rank's own, under torchrun)
+    note: str | None = None  # said to the user: e.g. a resumed run that was already complete (nothing done)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -161,13 +226,31 @@ class PairIndex:
         return torch.randperm(len(self), generator=g)
 
 
+def effective_warmup(cfg: TrainConfig, total: int) -> int:
+    """The warm-up a run of ``total`` steps uses: ``cfg.warmup_steps``, but at most a tenth of the run
+    (``total // 10``), so a short trial run still reaches its learning rate. With the default 100 steps a
+    run of 1,000 steps or more is not affected."""
+    return min(cfg.warmup_steps, total // 10)
+
+
 def lr_at(step: int, cfg: TrainConfig, total: int) -> float:
-    """Linear warm-up, then cosine decay to zero."""
-    if cfg.warmup_steps and step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    span = max(total - cfg.warmup_steps, 1)
-    progress = min(max(step - cfg.warmup_steps, 0) / span, 1.0)
+    """Linear warm-up over :func:`effective_warmup` (``cfg.warmup_steps``, at most a tenth of ``total``), then
+    cosine decay to zero at ``total``."""
+    warm = effective_warmup(cfg, total)
+    if warm and step < warm:
+        return cfg.lr * (step + 1) / warm
+    span = max(total - warm, 1)
+    progress = min(max(step - warm, 0) / span, 1.0)
     return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def total_steps(cfg: TrainConfig, num_pairs: int) -> tuple[int, int]:
+    """``(total steps, steps per epoch)`` of a run over ``num_pairs`` (image, caption) pairs."""
+    steps_per_epoch = max(num_pairs // cfg.batch_size, 1)
+    if cfg.steps is None and cfg.epochs is None:
+        raise ZooError("say how long to train: --set train.steps=N or --set train.epochs=N")
+    total = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch  # type: ignore[operator]
+    return total, steps_per_epoch
 
 
 # -- training state ---------------------------------------------------------------------------------------
@@ -220,12 +303,65 @@ def _py_state() -> list:
     return [v, list(internal), gauss]
 
 
-def load_state(path: Path, model: CaptionModel, opt: torch.optim.Optimizer) -> dict[str, Any]:
-    from safetensors import safe_open
+STATE_METADATA = ("progress", "optim", "python_rng", "config", "tokenizer")
 
-    with safe_open(str(path), "pt") as fh:
-        meta = fh.metadata()
-    tensors = load_file(str(path))
+
+def _damaged_state(path: Path, why: str) -> CheckpointError:
+    return CheckpointError(
+        f"cannot resume from {path}: the file is damaged ({why}). It is written atomically (a temporary file, "
+        f"then a rename), so a crash while saving cannot leave it like this: it was damaged on disk or in a "
+        f"copy. Resume from an earlier copy of the run folder (a backup), or start the run again with "
+        f"another --out. best.safetensors and last.safetensors are separate, complete model files: "
+        f"`zoo eval` and `zoo caption` still use them."
+    )
+
+
+def read_state_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata of a training state (``state.safetensors``), checked: a truncated, empty or foreign
+    file is a :class:`CheckpointError` naming it and saying what to do."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), "pt") as fh:
+            meta = fh.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise _damaged_state(path, f"{type(exc).__name__}: {exc}; {_size(path)}") from exc
+    missing = [k for k in STATE_METADATA if k not in meta]
+    if missing:
+        raise _damaged_state(path, f"it is a safetensors file but not a training state: no {', '.join(missing)} in its metadata")
+    try:
+        progress = json.loads(meta["progress"])
+        if not isinstance(progress.get("step"), int):
+            raise ValueError("no step")
+    except (ValueError, AttributeError) as exc:
+        raise _damaged_state(path, f"its progress record cannot be read: {exc}") from exc
+    return meta
+
+
+def _size(path: Path) -> str:
+    try:
+        return f"{path.stat().st_size} bytes"
+    except OSError:
+        return "size unknown"
+
+
+def saved_step(path: str | Path) -> int:
+    """The step a training state was saved at (the file checked as :func:`read_state_metadata` does)."""
+    return int(json.loads(read_state_metadata(path)["progress"])["step"])
+
+
+def load_state(path: Path, model: CaptionModel, opt: torch.optim.Optimizer) -> dict[str, Any]:
+    from safetensors import SafetensorError
+
+    meta = read_state_metadata(path)
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise _damaged_state(path, f"{type(exc).__name__}: {exc}") from exc
+    missing = [k for k in ("rng/torch", "rng/numpy") if k not in tensors]
+    if missing or not any(k.startswith("model/") for k in tensors):
+        raise _damaged_state(path, f"it lacks {', '.join(missing) or 'the model weights'}")
     model_sd = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
     model.load_state_dict(model_sd)
     optim_meta = json.loads(meta["optim"])
@@ -310,10 +446,7 @@ def train(
     world = dist.world_size()
     if cfg.batch_size % world:
         raise ZooError(f"train.batch_size={cfg.batch_size} must be divisible by the number of processes ({world})")
-    steps_per_epoch = max(len(pairs) // cfg.batch_size, 1)
-    if cfg.steps is None and cfg.epochs is None:
-        raise ZooError("say how long to train: --set train.steps=N or --set train.epochs=N")
-    total = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch  # type: ignore[operator]
+    total, steps_per_epoch = total_steps(cfg, len(pairs))
     eval_every = cfg.eval_every or steps_per_epoch
     ckpt_every = cfg.checkpoint_every or eval_every
 

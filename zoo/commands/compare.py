@@ -54,10 +54,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.steps is None and args.epochs is None:
         raise ZooError("give the budget: --steps N or --epochs N (the same for every run)")
     train = {"steps": args.steps} if args.steps is not None else {"epochs": args.epochs}
+    seeds = []
+    for text in _csv(args.seeds):
+        try:
+            seeds.append(int(text))
+        except ValueError:
+            raise ZooError(
+                f"--seeds {args.seeds!r}: {text!r} is not a whole number; give comma-separated integers, "
+                f"e.g. --seeds 1,2"
+            ) from None
     cfg = CompareConfig(
         encoders=_csv(args.encoder), decoders=_csv(args.decoder), tokenizers=_csv(args.tokenizer),
         data=args.data, data_root=str(Path(args.data_root).resolve()) if args.data_root else None,
-        seeds=[int(s) for s in _csv(args.seeds)], train=train, split=args.split, beam_size=args.beam,
+        seeds=seeds, train=train, split=args.split, beam_size=args.beam,
         max_len=args.max_len, metrics=tuple(_csv(args.metrics)), pretrained=args.pretrained,
         encoder_kwargs={"freeze": True} if args.freeze else {}, overrides=list(args.overrides),
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from zoo.hookspecs import hookimpl
@@ -27,7 +28,10 @@ def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--train-split", default=None, help="split to train on (default train)")
     p.add_argument("--val-split", default=None, help="split to validate on each epoch (default val; 'none' to skip)")
     p.add_argument("--pretrained", nargs="?", const=True, default=None,
-                   help="ImageNet weights for the encoder (from a weight source), or a weights file")
+                   help="ImageNet weights for the encoder (from a weight source), or a weights file; "
+                   "overrides the recipe's `pretrained:`")
+    p.add_argument("--no-pretrained", dest="pretrained", action="store_const", const=False,
+                   help="a randomly initialised encoder, even if the recipe says `pretrained: true`")
     p.add_argument("--freeze", action="store_true", help="freeze the encoder (features are cached on disk)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override an option: decoder.hidden_size=1024, train.epochs=30, data.max_images=500")
@@ -79,6 +83,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             out = Path(args.out or Path("runs") / (spec.recipe or spec.system.replace("+", "-")))
             result = execute(spec, out, progress=not args.no_progress)
         if dist.rank() == 0:
+            if result.note:
+                print(result.note, file=sys.stderr)
             print(json.dumps({
                 "out": str(result.out_dir),
                 "steps": result.steps,
