@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import warnings
 
 import pytest
 
@@ -105,6 +107,12 @@ def test_eval_without_java_fails_before_decoding(capsys, tmp_path, tiny_checkpoi
     monkeypatch.setattr(shutil, "which", lambda name: None)
     rc, _, err = run(capsys, "eval", str(tiny_checkpoint), *SHAPES, "--out", str(tmp_path / "out"), "--metrics", "cider-d")
     assert rc == 2 and "Java was not found" in err and "openjdk" in err
+    # a sentence saying what cannot run and what to do, with a way out that `zoo eval` itself offers
+    assert "so none of CIDEr-D can be computed here" in err and "Java 17" in err
+    assert "`--no-ptb` (on `zoo eval` and `zoo score`" in err and "NOT the official protocol" in err
+    rc, _, err = run(capsys, "eval", str(tiny_checkpoint), *SHAPES, "--out", str(tmp_path / "out"))
+    assert rc == 2 and "none of BLEU-1, BLEU-2, BLEU-3, BLEU-4, METEOR, ROUGE-L, CIDEr-D, SPICE can be computed" in err
+    assert "and METEOR and SPICE are Java programs too." in err
 
 
 def test_eval_with_no_metric_available_fails_before_decoding(capsys, tmp_path, tiny_checkpoint, no_decoding, monkeypatch):
@@ -130,6 +138,17 @@ def test_bad_decoding_options_are_errors_not_tracebacks(capsys, tmp_path, tiny_c
     assert rc == 2 and option in err and "≥ 1" in err
 
 
+@contextlib.contextmanager
+def said_once_as_a_note():
+    """The CLI prints the small-corpus caveat as a note under the scores, not also as a Python warning."""
+    from zoo.metrics import SmallCorpusWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    assert not [w for w in caught if issubclass(w.category, SmallCorpusWarning)]
+
+
 def _needs_java():
     import shutil
 
@@ -147,17 +166,18 @@ def test_scoring_failure_leaves_files_zoo_score_can_use(capsys, tmp_path, tiny_c
         raise MetricError("the PTB tokenizer could not run (simulated crash)")
 
     monkeypatch.setattr(zoo.evaluation, "ptb_tokenize", crash)
-    with pytest.warns(UserWarning):  # 6 images: the small-corpus warning
+    with said_once_as_a_note():  # 6 images: the small-corpus caveat
         rc, _, err = run(capsys, "eval", str(tiny_checkpoint), *SHAPES, "--out", str(tmp_path / "out"), "--metrics", "cider-d")
     assert rc == 2 and "simulated crash" in err and "zoo score" in err
     assert _eval_files(tmp_path) == ["references_shapes_test_beam3.json", "results_shapes_test_beam3.json"]
     out = tmp_path / "out"
     assert len(json.loads((out / "results_shapes_test_beam3.json").read_text())) == 6
     monkeypatch.undo()
-    with pytest.warns(UserWarning):
+    with said_once_as_a_note():
         rc, stdout, err = run(capsys, "score", str(out / "references_shapes_test_beam3.json"),
                               str(out / "results_shapes_test_beam3.json"), "--metrics", "cider-d", "--no-ptb")
     assert rc == 0 and "6 images" in stdout, err
+    assert stdout.count("document frequencies") == 1 and "note: only 6 images scored" in stdout
 
 
 @pytest.mark.java
@@ -166,9 +186,15 @@ def test_eval_files_are_named_by_every_setting_and_say_the_scale(capsys, tmp_pat
     from zoo.evaluation import SCALE_NOTE
 
     common = ["eval", str(tiny_checkpoint), *SHAPES, "--out", str(tmp_path / "out"), "--metrics", "bleu,cider-d"]
-    with pytest.warns(UserWarning):
-        assert run(capsys, *common)[0] == 0
-        assert run(capsys, *common, "--max-len", "8", "--length-penalty", "0.5", "--max-images", "4")[0] == 0
+    with said_once_as_a_note():
+        rc, whole, _ = run(capsys, *common)
+        assert rc == 0
+        rc, first4, _ = run(capsys, *common, "--max-len", "8", "--length-penalty", "0.5", "--max-images", "4")
+        assert rc == 0
+    # the 6 test images are the whole split: no advice to "report the full split"; 4 of them are a subset
+    assert whole.count("note: only 6 images scored") == 1 and "this is the whole set" in whole
+    assert "report scores on all of them" not in whole
+    assert first4.count("note: only 4 images scored") == 1 and "4 of the split's 6 images" in first4
     files = _eval_files(tmp_path)
     assert "metrics_shapes_test_beam3.json" in files  # the default case keeps the plain name
     assert "metrics_shapes_test_beam3_len8_lp0.5_first4.json" in files and len(files) == 6
@@ -177,3 +203,141 @@ def test_eval_files_are_named_by_every_setting_and_say_the_scale(capsys, tmp_pat
     assert default["num_images"] == 6 and other["num_images"] == 4
     assert other["decoding"] == {"beam_size": 3, "max_len": 8, "length_penalty": 0.5}
     assert default["scale"] == SCALE_NOTE and "CIDEr-D 0-10" in default["scale"]
+
+
+# -- counts are checked by argparse, naming the flag ------------------------------------------------------
+@pytest.mark.parametrize("flag, value", [("--batch-size", "0"), ("--workers", "-1"), ("--max-images", "0"),
+                                         ("--batch-size", "two")])
+def test_eval_counts_out_of_range_fail_at_once_naming_the_flag(capsys, tmp_path, tiny_checkpoint, no_decoding, flag, value):
+    with pytest.raises(SystemExit) as exit_:
+        main(["eval", str(tiny_checkpoint), *SHAPES, "--out", str(tmp_path / "out"), flag, value])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and f"argument {flag}" in err and "integer ≥" in err and "Traceback" not in err
+    assert _eval_files(tmp_path) == []
+
+
+def test_evaluate_model_refuses_bad_counts_before_decoding(no_decoding):
+    from tests.helpers import tiny_model
+    from zoo.data import load_dataset
+    from zoo.errors import ZooError
+    from zoo.model_eval import evaluate_model
+
+    data = load_dataset("shapes", split="test", num_train=2, num_val=2, num_test=2, image_size=32)
+    for bad, name in (({"batch_size": 0}, "batch_size"), ({"num_workers": -1}, "num_workers"), ({"max_images": 0}, "max_images")):
+        with pytest.raises(ZooError, match=name):
+            evaluate_model(tiny_model(), data, metrics=("cider-d",), progress=False, **bad)
+
+
+# -- zoo caption: its own messages -------------------------------------------------------------------------
+def test_caption_missing_or_bad_image_names_the_file_without_other_commands_flags(capsys, tmp_path, tiny_checkpoint):
+    missing = tmp_path / "nope.jpg"
+    rc, _, err = run(capsys, "caption", str(tiny_checkpoint), str(missing))
+    assert rc == 2 and str(missing) in err and "does not exist" in err
+    not_image = tmp_path / "notes.jpg"
+    not_image.write_text("not an image")
+    rc, _, err2 = run(capsys, "caption", str(tiny_checkpoint), str(not_image))
+    assert rc == 2 and str(not_image) in err2 and "not an image" in err2
+    for e in (err, err2):
+        assert "--data-root" not in e and "--skip-bad-images" not in e and "captions file" not in e
+
+
+def test_caption_or_eval_of_a_training_state_points_to_the_checkpoints(capsys, tmp_path):
+    import torch
+
+    import zoo
+    from tests.helpers import tiny_model
+    from zoo.train import save_state
+
+    model = tiny_model()
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    zoo.save(model, run_dir / "best.safetensors")
+    zoo.save(model, run_dir / "last.safetensors")
+    opt = torch.optim.Adam(model.parameters())
+    save_state(run_dir / "state.safetensors", model, opt, {"step": 3})
+    import PIL.Image
+
+    img = tmp_path / "img.png"
+    PIL.Image.new("RGB", (32, 32), (200, 30, 30)).save(img)
+    for command in (["caption", str(run_dir / "state.safetensors"), str(img)],
+                    ["eval", str(run_dir / "state.safetensors"), *SHAPES]):
+        rc, _, err = run(capsys, *command)
+        assert rc == 2 and "training state" in err and "Traceback" not in err
+        assert str(run_dir / "best.safetensors") in err and str(run_dir / "last.safetensors") in err
+        assert "pretrained=PATH" not in err
+
+
+# -- without Java ----------------------------------------------------------------------------------------
+def test_eval_no_ptb_scores_without_java_and_is_not_recorded(capsys, tmp_path, tiny_checkpoint, monkeypatch):
+    import shutil
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    db = tmp_path / "r.sqlite"
+    args = [a for a in SHAPES if a != "--no-record"]
+    rc, out, err = run(capsys, "eval", str(tiny_checkpoint), *args, "--out", str(tmp_path / "out"), "--no-ptb",
+                       "--db", str(db), "--metrics", "bleu,meteor,cider-d")
+    assert rc == 0, err
+    assert "NOT PTB-tokenized (not the official protocol)" in out and "CIDEr-D" in out
+    assert "METEOR" in out and "Java" in out  # listed as not computed, with the reason
+    assert "not recorded" in out and not db.exists()
+    metrics = json.loads((tmp_path / "out" / "metrics_shapes_test_beam3_noptb.json").read_text())
+    assert metrics["ptb_tokenized"] is False and "CIDEr-D" in metrics["metrics"]
+
+
+# -- zoo score reads gzip --------------------------------------------------------------------------------
+def test_score_reads_gzipped_ground_truth_and_results(capsys, tmp_path):
+    import gzip
+
+    gt = {"images": [{"id": i} for i in range(3)],
+          "annotations": [{"image_id": i, "id": i, "caption": c} for i, c in enumerate(["a dog", "a cat", "two birds"])]}
+    res = [{"image_id": i, "caption": c} for i, c in enumerate(["a dog", "a black cat", "birds"])]
+    gt_path, res_path = tmp_path / "gt.json.gz", tmp_path / "res.json"  # the results: gzip under a plain name
+    gt_path.write_bytes(gzip.compress(json.dumps(gt).encode()))
+    res_path.write_bytes(gzip.compress(json.dumps(res).encode()))
+    with said_once_as_a_note():
+        rc, out, err = run(capsys, "score", str(gt_path), str(res_path), "--no-ptb", "--metrics", "bleu,cider-d")
+    assert rc == 0, err
+    assert "3 images" in out and "BLEU-1" in out and out.count("document frequencies") == 1
+
+
+# -- zoo info / zoo list with a --plugin file --------------------------------------------------------------
+README_PLUGIN = '''
+import torch, zoo
+
+class MeanDecoder(zoo.Decoder):
+    def __init__(self, vocab_size, feature_dim, hidden_size: int = 256):
+        super().__init__(vocab_size, feature_dim)
+        self.embed, self.rnn = torch.nn.Embedding(vocab_size, hidden_size), torch.nn.GRUCell(hidden_size, hidden_size)
+        self.init, self.out = torch.nn.Linear(feature_dim, hidden_size), torch.nn.Linear(hidden_size, vocab_size)
+    def init_state(self, feats): return torch.tanh(self.init(feats.pooled))
+    def step(self, prev, h, feats): h = self.rnn(self.embed(prev), h); return self.out(h), h
+    def forward(self, feats, tokens): return self.forward_stepwise(feats, tokens)
+
+class DocumentedDecoder(MeanDecoder):
+    """Mean decoder, documented."""
+
+@zoo.hookimpl
+def zoo_register(registry):
+    registry.add_decoder("mean-gru", MeanDecoder)
+    registry.add_decoder("doc-gru", DocumentedDecoder)
+'''
+
+
+def test_info_shows_only_the_plugins_own_docstring_and_list_shows_the_plugin(capsys, tmp_path, fresh_registry):
+    import zoo.manager
+
+    f = tmp_path / "my_decoder.py"
+    f.write_text(README_PLUGIN)
+    rc, out, _ = run(capsys, "--plugin", str(f), "info", "mean-gru")
+    assert rc == 0 and "doc: (no docstring)" in out and "Base class" not in out
+    zoo.manager.reset()  # each command line is a fresh process
+    rc, out, _ = run(capsys, "--plugin", str(f), "info", "doc-gru", "--json")
+    assert rc == 0 and json.loads(out)["doc"] == "Mean decoder, documented."
+    zoo.manager.reset()
+    rc, out, _ = run(capsys, "--plugin", str(f), "list", "plugins")
+    assert rc == 0 and str(f) in out.split() and "zoo_user_plugin_my_decoder" in out
+
+
+def test_info_suggests_encoder_names_too(capsys):
+    rc, _, err = run(capsys, "info", "resnet10")
+    assert rc == 2 and "resnet10t" in err and "Traceback" not in err

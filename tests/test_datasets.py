@@ -253,6 +253,53 @@ def test_missing_root_says_which_flag_to_pass(name):
         load_dataset(name)
 
 
+def test_missing_files_name_flags_that_exist(tmp_path):
+    """The command-line form of a data set option is --set data.KEY=VALUE; there is no --annotations."""
+    with pytest.raises(DataError) as err:
+        load_dataset("coco", root=str(tmp_path), split="val")
+    assert "--set data.annotations=PATH" in str(err.value) and "(--annotations)" not in str(err.value)
+    with pytest.raises(DataError, match=r"--set data\.annotations=PATH"):
+        load_dataset("coco")
+    with pytest.raises(DataError, match=r"--set data\.captions=PATH"):
+        load_dataset("folder", root=str(tmp_path))
+
+
+COCO_DOC = {
+    "images": [{"id": 1, "file_name": "a.jpg"}, {"id": 2, "file_name": "b.jpg"}],
+    "annotations": [{"image_id": 1, "id": 1, "caption": "a dog"}, {"image_id": 2, "id": 2, "caption": "a cat"}],
+}
+
+
+def test_coco_file_without_splits_says_every_split_is_the_whole_file(tmp_path, caplog):
+    path = _write(tmp_path / "captions.json", COCO_DOC)
+    by_split = {}
+    for split in ("train", "test"):
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            by_split[split] = [it.image_id for it in load_dataset("coco", root=str(tmp_path), split=split)]
+        said = [r.getMessage() for r in caplog.records if "defines no splits" in r.getMessage()]
+        assert len(said) == 1, said  # once per load
+        assert str(path) in said[0] and f"split {split!r} is the whole file (2 images)" in said[0]
+        assert "coco-karpathy" in said[0]
+    assert by_split["train"] == by_split["test"] == [1, 2]  # what is returned does not change
+
+
+def test_coco_file_of_one_split_loads_that_split_quietly(tmp_path, caplog):
+    (tmp_path / "annotations").mkdir()
+    _write(tmp_path / "annotations" / "captions_val2014.json", COCO_DOC)
+    with caplog.at_level("WARNING"):
+        assert len(load_dataset("coco", root=str(tmp_path), split="val")) == 2
+        assert len(coco_dataset(annotations=tmp_path / "annotations" / "captions_val2014.json", split="val2014")) == 2
+    assert not [r for r in caplog.records if "defines no splits" in r.getMessage()]
+
+
+def test_coco_reads_gzip_by_its_bytes_not_its_name(tmp_path):
+    import gzip
+
+    (tmp_path / "captions.json").write_bytes(gzip.compress(json.dumps(COCO_DOC).encode()))
+    assert len(coco_dataset(root=tmp_path, split="all")) == 2
+
+
 # -- folder -----------------------------------------------------------------------------------------------
 def _tiny_image(path: Path, colour=(200, 30, 30)) -> Path:
     PIL.Image.new("RGB", (12, 9), colour).save(path)

@@ -305,3 +305,46 @@ def test_cli_refuses_mixed_splits_and_missing_db(tmp_path, capsys):
     assert "split=val" in err and "--split" in err
     assert main(["leaderboard", "--db", str(tmp_path / "missing.sqlite")]) == 2
     assert "missing.sqlite" in capsys.readouterr().err
+
+
+def test_cli_refuses_an_out_extension_that_names_no_format(tmp_path, capsys):
+    path = _db(tmp_path, [run("gru"), run("gru-attn", shift=0.08)])
+    out = tmp_path / "board.xlsx"
+    assert main(["leaderboard", "--db", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "'.xlsx'" in err and ".csv" in err and ".html" in err and "--format" in err and not out.exists()
+    assert main(["leaderboard", "--db", str(path), "--out", str(out), "--format", "csv"]) == 0
+    assert out.read_text().startswith("rank,")
+    assert main(["leaderboard", "--db", str(path), "--out", str(tmp_path / "board.txt")]) == 0
+    assert "Δ to leader" in (tmp_path / "board.txt").read_text()
+
+
+def test_cli_without_matching_rows_lists_what_there_is_closest_first(tmp_path, capsys):
+    path = _db(tmp_path, [run("a", data="coco-karpathy"), run("b"), run("c", split="val"), run("d", data="folder")])
+    assert main(["leaderboard", "--db", str(path), "--data", "shpes", "--split", "test"]) == 1
+    err = capsys.readouterr().err
+    listed = err[err.index("Results exist for"):]
+    assert "--data shapes --split test (1 row)" in listed
+    assert listed.index("--data shapes --split test") < listed.index("--data shapes --split val")
+    assert listed.index("--data shapes --split val") < listed.index("--data coco-karpathy")
+    empty = tmp_path / "empty.sqlite"
+    ResultsDB(empty).close()
+    assert main(["leaderboard", "--db", str(empty), "--data", "shapes"]) == 1
+    assert "empty" in capsys.readouterr().err
+
+
+def test_plot_keeps_long_labels_inside_the_image(tmp_path):
+    """Labels of points at a panel's right edge used to run off the figure: the image's outer border must
+    be background, so nothing drawn is cut at the edge."""
+    from PIL import Image
+
+    long_names = ["tf_efficientnet_lite0+gru-attn+sentencepiece (best.safetensors)",
+                  "convnext_tiny.fb_in22k_ft_in1k+gru-stacked+word (last.safetensors)", "x"]
+    rows = [run(n, shift=0.03 * i) for i, n in enumerate(long_names)]
+    for i, r in enumerate(rows):  # the longest names have the most parameters and the fastest decoding
+        r.params_decoder = 1_000_000 * (3 - i)
+        r.decode_images_per_s = 100.0 * (3 - i)
+    path = build_leaderboard(rows).plot(tmp_path / "board.png")
+    img = np.asarray(Image.open(path).convert("L"))
+    border = np.concatenate([img[:3].ravel(), img[-3:].ravel(), img[:, :3].ravel(), img[:, -3:].ravel()])
+    assert border.min() > 240, "something is drawn across the edge of the image"

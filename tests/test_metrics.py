@@ -154,6 +154,7 @@ def test_java_missing_names_what_needs_it(example_pairs, monkeypatch):
     msg = str(info.value)
     assert "PTB tokenizer" in msg and "METEOR" in msg and "CIDEr-D" in msg
     assert "apt-get install openjdk-17-jre-headless" in msg
+    assert "; and" not in msg and "tokenize=False" in msg  # one sentence per point, a remedy for the API too
     # without the tokenizer only METEOR (and SPICE) need Java: reported, the rest computed
     result = evaluate_captions(gts, res, metrics=("bleu", "meteor", "cider-d"), tokenize=False)
     assert "Java" in result.not_computed["METEOR"] and "openjdk" in result.not_computed["METEOR"]
@@ -174,6 +175,32 @@ def test_small_subsets_warn_and_say_so(example_pairs):
         result = evaluate_captions({k: gts[k] for k in few}, {k: res[k] for k in few}, metrics=("cider-d",), tokenize=False)
     assert any("document frequencies" in n for n in result.notes)
     assert "note:" in format_scores(result)
+    # "report the full split" only when these images are part of a larger set
+    assert "whole set" in result.notes[0] and "report scores on all" not in result.notes[0]
+    with pytest.warns(SmallCorpusWarning, match="3 of the split's 1000 images: report scores on all of them"):
+        evaluate_captions({k: gts[k] for k in few}, {k: res[k] for k in few}, metrics=("cider-d",), tokenize=False,
+                          subset_of=1000)
+
+
+def test_cider_small_corpus_advice_suits_the_reader():
+    """Python callers get the API's remedy; `zoo train`'s validation, read on a command line, gets flags."""
+    import torch
+
+    from tests.helpers import CAPTIONS, tiny_model
+    from zoo.data import load_dataset
+    from zoo.metrics import CiderD
+    from zoo.train import TrainConfig, validate
+
+    gts = {i: [c] for i, c in enumerate(CAPTIONS)}
+    with pytest.warns(SmallCorpusWarning) as api:
+        CiderD().compute_score(gts, {i: [c] for i, c in enumerate(CAPTIONS)})
+    assert "CiderD.from_corpus" in str(api[0].message) and "--set" not in str(api[0].message)
+
+    val = load_dataset("shapes", split="val", num_train=2, num_val=5, num_test=2, image_size=32)
+    with pytest.warns(SmallCorpusWarning) as cli:
+        validate(tiny_model(), val, TrainConfig(val_images=5, batch_size=2), torch.device("cpu"))
+    text = str(cli[0].message)
+    assert "from_corpus" not in text and "--set train.val_images=N" in text and "--val-split" in text
 
 
 def test_unknown_metric_lists_close_names(example_pairs):
@@ -280,7 +307,7 @@ def test_zoo_score_json_is_written_atomically(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(Path, "write_text", disk_full)
-    with pytest.warns(SmallCorpusWarning), pytest.raises(OSError, match="No space"):
+    with pytest.raises(OSError, match="No space"):
         zoo.cli.main(["score", str(gt), str(res), "--metrics", "cider-d", "--no-ptb", "--json", str(out)])
     monkeypatch.undo()
     assert json.loads(out.read_text()) == {"previous": True}

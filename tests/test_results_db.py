@@ -213,3 +213,32 @@ def test_none_filter_matches_unrecorded_values(tmp_path):
         db.record(make_record(seed=None, run_name="unseeded"))
         db.record(make_record(seed=3))
         assert [r.run_name for r in db.rows(seed=None)] == ["unseeded"]
+
+
+def test_equal_models_hash_equal_whether_defaults_were_spelled_out_or_not(tmp_path):
+    """`--set decoder.dropout=0.3` (the default) and no --set build the same model: one system, not two."""
+    from tests.helpers import tiny_model
+    from zoo.leaderboard import build_leaderboard
+    from zoo.model_eval import ModelEvaluation, record
+
+    implicit, explicit, other = tiny_model(), tiny_model(dropout=0.3), tiny_model(dropout=0.1)
+    assert "dropout" not in implicit.config["decoder"]["kwargs"]  # as the user passed it
+    assert config_hash(implicit.config) == config_hash(explicit.config)
+    assert config_hash(implicit.config) != config_hash(other.config)
+    assert config_hash({**implicit.config, "recipe": "some-recipe"}) == config_hash(implicit.config)
+
+    db = tmp_path / "r.sqlite"
+    per_image = {"1": 0.5, "2": 1.0, "3": 1.5}
+    for seed, model in enumerate((implicit, explicit)):
+        ev = ModelEvaluation(
+            metrics={"CIDEr-D": 1.0}, per_image_cider=per_image, not_computed={}, captions={}, references={1: ["a"]},
+            decoding={"beam_size": 3, "max_len": 20, "length_penalty": 1.0}, data="shapes", split="test",
+            num_images=3, decode_images_per_s=10.0,
+        )
+        record(ev, model, db, seed=seed)
+    with ResultsDB(db) as opened:
+        rows = opened.rows()
+    assert rows[0].config_hash == rows[1].config_hash
+    assert rows[0].decoder_options["dropout"] == 0.3  # the options stored are the full ones that were hashed
+    board = build_leaderboard(rows)
+    assert len(board.rows) == 1 and board.rows[0].seeds == 2 and "#" not in board.rows[0].name

@@ -14,14 +14,16 @@ Differences from running pycocoevalcap by hand, all on purpose:
 * SPICE needs CoreNLP jars that pycocoevalcap downloads at run time; offline it is reported in
   ``not_computed`` with the reason, never as a number.
 * No Java: an error up front that names what needs it, instead of a crash halfway.
-* Fewer than :data:`zoo.metrics.SMALL_CORPUS` images: a warning and a note, because CIDEr-D takes its
-  document frequencies from the evaluated references, so tiny sets score 0 or oddly.
+* Fewer than :data:`zoo.metrics.SMALL_CORPUS` images: a warning and a note (the command line prints only
+  the note), because CIDEr-D takes its document frequencies from the evaluated references, so tiny sets
+  score 0 or oddly.
 * Results files: one caption per image. pycocoevalcap's ``loadRes`` keeps duplicates and its scorers then
   fail on ``assert len(hypo) == 1``; :func:`load_coco_results` refuses them up front, naming the image.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 import textwrap
@@ -44,6 +46,7 @@ __all__ = [
     "load_coco_annotations",
     "load_coco_results",
     "score_files",
+    "small_corpus_note",
 ]
 
 DEFAULT_METRICS: tuple[str, ...] = ("bleu", "meteor", "rouge-l", "cider-d", "spice")
@@ -59,8 +62,8 @@ PYCOCOEVALCAP_KEYS = {
     "SPICE": "SPICE",
 }
 JAVA_INSTALL_HINT = (
-    "Install a Java runtime and put `java` on PATH: `apt-get install openjdk-17-jre-headless` "
-    "(Debian/Ubuntu), `brew install openjdk` (macOS) or `conda install -c conda-forge openjdk`."
+    "Install Java 17 and put `java` on PATH: `apt-get install openjdk-17-jre-headless` (Debian/Ubuntu), "
+    "`brew install openjdk@17` (macOS) or `conda install -c conda-forge openjdk=17`."
 )
 SCALE_NOTE = "pycocoevalcap scale: 0-1 (CIDEr-D 0-10); papers print x100"
 # what the PTB lexer treats as a line break (\n itself pycocoevalcap already replaces)
@@ -94,20 +97,21 @@ class EvalResult:
 
 
 def _java_missing_error(metrics: Sequence[str], tokenize: bool) -> MetricError:
-    needs = []
-    if tokenize:
-        needs.append(
-            "the PTB tokenizer (Stanford CoreNLP), which the official protocol runs before every metric, so "
-            f"all of {', '.join(metrics)}"
-        )
-    needs += [m for m in ("METEOR", "SPICE") if m in metrics]
-    also = (
-        " Without Java, tokenize=False (`zoo score --no-ptb`) computes BLEU, ROUGE-L and CIDEr-D on the "
-        "captions as given, which is NOT the official protocol."
-        if tokenize
-        else ""
+    """No ``java`` on PATH while the PTB tokenizer is wanted: say what cannot run and what to do."""
+    java_metrics = [m for m in ("METEOR", "SPICE") if m in metrics]
+    java_too = ""
+    if java_metrics:
+        verb = "are Java programs" if len(java_metrics) > 1 else "is a Java program"
+        java_too = f", and {' and '.join(java_metrics)} {verb} too"
+    requested = ", ".join(metrics) if metrics else "the requested metrics"
+    return MetricError(
+        f"Java was not found on PATH, so none of {requested} can be computed here: the official COCO protocol "
+        f"tokenises every caption with the PTB tokenizer (Stanford CoreNLP, a Java program) before scoring"
+        f"{java_too}. {JAVA_INSTALL_HINT} Without Java, `--no-ptb` (on `zoo eval` and `zoo score`; "
+        "tokenize=False in Python) scores BLEU, ROUGE-L and CIDEr-D on captions tokenised without the PTB "
+        "tokenizer (METEOR and SPICE are then not computed); that is NOT the official protocol, so those "
+        "scores are not comparable with published ones."
     )
-    return MetricError(f"Java was not found on PATH; it is needed by {'; and '.join(needs)}. {JAVA_INSTALL_HINT}{also}")
 
 
 # -- tokenisation -------------------------------------------------------------------------------------------
@@ -182,21 +186,20 @@ def evaluate_captions(
     metrics: Sequence[str] = DEFAULT_METRICS,
     tokenize: bool = True,
     reference_cider: bool = False,
+    subset_of: int | None = None,
 ) -> EvalResult:
     """Score ``res`` ({image_id: caption}) against ``gts`` ({image_id: [reference, ...]}) as COCOEvalCap
     does. ``tokenize=False`` skips the PTB tokenizer (captions must already be tokenised: not the official
     protocol unless they came out of it). SPICE that cannot run is reported in ``not_computed``; missing
-    Java for the tokenizer raises :class:`MetricError`."""
+    Java for the tokenizer raises :class:`MetricError`. ``subset_of``: how many images the set these were
+    taken from has, when they are only part of it (a ``--max-images`` run); it only changes the advice of
+    the small-corpus note (a :class:`SmallCorpusWarning` too, below :data:`SMALL_CORPUS` images)."""
     cands = _check_pairs(gts, res)
     ready, not_computed = check_metrics(metrics, tokenize=tokenize, reference_cider=reference_cider)
 
     notes: list[str] = []
     if len(cands) < SMALL_CORPUS:
-        msg = (
-            f"evaluating only {len(cands)} image(s): CIDEr-D takes its document frequencies from the "
-            "references being evaluated, so a small subset scores oddly (one image always scores 0); report "
-            "scores on the full split"
-        )
+        msg = small_corpus_note(len(cands), subset_of)
         warnings.warn(SmallCorpusWarning(msg), stacklevel=2)
         notes.append(msg)
 
@@ -220,6 +223,21 @@ def evaluate_captions(
     order = {k: i for i, k in enumerate(PYCOCOEVALCAP_KEYS)}
     result.scores = dict(sorted(result.scores.items(), key=lambda kv: order.get(kv[0], len(order))))
     return result
+
+
+def small_corpus_note(n: int, subset_of: int | None = None) -> str:
+    """Why CIDEr-D on ``n`` (< :data:`SMALL_CORPUS`) images is unreliable, and what to do: score the whole
+    split when these are only part of it (``subset_of`` images), else compare on a larger split."""
+    msg = (
+        f"only {n} image{'s' if n != 1 else ''} scored: CIDEr-D takes its document frequencies from the "
+        "references being scored, so a set this small scores low or oddly (a single image always scores 0)"
+    )
+    if subset_of is not None and subset_of > n:
+        return msg + f"; these are {n} of the split's {subset_of} images: report scores on all of them"
+    return msg + (
+        "; this is the whole set, so take its CIDEr-D as a rough check and compare systems on a larger split "
+        "(a few hundred images or more)"
+    )
 
 
 def check_metrics(
@@ -283,15 +301,24 @@ def _run(scorer: Any, gts: dict, res: dict, result: EvalResult) -> None:
 # -- COCO-format files --------------------------------------------------------------------------------------
 
 
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
 def _read_json(path: str | Path, what: str) -> Any:
+    """A JSON file, gzip-compressed or not (told by its first bytes, whatever its name)."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{what} file {p} does not exist")
     try:
         with p.open("rb") as fh:
+            compressed = fh.read(2) == _GZIP_MAGIC
+        with (gzip.open(p, "rb") if compressed else p.open("rb")) as fh:
             return json.load(fh)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{what} file {p} is not valid JSON: {exc}") from exc
+        how = "gzip-compressed file, once decompressed," if compressed else "file"
+        raise DataError(f"{what} {how} {p} is not valid JSON: {exc}") from exc
+    except (OSError, EOFError) as exc:  # a truncated or damaged gzip stream
+        raise DataError(f"{what} file {p} cannot be read: {exc}") from exc
 
 
 def _field(item: Any, key: str, where: str, path: Path, types: tuple[type, ...]) -> Any:
@@ -368,8 +395,11 @@ def score_files(
     empty = next((k for k in res if not gts[k]), None)
     if empty is not None:
         raise DataError(f"{gt_path}: image {empty!r} has no reference captions, so it cannot be scored")
-    result = evaluate_captions({k: gts[k] for k in res}, res, metrics=metrics, tokenize=tokenize, reference_cider=reference_cider)
     skipped = len(gts) - len(res)
+    result = evaluate_captions(
+        {k: gts[k] for k in res}, res, metrics=metrics, tokenize=tokenize, reference_cider=reference_cider,
+        subset_of=len(gts) if skipped else None,
+    )
     if skipped:
         result.notes.append(f"{skipped} ground-truth image(s) have no result and were not scored")
     return result

@@ -587,7 +587,7 @@ class Leaderboard:
     # -- plot and HTML -------------------------------------------------------------------------------------
     def plot_png(self, dpi: int = 120) -> bytes:
         buf = io.BytesIO()
-        self._figure().savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
+        self._figure().savefig(buf, format="png", dpi=dpi, metadata={"Software": None}, **_WHOLE_FIGURE)
         return buf.getvalue()
 
     def plot(self, path: str | Path) -> Path:
@@ -595,7 +595,7 @@ class Leaderboard:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._figure().savefig(path, dpi=150)
+            self._figure().savefig(path, dpi=150, **_WHOLE_FIGURE)
         except ValueError as exc:  # matplotlib: unknown format
             raise LeaderboardError(f"cannot write plot {path}: {exc}. Use a .png, .svg or .pdf file name.") from exc
         return path
@@ -616,6 +616,10 @@ class Leaderboard:
         )
         for ax, (xlabel, getx) in zip(axes, panels):
             pts = [(getx(b), b) for b in ranked if getx(b) is not None]
+            xs = [x for x, _ in pts]
+            log_x = bool(xs) and min(xs) > 0 and max(xs) / min(xs) > 20
+            if log_x:
+                ax.set_xscale("log")
             for x, b in pts:
                 y = b.metrics[self.metric] * 100
                 err = b.metrics_std[self.metric] * 100 if b.seeds > 1 else None
@@ -625,13 +629,16 @@ class Leaderboard:
                     x, y, yerr=err, fmt="*" if leader else "o", markersize=12 if leader else 7,
                     color="C3" if leader else "C0", mfc="white" if hollow else None, capsize=3,
                 )
-                ax.annotate(b.name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
-            xs = [x for x, _ in pts]
-            if xs and min(xs) > 0 and max(xs) / min(xs) > 20:
-                ax.set_xscale("log")
+                # labels point into the panel (left of the points in its right half), long names wrapped,
+                # so they stay inside the panel instead of running off the figure's edge
+                right_half = _position(x, xs, log_x) > 0.5
+                ax.annotate(
+                    _wrap_label(b.name), (x, y), textcoords="offset points", xytext=(-6 if right_half else 6, 4),
+                    ha="right" if right_half else "left", va="bottom", fontsize=8,
+                )
             if not pts:
                 ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes)
-            ax.margins(x=0.25, y=0.12)  # room for the labels right of the points
+            ax.margins(x=0.2, y=0.15)  # room for the labels beside the points
             ax.set_xlabel(xlabel)
             ax.grid(alpha=0.3)
         axes[0].set_ylabel(f"{self.metric} ×100")
@@ -672,6 +679,35 @@ class Leaderboard:
             css=_CSS,
             js=_JS,
         )
+
+
+# saved plots hold every label: the bounding box grows to whatever was drawn (a label at a panel's edge)
+_WHOLE_FIGURE = {"bbox_inches": "tight", "pad_inches": 0.1}
+_LABEL_WIDTH = 28  # characters per line of a point's label
+
+
+def _position(x: float, xs: list[float], log_x: bool) -> float:
+    """Where ``x`` lies between the smallest and largest of ``xs`` (0 to 1; 0.5 when they are all equal)."""
+    import math
+
+    f = math.log10 if log_x else (lambda v: v)
+    lo, hi = f(min(xs)), f(max(xs))
+    return 0.5 if hi == lo else (f(x) - lo) / (hi - lo)
+
+
+def _wrap_label(name: str, width: int = _LABEL_WIDTH) -> str:
+    """A system name on lines of about ``width`` characters, broken after ``+`` or before a space (never
+    inside a part's own name), so a long name stays in its panel."""
+    import re
+
+    pieces = [p for p in re.split(r"(?<=\+)|(?= )", name) if p]
+    lines: list[str] = []
+    for piece in pieces:
+        if lines and len(lines[-1]) + len(piece) <= width:
+            lines[-1] += piece
+        else:
+            lines.append(piece.lstrip() if lines else piece)
+    return "\n".join(lines)
 
 
 def _blank(v: Any) -> Any:

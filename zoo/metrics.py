@@ -33,9 +33,11 @@ only merges short runs.
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -429,6 +431,29 @@ class DocumentFrequency:
 # ---------------------------------------------------------------------------------------------------------
 # The scorer
 # ---------------------------------------------------------------------------------------------------------
+_ZOO_PACKAGE = Path(__file__).resolve().parent
+
+
+def _small_corpus_advice(caller: Any) -> str:
+    """What to do about a small corpus, for whoever will read it. The zoo itself calls :class:`CiderD`
+    directly only for the validation score of ``zoo train`` (``zoo eval``/``zoo score`` go through
+    ``zoo.evaluation``, which says it once, as a note): that reader is on the command line and needs a
+    flag. Anyone else called from their own code and gets the Python API's options."""
+    try:
+        internal = Path(caller.f_code.co_filename).resolve().is_relative_to(_ZOO_PACKAGE)
+    except (AttributeError, OSError, ValueError):
+        internal = False
+    if internal:
+        return (
+            f"As a validation score it picks best.safetensors by noise: validate on at least {SMALL_CORPUS} "
+            "images, with a larger validation split (`zoo train --val-split NAME`) or, if it was lowered, "
+            "a larger --set train.val_images=N."
+        )
+    return (
+        "Score at least a few hundred images, or fix the document frequencies to a larger corpus with "
+        "CiderD.from_corpus(train_refs)."
+    )
+
 
 
 class CiderD:
@@ -493,12 +518,14 @@ class CiderD:
     def compute_score(self, gts: Mapping[Any, Sequence[str]], res: Mapping[Any, Any]) -> tuple[float, np.ndarray]:
         image_ids, sentences, n_refs = _collect(gts, res)
         if self.document_frequency is None and len(image_ids) < SMALL_CORPUS:
+            n = len(image_ids)
             warnings.warn(
                 SmallCorpusWarning(
-                    f"CIDEr-D on {len(image_ids)} image(s): document frequencies come from the references "
-                    f"being scored (ref_len = log({len(image_ids)})), so a tiny set scores 0 or oddly"
-                    + (" (a single image always scores 0)" if len(image_ids) == 1 else "")
-                    + ". Score at least a few hundred images, or use CiderD.from_corpus(train_refs)."
+                    f"CIDEr-D on {n} image{'s' if n != 1 else ''}: document frequencies come from the "
+                    f"references being scored (ref_len = log({n})), so a set this small scores 0 or oddly"
+                    + (" (a single image always scores 0)" if n == 1 else "")
+                    + ". "
+                    + _small_corpus_advice(sys._getframe(1))
                 ),
                 stacklevel=2,
             )

@@ -38,6 +38,7 @@ class ModelEvaluation:
     notes: list[str] = field(default_factory=list)
     scoring: Any = None  # the zoo.evaluation.EvalResult (for format_scores)
     max_images: int | None = None  # the evaluation was limited to the first max_images images
+    tokenized: bool = True  # PTB-tokenised (the official protocol); False: --no-ptb
     results_path: Path | None = None
     references_path: Path | None = None
     metrics_path: Path | None = None
@@ -51,6 +52,7 @@ class ModelEvaluation:
             "decoding": self.decoding,
             "metrics": self.metrics,
             "max_images": self.max_images,
+            "ptb_tokenized": self.tokenized,
             "scale": SCALE_NOTE,
             "not_computed": self.not_computed,
             "decode_images_per_s": self.decode_images_per_s,
@@ -58,7 +60,9 @@ class ModelEvaluation:
         }
 
 
-def check_request(metrics: tuple[str, ...] | list[str], beam_size: int, max_len: int, length_penalty: float) -> None:
+def check_request(
+    metrics: tuple[str, ...] | list[str], beam_size: int, max_len: int, length_penalty: float, tokenize: bool = True
+) -> None:
     """What :func:`evaluate_model` checks before decoding anything: the decoding settings, and that the
     metrics can be scored here (names registered, Java for the PTB tokenizer, at least one metric
     available) with the same checks :func:`zoo.evaluation.evaluate_captions` makes, so a bad request fails
@@ -67,7 +71,21 @@ def check_request(metrics: tuple[str, ...] | list[str], beam_size: int, max_len:
     from zoo.generation import check_decoding_options
 
     check_decoding_options(beam_size, max_len, length_penalty)
-    check_metrics(metrics)
+    check_metrics(metrics, tokenize=tokenize)
+
+
+def _check_counts(batch_size: int, num_workers: int, max_images: int | None) -> None:
+    from zoo.errors import ZooError
+
+    def bad(value: Any, low: int) -> bool:
+        return isinstance(value, bool) or not isinstance(value, int) or value < low
+
+    if bad(batch_size, 1):
+        raise ZooError(f"batch_size (--batch-size) must be an integer ≥ 1, got {batch_size!r}")
+    if bad(num_workers, 0):
+        raise ZooError(f"num_workers (--workers) must be an integer ≥ 0, got {num_workers!r}")
+    if max_images is not None and bad(max_images, 1):
+        raise ZooError(f"max_images (--max-images) must be an integer ≥ 1 or None (every image), got {max_images!r}")
 
 
 def evaluate_model(
@@ -85,18 +103,24 @@ def evaluate_model(
     device: torch.device | str | None = None,
     progress: bool = True,
     max_images: int | None = None,
+    tokenize: bool = True,
 ) -> ModelEvaluation | None:
     """Decode and score ``dataset``; returns None on ranks other than 0 under ``torchrun``.
 
-    The metrics and decoding settings are checked first (:func:`check_request`). With ``out_dir`` the
-    captions (``results_*.json``) and their references in COCO format (``references_*.json``) are written
-    as soon as decoding ends, before scoring, so if scoring fails they can still be scored with
-    ``zoo score references_*.json results_*.json``."""
+    The metrics, decoding settings and counts are checked first (:func:`check_request`). With ``out_dir``
+    the captions (``results_*.json``) and their references in COCO format (``references_*.json``) are
+    written as soon as decoding ends, before scoring, so if scoring fails they can still be scored with
+    ``zoo score references_*.json results_*.json``.
+
+    ``tokenize=False`` (``zoo eval --no-ptb``) scores without the PTB tokenizer, so without Java: captions
+    and references are lower-cased and stripped of punctuation in Python (as training validation does).
+    Not the official protocol; the files are tagged ``_noptb``."""
     from zoo.errors import ZooError
     from zoo.evaluation import evaluate_captions
-    from zoo.train import generate_for_items, resolve_device
+    from zoo.train import generate_for_items, resolve_device, simple_tokenize
 
-    check_request(metrics, beam_size, max_len, length_penalty)
+    _check_counts(batch_size, num_workers, max_images)
+    check_request(metrics, beam_size, max_len, length_penalty, tokenize=tokenize)
     dev = torch.device(device) if device is not None else resolve_device("auto")
     model.to(dev).eval()
     n = len(dataset) if max_images is None else min(len(dataset), max_images)
@@ -121,12 +145,20 @@ def evaluate_model(
     res = {dataset[i].image_id: c for i, c in sorted(by_index.items())}
     gts = {dataset[i].image_id: list(dataset[i].captions) for i in sorted(by_index)}
     decoding = {"beam_size": beam_size, "max_len": max_len, "length_penalty": length_penalty}
-    tag = output_tag(dataset.name, dataset.split, decoding, max_images)
+    tag = output_tag(dataset.name, dataset.split, decoding, max_images, tokenize=tokenize)
     paths: dict[str, Path] = {}
     if out_dir is not None:  # before scoring, which can fail (a Java crash, SPICE's jar)
         paths = write_captions(res, gts, Path(out_dir), tag)
+    subset_of = len(dataset) if len(res) < len(dataset) else None
     try:
-        result = evaluate_captions(gts, res, metrics=metrics)
+        if tokenize:
+            result = evaluate_captions(gts, res, metrics=metrics, subset_of=subset_of)
+        else:
+            result = evaluate_captions(
+                {k: [simple_tokenize(c) for c in caps] for k, caps in gts.items()},
+                {k: simple_tokenize(c) for k, c in res.items()},
+                metrics=metrics, tokenize=False, subset_of=subset_of,
+            )
     except ZooError as exc:
         hinted = _with_saved_hint(exc, paths) if paths else None
         if hinted is None:
@@ -147,6 +179,7 @@ def evaluate_model(
         notes=notes,
         scoring=result,
         max_images=max_images,
+        tokenized=tokenize,
     )
     if out_dir is not None:
         ev.results_path, ev.references_path = paths["results"], paths["references"]
@@ -177,10 +210,12 @@ def _num(v: Any) -> str:
     return text.replace("-", "m").replace("+", "")
 
 
-def output_tag(data: str, split: str, decoding: dict[str, Any], max_images: int | None = None) -> str:
+def output_tag(
+    data: str, split: str, decoding: dict[str, Any], max_images: int | None = None, tokenize: bool = True
+) -> str:
     """The name shared by an evaluation's files: ``{data}_{split}_beam{K}``, plus every setting that
-    differs from the default (``_len{N}``, ``_lp{P}``, ``_first{M}`` for ``max_images``), so runs with
-    other settings never overwrite each other's files."""
+    differs from the default (``_len{N}``, ``_lp{P}``, ``_first{M}`` for ``max_images``, ``_noptb`` when
+    scored without the PTB tokenizer), so runs with other settings never overwrite each other's files."""
     tag = f"{data}_{split}_beam{decoding['beam_size']}"
     if decoding.get("max_len", 20) != _DEFAULT_DECODING["max_len"]:
         tag += f"_len{_num(decoding['max_len'])}"
@@ -188,6 +223,8 @@ def output_tag(data: str, split: str, decoding: dict[str, Any], max_images: int 
         tag += f"_lp{_num(float(decoding['length_penalty']))}"
     if max_images is not None:
         tag += f"_first{max_images}"
+    if not tokenize:
+        tag += "_noptb"
     return tag
 
 
@@ -217,9 +254,9 @@ def record(ev: ModelEvaluation, model: CaptionModel, db_path: str | Path | None,
            train_images_per_s: float | None = None) -> int:
     """Add one row for this evaluation to the results database; returns its id."""
     from zoo.checkpoint import sha256_file
-    from zoo.results import EvalRecord, ResultsDB, config_hash, environment_info, references_hash
+    from zoo.results import EvalRecord, ResultsDB, config_hash, environment_info, full_config, references_hash
 
-    cfg = model.config
+    cfg = full_config(model.config)  # the options stored are the ones hashed: given ones plus defaults
     params = model.num_parameters()
     env = environment_info()
     rec = EvalRecord(
@@ -230,7 +267,7 @@ def record(ev: ModelEvaluation, model: CaptionModel, db_path: str | Path | None,
         encoder_options=cfg["encoder"].get("kwargs", {}),
         decoder_options=cfg["decoder"].get("kwargs", {}),
         tokenizer_options=cfg["tokenizer"].get("kwargs", {}),
-        config_hash=config_hash(cfg),
+        config_hash=config_hash(model.config),
         params_encoder=params["encoder"],
         params_decoder=params["decoder"],
         data=ev.data,

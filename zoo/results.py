@@ -162,10 +162,49 @@ def _json(value: Any, what: str) -> str:
 
 
 # -- hashes and environment ------------------------------------------------------------------------------
+_PARTS = ("encoder", "decoder", "tokenizer")
+# labels that name how a model was asked for, not what it is (a recipe's options are in its parts already)
+_NOT_HASHED = ("recipe",)
+
+
+def full_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` (a ``CaptionModel.config``) with every part's options completed by its factory's
+    defaults, as ``zoo info`` shows them (the registry's ``Entry.user_options()``), so a model built with
+    ``dropout=0.3`` spelled out and one that left the default have the same full config. Options given
+    win over defaults; a part whose name is not registered here keeps the options it has. A mapping
+    without parts (``{"encoder": {"name": ..., "kwargs": ...}, ...}``) is returned as it is."""
+    out = {k: v for k, v in dict(config).items()}
+    parts = [p for p in _PARTS if isinstance(out.get(p), Mapping) and isinstance(out[p].get("name"), str)]
+    if not parts:
+        return out
+    from zoo.errors import UnknownNameError
+    from zoo.manager import get_registry
+
+    registry = get_registry()
+    for part in parts:
+        spec = dict(out[part])
+        try:
+            defaults, _required = registry.get(part, spec["name"]).user_options()
+        except UnknownNameError:
+            defaults = {}
+        spec["kwargs"] = {**defaults, **dict(spec.get("kwargs") or {})}
+        out[part] = spec
+    return out
+
+
 def config_hash(config: Mapping[str, Any]) -> str:
     """sha256 of the full model config as canonical JSON: two rows with the same hash are the same system
-    (up to seed). Non-JSON values are hashed through ``str`` so the hash never fails on an odd option."""
-    text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    (up to seed). The config is completed first (:func:`full_config`: every option the factory defaults,
+    filled in), so equal models hash equal however their options were spelled, and the ``recipe`` label
+    is left out (a recipe's options are in the parts). Non-JSON values are hashed through ``str`` so the
+    hash never fails on an odd option.
+
+    Rows recorded before defaults were filled in keep the hash they were stored with; re-record them
+    (``zoo eval`` again) to pool them with newer rows of the same model."""
+    full = full_config(config)
+    if any(p in full for p in _PARTS):
+        full = {k: v for k, v in full.items() if k not in _NOT_HASHED}
+    text = json.dumps(full, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -376,7 +415,7 @@ class ResultsDB:
 
     # -- opening ---------------------------------------------------------------------------------------
     def _open(self) -> None:
-        version, app_id, tables = self._guarded(lambda: self._retry(self._inspect))
+        version, app_id, tables = self._guarded(lambda: self._retry(self._inspect_snapshot))
         self._check_version(version)
         self._check_ours(version, app_id, tables)
         # WAL: readers do not block the writer and vice versa. It needs a write; a read-only file or a file
@@ -389,6 +428,15 @@ class ResultsDB:
         if version == SCHEMA_VERSION and app_id == APPLICATION_ID:
             return
         self._guarded(lambda: self._retry(self._migrate))
+
+    def _inspect_snapshot(self) -> tuple[int, int, list[str]]:
+        """``_inspect`` in one read transaction: read one by one, another process's migration could commit
+        between the reads (no version or id yet, but its tables already), which looks like a foreign file."""
+        self._conn.execute("BEGIN")
+        try:
+            return self._inspect()
+        finally:
+            self._rollback()
 
     def _inspect(self) -> tuple[int, int, list[str]]:
         version = self._conn.execute("PRAGMA user_version").fetchone()[0]
@@ -528,6 +576,13 @@ class ResultsDB:
             except (TypeError, json.JSONDecodeError) as exc:
                 raise ResultsDBError(f"results database {self.path}: row {d['id']} has corrupt {name!r}: {exc}") from exc
         return EvalRecord(**d)
+
+    def groups(self) -> list[tuple[str, str, int]]:
+        """``(data, split, number of rows)`` for every data set and split with rows, cheaply (no row is
+        decoded): what a leaderboard can be drawn for."""
+        sql = "SELECT data, split, COUNT(*) FROM evaluations GROUP BY data, split ORDER BY data, split"
+        raw = self._guarded(lambda: self._retry(lambda: self._conn.execute(sql).fetchall()))
+        return [(str(d), str(s), int(n)) for d, s, n in raw]
 
     def count(self) -> int:
         return int(self._guarded(lambda: self._conn.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0]))

@@ -6,7 +6,7 @@ are, when not given (first match wins; ``.json.gz`` is accepted wherever ``.json
 
 * annotations: ``root/annotations/captions_{split}{year}.json``, ``root/captions_{split}{year}.json``,
   then ``root/captions.json``, one file holding every image, as in ``coco-mini`` (then every split gives
-  all of its images);
+  all of its images, and a warning says so: use ``coco-karpathy`` for real splits);
 * images: the first of ``root/{split}{year}``, ``root/images/{split}{year}``, ``root/images``, ``root``
   that holds the first image's ``file_name``.
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import gzip
 import json as jsonlib
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ import zoo
 from zoo.data import CaptionDataset, Item, int_option
 from zoo.errors import DataError
 
+log = logging.getLogger("zoo.data")
 DEFAULT_YEAR = "2014"
 KARPATHY_SPLITS = {
     "train": ("train", "restval"),
@@ -46,7 +48,9 @@ KARPATHY_SPLITS = {
 def read_json(path: Path, what: str) -> Any:
     """Parse a ``.json`` or ``.json.gz`` file; every failure is a DataError naming the file."""
     try:
-        opener = gzip.open if path.suffix == ".gz" else open
+        with open(path, "rb") as f:
+            compressed = f.read(2) == b"\x1f\x8b"  # gzip, whatever the file is named
+        opener = gzip.open if compressed else open
         with opener(path, "rt", encoding="utf-8") as f:
             return jsonlib.load(f)
     except FileNotFoundError as exc:
@@ -111,7 +115,7 @@ def coco_dataset(
     elif base is None:
         raise DataError(
             "data set 'coco' needs its folder: pass root=PATH (command line: --data-root PATH) or "
-            "annotations=PATH to a captions_*.json file"
+            "annotations=PATH to a captions_*.json file (command line: --set data.annotations=PATH)"
         )
     else:
         name = f"captions_{ys}.json"
@@ -121,7 +125,7 @@ def coco_dataset(
             tried = ", ".join(str(c) for c in candidates)
             raise DataError(
                 f"data set 'coco' split {split!r}: no captions file under {base} (tried {tried}, and .json.gz). "
-                f"Pass annotations=PATH (--annotations) or check --data-root."
+                f"Check --data-root, or name the file: --set data.annotations=PATH (Python: annotations=PATH)."
             )
         ann_path = found
     doc = read_json(ann_path, "COCO captions file")
@@ -147,11 +151,44 @@ def coco_dataset(
 
     folder = _image_folder(images, base or ann_path.parent, ys, next(iter(files.values()), None))
     order = [image_id for image_id in files if image_id in captions]
+    if not _names_split(ann_path, split, ys):
+        _warn_no_splits(ann_path, split, len(order))
     if limit is not None:
         order = order[:limit]
     items = [Item(image_id, captions[image_id], path=folder / files[image_id]) for image_id in order]
     info = {"format": "coco", "annotations": ann_path.name, "images_without_captions": len(files) - len(captions)}
     return CaptionDataset("coco", split, items, root=folder, info=info)
+
+
+def _names_split(path: Path, split: str, ys: str) -> bool:
+    """Whether the annotation file's name says it holds ``split`` (COCO releases one file per split:
+    ``captions_val2014.json``)."""
+    words = re.split(r"[^a-z0-9]+", path.name.lower())
+    named = re.compile(rf"(?:{re.escape(split.lower())}|{re.escape(ys.lower())})(?:\d{{4}})?")
+    return any(named.fullmatch(w) for w in words)
+
+
+def _warn_no_splits(path: Path, split: str, n: int) -> None:
+    """Loading split ``split`` from a file that holds no split information gives the whole file, whatever
+    the split: say so (once per load), since train, val and test are then the same images."""
+    karpathy = path.parent / "dataset_coco.json"
+    if karpathy.is_file() or karpathy.with_name(karpathy.name + ".gz").is_file():
+        instead = f"the Karpathy split file next to it: --data coco-karpathy --data-root {path.parent}"
+    else:
+        instead = (
+            "--data coco-karpathy with a Karpathy split file (dataset_coco.json in --data-root, or "
+            "--set data.json=PATH)"
+        )
+    log.warning(
+        "warning: data set 'coco': the annotation file %s defines no splits (COCO names each file by the "
+        "split it holds, captions_<split><year>.json), so split %r is the whole file (%d images): train, val "
+        "and test are the same images, and a model evaluated on 'test' is scored on its own training images. "
+        "For separate splits use %s.",
+        path,
+        split,
+        n,
+        instead,
+    )
 
 
 def _image_folder(images: str | Path | None, base: Path, ys: str, first_file: str | None) -> Path:
@@ -189,7 +226,7 @@ def karpathy_dataset(
     elif base is None:
         raise DataError(
             "data set 'coco-karpathy' needs its folder: pass root=PATH (command line: --data-root PATH) "
-            "holding dataset_coco.json and the image folders, or json=PATH"
+            "holding dataset_coco.json and the image folders, or json=PATH (command line: --set data.json=PATH)"
         )
     else:
         json_path = base / "dataset_coco.json"

@@ -166,7 +166,8 @@ def _captions_file(root: Path | None, captions: str | Path | None) -> Path:
             return root / name
     raise DataError(
         f"data set 'folder': {root} has no {' or '.join(CAPTION_FILES)}. Write one (lines like "
-        f'{{"file": "cat.jpg", "caption": "a cat"}}, or a CSV with columns file,caption) or pass captions=PATH.'
+        f'{{"file": "cat.jpg", "caption": "a cat"}}, or a CSV with columns file,caption) or pass captions=PATH '
+        f"(command line: --set data.captions=PATH)."
     )
 
 

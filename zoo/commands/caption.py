@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
+from typing import Any
 
 from zoo.hookspecs import hookimpl
 
@@ -19,14 +21,36 @@ def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_caption)
 
 
+def _open(path: str) -> Any:
+    """The image at ``path``; a file that is missing or not an image is a ZooError saying so, in words
+    for this command (``zoo.data.open_image``'s own advice is about data sets)."""
+    from zoo.data import open_image
+    from zoo.errors import DataError
+
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"image file {p} does not exist; check the path (zoo caption takes image files)")
+    if p.is_dir():
+        raise DataError(f"{p} is a folder; zoo caption takes image files (e.g. {p / '*.jpg'})")
+    try:
+        return open_image(p)
+    except DataError as exc:
+        cause = exc.__cause__
+        if cause is None or isinstance(cause, PermissionError) or "decompression-bomb" in str(exc):
+            raise  # its message is about the file alone
+        raise DataError(
+            f"{p} is not an image zoo caption can read ({type(cause).__name__}: {cause}): it is corrupt, "
+            f"truncated or not an image file"
+        ) from cause
+
+
 def cmd_caption(args: argparse.Namespace) -> int:
     from zoo.checkpoint import load
     from zoo.commands.eval import resolve_checkpoint
-    from zoo.data import open_image
 
-    ckpt, _ = resolve_checkpoint(args.checkpoint)
+    ckpt, _ = resolve_checkpoint(args.checkpoint)  # refuses a run's state.safetensors, naming its checkpoints
+    images = [_open(p) for p in args.images]  # every file checked before the model is loaded
     model = load(ckpt)
-    images = [open_image(p) for p in args.images]  # names the file that cannot be read
     captions = model.caption_images(images, beam_size=args.beam, max_len=args.max_len)
     if args.json:
         print(json.dumps([{"file": f, "caption": c} for f, c in zip(args.images, captions)], indent=1))

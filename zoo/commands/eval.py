@@ -4,10 +4,31 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
 from pathlib import Path
 
 from zoo.hookspecs import hookimpl
 from zoo.results import add_db_argument
+
+
+def _int_at_least(low: int, what: str):
+    """An argparse ``type``: an integer ``>= low``, refused at once (naming the flag) otherwise."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
+        return value
+
+    return parse
+
+
+#: argparse types for counts given on the command line (shared by the sub-commands)
+positive_int = _int_at_least(1, "an integer ≥ 1")
+non_negative_int = _int_at_least(0, "an integer ≥ 0")
 
 
 @hookimpl
@@ -29,10 +50,19 @@ def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--beam", type=int, default=3, help="beam size (1 = greedy)")
     p.add_argument("--max-len", type=int, default=20)
     p.add_argument("--length-penalty", type=float, default=1.0)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=0, help="DataLoader workers decoding images")
-    p.add_argument("--max-images", type=int, default=None)
+    p.add_argument("--batch-size", type=positive_int, default=64, help="images decoded per batch (≥ 1)")
+    p.add_argument("--workers", type=non_negative_int, default=0,
+                   help="DataLoader workers decoding images (0: in the main process)")
+    p.add_argument("--max-images", type=positive_int, default=None,
+                   help="evaluate only the first N images of the split (a quick check, not a reportable score)")
     p.add_argument("--metrics", default="bleu,meteor,rouge-l,cider-d,spice")
+    p.add_argument(
+        "--no-ptb",
+        action="store_true",
+        help="score without the PTB tokenizer, so without Java: references and captions are lower-cased and "
+        "stripped of punctuation in Python instead (METEOR and SPICE, Java programs, are not computed). NOT the "
+        "official protocol: the scores are not comparable with published ones and are not recorded",
+    )
     p.add_argument("--out", default=None, help="folder for results/metrics files (default: next to the checkpoint)")
     p.add_argument("--skip-bad-images", action="store_true", help="count and skip images that cannot be decoded")
     add_db_argument(p)
@@ -44,7 +74,8 @@ def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def resolve_checkpoint(path: str) -> tuple[Path, Path | None]:
-    """(checkpoint file, run folder or None)."""
+    """(checkpoint file, run folder or None). A run's resumable training state (``state.safetensors``) is
+    refused, pointing to the run's model checkpoints."""
     from zoo.errors import ZooError
 
     p = Path(path)
@@ -53,7 +84,39 @@ def resolve_checkpoint(path: str) -> tuple[Path, Path | None]:
             if (p / name).exists():
                 return p / name, p
         raise ZooError(f"{p} is a folder without best.safetensors or last.safetensors; is it a run folder?")
+    _refuse_training_state(p)
     return p, (p.parent if (p.parent / "run.json").exists() else None)
+
+
+def _refuse_training_state(p: Path) -> None:
+    """``zoo train`` writes, next to its checkpoints, the state it resumes from (weights plus optimiser
+    state, random states and progress). It is a safetensors file with ``progress`` and ``optim`` metadata
+    and no caption-zoo format tag, so ``zoo.load`` would call it foreign; say what it is instead."""
+    from zoo.errors import ZooError
+
+    if not p.is_file():
+        return  # zoo.load names a missing file
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(p), "pt") as fh:
+            meta = fh.metadata() or {}
+    except Exception:  # noqa: BLE001 - not a readable safetensors file: zoo.load says what is wrong with it
+        return
+    if "progress" not in meta or "optim" not in meta or "format" in meta:
+        return
+    found = [p.parent / n for n in ("best.safetensors", "last.safetensors") if (p.parent / n).is_file()]
+    use = (
+        f"use the model checkpoint{'s' if len(found) > 1 else ''} of that run: {' or '.join(str(f) for f in found)} "
+        f"(or the run folder {p.parent} itself)"
+        if found
+        else f"its model checkpoints, best.safetensors and last.safetensors, are not in {p.parent} (yet); "
+        f"they are written when the run validates and when it ends"
+    )
+    raise ZooError(
+        f"{p} is the resumable training state of a run (weights with optimiser state and progress, for "
+        f"`zoo train --resume {p.parent}`), not a model checkpoint: {use}."
+    )
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -61,6 +124,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from zoo.checkpoint import load, read_extra
     from zoo.data import load_dataset
     from zoo.evaluation import format_scores
+    from zoo.metrics import SmallCorpusWarning
     from zoo.model_eval import evaluate_model, record
     from zoo.runs import RunSpec
     from zoo.train import read_train_speed
@@ -82,16 +146,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
         dataset = load_dataset(data, root=root, split=args.split, **options)
         metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
         out = Path(args.out) if args.out else ckpt.parent / "eval"
-        ev = evaluate_model(
-            model, dataset, beam_size=args.beam, max_len=args.max_len, length_penalty=args.length_penalty,
-            batch_size=args.batch_size, num_workers=args.workers, metrics=metrics, out_dir=out,
-            skip_bad_images=args.skip_bad_images, progress=not args.no_progress, max_images=args.max_images,
-        )
+        with warnings.catch_warnings():
+            # the small-corpus caveat is printed once, as a note under the scores, not also as a Python warning
+            warnings.simplefilter("ignore", SmallCorpusWarning)
+            ev = evaluate_model(
+                model, dataset, beam_size=args.beam, max_len=args.max_len, length_penalty=args.length_penalty,
+                batch_size=args.batch_size, num_workers=args.workers, metrics=metrics, out_dir=out,
+                skip_bad_images=args.skip_bad_images, progress=not args.no_progress, max_images=args.max_images,
+                tokenize=not args.no_ptb,
+            )
         if ev is None:
             return 0
         extra = read_extra(ckpt)
         seed = args.seed if args.seed is not None else (spec.train.get("seed", 0) if spec else None)
-        if not args.no_record:
+        if args.no_ptb and not args.no_record:
+            ev.notes.append(
+                "not recorded in the results database: scored without the PTB tokenizer (--no-ptb), which is not "
+                "the official protocol, so the row would not be comparable with the others"
+            )
+        elif not args.no_record:
             record(ev, model, args.db, checkpoint=ckpt, seed=seed,
                    run_name=str(run_dir) if run_dir else None,
                    train_images_per_s=extra.get("train_images_per_s") or read_train_speed(run_dir))

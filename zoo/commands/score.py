@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
 from pathlib import Path
 
 from zoo.hookspecs import hookimpl
@@ -25,8 +26,10 @@ def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
             "official protocol (PTB tokenizer, pycocoevalcap). Scores print x100 and on the 0-1 scale."
         ),
     )
-    p.add_argument("gt", type=Path, help="ground truth: COCO caption JSON with 'images' and 'annotations'")
-    p.add_argument("results", type=Path, help='results: JSON list of {"image_id": ..., "caption": ...}')
+    p.add_argument("gt", type=Path,
+                   help="ground truth: COCO caption JSON with 'images' and 'annotations' (gzip-compressed or not)")
+    p.add_argument("results", type=Path,
+                   help='results: JSON list of {"image_id": ..., "caption": ...} (gzip-compressed or not)')
     p.add_argument(
         "--metrics",
         nargs="+",
@@ -51,11 +54,14 @@ def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
 def cmd_score(args: argparse.Namespace) -> int:
     from zoo.checkpoint import atomic_write
     from zoo.evaluation import format_scores, score_files
+    from zoo.metrics import SmallCorpusWarning
 
     metrics = [m.strip() for item in args.metrics for m in item.split(",") if m.strip()]
-    result = score_files(
-        args.gt, args.results, metrics=metrics, tokenize=not args.no_ptb, reference_cider=args.reference_cider
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SmallCorpusWarning)  # printed once, as a note under the scores
+        result = score_files(
+            args.gt, args.results, metrics=metrics, tokenize=not args.no_ptb, reference_cider=args.reference_cider
+        )
     print(format_scores(result))
     if args.json is not None:
         payload = {"gt": str(args.gt), "results": str(args.results), **result.to_dict()}
