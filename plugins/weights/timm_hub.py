@@ -74,7 +74,8 @@ def _offline_alternatives() -> str:
     return (
         f"Offline weight sources: {listed}. Otherwise copy the weights into the Hugging Face cache "
         f"(HF_HOME) on a connected machine, or give a .safetensors/.pth state dict (`--pretrained PATH`; "
-        f"`pretrained=PATH` in Python)."
+        f"`pretrained=PATH` in Python). On a machine that is always offline, HF_HUB_OFFLINE=1 makes this "
+        f"error come at once instead of after the hub's retries."
     )
 
 
