@@ -89,6 +89,25 @@ def save(model: "CaptionModel", path: str | Path, extra: dict[str, Any] | None =
     return atomic_write(path, write)
 
 
+def _training_state_error(path: Path) -> CheckpointError:
+    """``zoo train`` writes, next to its checkpoints, the state it resumes from (weights with optimiser
+    state, random states and progress; ``progress`` and ``optim`` metadata, no format tag). Handed to a
+    loader it is not foreign: say what it is and which model files to use instead."""
+    folder = path.parent
+    found = [folder / n for n in ("best.safetensors", "last.safetensors") if (folder / n).is_file()]
+    use = (
+        f"use the model checkpoint{'s' if len(found) > 1 else ''} of that run: "
+        f"{' or '.join(str(f) for f in found)} (or the run folder {folder} itself)"
+        if found
+        else f"its model checkpoints, best.safetensors and last.safetensors, are not in {folder} (yet); they "
+        f"are written when the run validates and when it ends"
+    )
+    return CheckpointError(
+        f"{path} is the resumable training state of a run (weights with optimiser state and progress, for "
+        f"`zoo train --resume {folder}`), not a model checkpoint: {use}."
+    )
+
+
 def read_metadata(path: str | Path) -> dict[str, str]:
     """The safetensors header metadata, with clear errors for missing, truncated or foreign files."""
     path = Path(path)
@@ -119,11 +138,7 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         )
     meta = header.get("__metadata__") or {}
     if meta.get("format") != FORMAT_NAME and {"progress", "optim"} <= set(meta):
-        raise CheckpointError(
-            f"{path} is the resumable training state of a run (weights, optimiser and data position), not a "
-            f"model checkpoint: load {Path(path).with_name('best.safetensors')} or last.safetensors from the "
-            f"same folder, or continue training with `zoo train --resume {Path(path).parent}`."
-        )
+        raise _training_state_error(path)
     if meta.get("format") != FORMAT_NAME:
         raise CheckpointError(
             f"{path} is a safetensors file but not a caption-zoo checkpoint (no 'format: {FORMAT_NAME}' in "

@@ -74,8 +74,10 @@ def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def resolve_checkpoint(path: str) -> tuple[Path, Path | None]:
-    """(checkpoint file, run folder or None). A run's resumable training state (``state.safetensors``) is
-    refused, pointing to the run's model checkpoints."""
+    """(checkpoint file, run folder or None). The file's header is checked at once (before any data set
+    loads): a run's resumable training state (``state.safetensors``) is refused, pointing to the run's
+    model checkpoints."""
+    from zoo.checkpoint import read_metadata
     from zoo.errors import ZooError
 
     p = Path(path)
@@ -84,39 +86,8 @@ def resolve_checkpoint(path: str) -> tuple[Path, Path | None]:
             if (p / name).exists():
                 return p / name, p
         raise ZooError(f"{p} is a folder without best.safetensors or last.safetensors; is it a run folder?")
-    _refuse_training_state(p)
+    read_metadata(p)  # a missing, damaged or foreign file, or a run's training state, is refused here
     return p, (p.parent if (p.parent / "run.json").exists() else None)
-
-
-def _refuse_training_state(p: Path) -> None:
-    """``zoo train`` writes, next to its checkpoints, the state it resumes from (weights plus optimiser
-    state, random states and progress). It is a safetensors file with ``progress`` and ``optim`` metadata
-    and no caption-zoo format tag, so ``zoo.load`` would call it foreign; say what it is instead."""
-    from zoo.errors import ZooError
-
-    if not p.is_file():
-        return  # zoo.load names a missing file
-    try:
-        from safetensors import safe_open
-
-        with safe_open(str(p), "pt") as fh:
-            meta = fh.metadata() or {}
-    except Exception:  # noqa: BLE001 - not a readable safetensors file: zoo.load says what is wrong with it
-        return
-    if "progress" not in meta or "optim" not in meta or "format" in meta:
-        return
-    found = [p.parent / n for n in ("best.safetensors", "last.safetensors") if (p.parent / n).is_file()]
-    use = (
-        f"use the model checkpoint{'s' if len(found) > 1 else ''} of that run: {' or '.join(str(f) for f in found)} "
-        f"(or the run folder {p.parent} itself)"
-        if found
-        else f"its model checkpoints, best.safetensors and last.safetensors, are not in {p.parent} (yet); "
-        f"they are written when the run validates and when it ends"
-    )
-    raise ZooError(
-        f"{p} is the resumable training state of a run (weights with optimiser state and progress, for "
-        f"`zoo train --resume {p.parent}`), not a model checkpoint: {use}."
-    )
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
