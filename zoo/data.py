@@ -13,6 +13,7 @@ transform run in the loader's worker processes.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import logging
@@ -41,6 +42,32 @@ log = logging.getLogger("zoo.data")
 _COUNTER_SLOTS = 257
 
 ImageId = int | str
+
+
+# -- files ------------------------------------------------------------------------------------------------
+def read_json(path: str | Path, what: str) -> Any:
+    """A JSON file, gzip-compressed or not (told by its first bytes, whatever its name: COCO's files are
+    shipped either way). Every failure is a DataError naming ``what`` (e.g. "COCO captions file") and the
+    path: missing, unreadable, a damaged gzip stream, or not JSON (with line and column)."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"{what} {p} does not exist")
+    compressed = False
+    try:
+        with p.open("rb") as fh:
+            compressed = fh.read(2) == b"\x1f\x8b"
+        with (gzip.open(p, "rb") if compressed else p.open("rb")) as fh:
+            return json.load(fh)
+    except json.JSONDecodeError as exc:
+        how = " (gzip-compressed)" if compressed else ""
+        raise DataError(
+            f"{what} {p}{how} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); the file "
+            f"is damaged or not a {what}."
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{what} {p} is not valid JSON: it is not UTF-8 text ({exc})") from exc
+    except (OSError, EOFError) as exc:  # unreadable, or a truncated or damaged gzip stream
+        raise DataError(f"{what} {p} cannot be read: {exc}") from exc
 
 
 # -- images -----------------------------------------------------------------------------------------------

@@ -23,8 +23,6 @@ Differences from running pycocoevalcap by hand, all on purpose:
 
 from __future__ import annotations
 
-import gzip
-import json
 import shutil
 import textwrap
 import warnings
@@ -32,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from zoo.data import read_json
 from zoo.errors import DataError, MetricError
 from zoo.metrics import SMALL_CORPUS, SmallCorpusWarning
 
@@ -301,26 +300,6 @@ def _run(scorer: Any, gts: dict, res: dict, result: EvalResult) -> None:
 # -- COCO-format files --------------------------------------------------------------------------------------
 
 
-_GZIP_MAGIC = b"\x1f\x8b"
-
-
-def _read_json(path: str | Path, what: str) -> Any:
-    """A JSON file, gzip-compressed or not (told by its first bytes, whatever its name)."""
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{what} file {p} does not exist")
-    try:
-        with p.open("rb") as fh:
-            compressed = fh.read(2) == _GZIP_MAGIC
-        with (gzip.open(p, "rb") if compressed else p.open("rb")) as fh:
-            return json.load(fh)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        how = "gzip-compressed file, once decompressed," if compressed else "file"
-        raise DataError(f"{what} {how} {p} is not valid JSON: {exc}") from exc
-    except (OSError, EOFError) as exc:  # a truncated or damaged gzip stream
-        raise DataError(f"{what} file {p} cannot be read: {exc}") from exc
-
-
 def _field(item: Any, key: str, where: str, path: Path, types: tuple[type, ...]) -> Any:
     if not isinstance(item, dict):
         raise DataError(f"{path}: {where} must be an object, got {type(item).__name__}")
@@ -337,7 +316,7 @@ def load_coco_annotations(path: str | Path) -> dict[Any, list[str]]:
     """Reference captions from a COCO caption file (``images`` and ``annotations`` with ``image_id`` and
     ``caption``) as {image_id: [caption, ...]}; images listed without captions map to []."""
     p = Path(path)
-    data = _read_json(p, "ground-truth")
+    data = read_json(p, "ground-truth file")
     if not isinstance(data, dict):
         raise DataError(f"{p}: a COCO caption file is an object with 'images' and 'annotations', got a {type(data).__name__}")
     if "annotations" not in data:
@@ -362,7 +341,7 @@ def load_coco_results(path: str | Path) -> dict[Any, str]:
     {image_id: caption}. One caption per image: pycocoevalcap keeps duplicates in ``loadRes`` and then
     fails on ``assert len(hypo) == 1``, so a duplicate is refused here, naming the image."""
     p = Path(path)
-    data = _read_json(p, "results")
+    data = read_json(p, "results file")
     if not isinstance(data, list):
         raise DataError(f'{p}: a COCO results file is a list of {{"image_id": ..., "caption": ...}}, got a {type(data).__name__}')
     out: dict[Any, str] = {}

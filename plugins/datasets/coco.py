@@ -22,15 +22,13 @@ format, which have no ``cocoid``); captions are the ``raw`` sentences.
 
 from __future__ import annotations
 
-import gzip
-import json as jsonlib
 import logging
 import re
 from pathlib import Path
 from typing import Any
 
 import zoo
-from zoo.data import CaptionDataset, Item, int_option
+from zoo.data import CaptionDataset, Item, int_option, read_json
 from zoo.errors import DataError
 
 log = logging.getLogger("zoo.data")
@@ -45,25 +43,6 @@ KARPATHY_SPLITS = {
 
 
 # -- shared helpers ---------------------------------------------------------------------------------------
-def read_json(path: Path, what: str) -> Any:
-    """Parse a ``.json`` or ``.json.gz`` file; every failure is a DataError naming the file."""
-    try:
-        with open(path, "rb") as f:
-            compressed = f.read(2) == b"\x1f\x8b"  # gzip, whatever the file is named
-        opener = gzip.open if compressed else open
-        with opener(path, "rt", encoding="utf-8") as f:
-            return jsonlib.load(f)
-    except FileNotFoundError as exc:
-        raise DataError(f"{what} {path} does not exist") from exc
-    except jsonlib.JSONDecodeError as exc:
-        raise DataError(
-            f"{what} {path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
-            f"the file is damaged or not a {what}."
-        ) from exc
-    except (OSError, UnicodeDecodeError, EOFError) as exc:
-        raise DataError(f"{what} {path} cannot be read: {exc}") from exc
-
-
 def _need(obj: Any, key: str, path: Path, where: str, kind: type | tuple[type, ...]) -> Any:
     if not isinstance(obj, dict) or key not in obj:
         raise DataError(f"{path}: {where} has no key {key!r}; is this the right file?")
