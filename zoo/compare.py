@@ -117,7 +117,7 @@ def check(cfg: CompareConfig, runs: list[tuple[str, RunSpec]]) -> Any:
     from zoo.errors import ZooError
     from zoo.manager import get_registry
     from zoo.model_eval import check_request
-    from zoo.recipes import _check_kwargs
+    from zoo.recipes import check_kwargs
     from zoo.runs import load_split
     from zoo.train import TrainConfig
 
@@ -141,7 +141,7 @@ def check(cfg: CompareConfig, runs: list[tuple[str, RunSpec]]) -> Any:
         for kind, name, kwargs in (("encoder", spec.encoder, spec.encoder_kwargs),
                                    ("decoder", spec.decoder, spec.decoder_kwargs),
                                    ("tokenizer", spec.tokenizer, spec.tokenizer_kwargs)):
-            _check_kwargs("zoo compare --set", kind, reg.get(kind, name), kwargs, ZooError, prefix=kind)
+            check_kwargs("zoo compare --set", kind, reg.get(kind, name), kwargs, ZooError, prefix=kind)
         TrainConfig.from_dict(spec.train)
     return load_split(runs[0][1], cfg.split)
 

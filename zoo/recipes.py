@@ -146,7 +146,7 @@ def _check_scores(where: str, scores: Any) -> list[dict[str, Any]]:
     return scores
 
 
-def _check_kwargs(
+def check_kwargs(
     where: str, key: str, entry: Any, kwargs: dict[str, Any], error: type = RecipeError, prefix: str | None = None
 ) -> None:
     """Option names against the registered factory's options, exactly as ``zoo info`` lists them. An
@@ -244,7 +244,7 @@ def parse_recipe(name: str, body: Any, source: str, check_names: bool = True) ->
                 entry = reg.get(kind, value)
             except UnknownNameError as exc:
                 raise RecipeError(f"{where}: key {kind!r}: {exc}") from exc
-            _check_kwargs(where, kind, entry, kwargs)
+            check_kwargs(where, kind, entry, kwargs)
         _check_encoder_tag(where, reg, enc)
     if not isinstance(data.get("name"), str):
         got = "it is missing" if "name" not in data else f"got {data['name']!r}"

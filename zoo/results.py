@@ -173,7 +173,7 @@ def full_config(config: Mapping[str, Any]) -> dict[str, Any]:
     ``dropout=0.3`` spelled out and one that left the default have the same full config. Options given
     win over defaults; a part whose name is not registered here keeps the options it has. A mapping
     without parts (``{"encoder": {"name": ..., "kwargs": ...}, ...}``) is returned as it is."""
-    out = {k: v for k, v in dict(config).items()}
+    out = dict(config)
     parts = [p for p in _PARTS if isinstance(out.get(p), Mapping) and isinstance(out[p].get("name"), str)]
     if not parts:
         return out
