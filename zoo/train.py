@@ -25,6 +25,7 @@ import json
 import math
 import random
 import time
+import uuid
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator
@@ -68,6 +69,7 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     device: str = "auto"  # auto (a GPU when there is one), cpu, cuda, cuda:N, mps
     progress: bool = True
+    skip_bad_images: bool = False  # drop images that cannot be decoded (named in run.json) instead of failing
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
@@ -472,6 +474,9 @@ def train(
         if not state_path.exists():
             raise ZooError(f"cannot resume: {state_path} does not exist (the run never saved a state)")
         progress_state = load_state(state_path, model, opt)
+    # one id per run, kept across resumes (it lives in the saved state): every model file of the run carries
+    # it, so the leaderboard can tell two files of one run from two runs wherever the files are copied
+    run_info = {**(run_info or {}), "id": progress_state.setdefault("run_id", uuid.uuid4().hex)}
     net: torch.nn.Module = model
     if dist.is_distributed():
         net = dist.wrap_ddp(model, device, find_unused_parameters=not model.encoder.frozen)

@@ -15,6 +15,8 @@ def _csv(text: str) -> list[str]:
 
 @hookimpl
 def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
+    from zoo.data import add_image_arguments
+
     p = subparsers.add_parser(
         "compare",
         help="train and rank several architectures under the same budget",
@@ -40,6 +42,7 @@ def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
                    help="applied to every run, e.g. decoder.hidden_size=256, train.lr=1e-3")
     p.add_argument("--out", default="runs/compare", help="folder for the runs")
     add_db_argument(p)
+    add_image_arguments(p)
     p.add_argument("--html", default=None, help="also write the leaderboard page here")
     p.add_argument("--plot", default=None, help="also write the plot (PNG) here")
     p.add_argument("--resamples", type=int, default=1000)
@@ -70,6 +73,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         max_len=args.max_len, metrics=tuple(_csv(args.metrics)), pretrained=args.pretrained,
         encoder_kwargs={"freeze": True} if args.freeze else {}, overrides=list(args.overrides),
     )
+    from zoo.results import check_writable
+
+    check_writable(args.db)  # every run is recorded there: find out before training, not after
     summaries = compare(cfg, args.out, db_path=args.db, progress=not args.no_progress)
     show_leaderboard([s["record_id"] for s in summaries], args.db, resamples=args.resamples,
                      html=args.html, plot=args.plot)
