@@ -293,8 +293,8 @@ def _skipped_note(skipped: list[dict[str, Any]], out: Path) -> str:
 
 @contextlib.contextmanager
 def _refused_run_cleanup(out: Path, enabled: bool) -> Iterator[None]:
-    """Undo what a fresh run wrote when training refuses it (a ZooError) before any training state was
-    saved: the folder if this run made it, else the files it wrote there (``run.json``, ``log.jsonl``;
+    """Undo what a fresh run wrote when training refuses it (a ZooError before its loop starts; a failure
+    inside the loop is ``zoo.run_guard``'s to report) and no training state was saved: the folder if this run made it, else the files it wrote there (``run.json``, ``log.jsonl``;
     an earlier ``run.json`` is put back). A folder holding a saved state or a model file is never touched."""
     if not enabled:
         yield
@@ -302,8 +302,12 @@ def _refused_run_cleanup(out: Path, enabled: bool) -> Iterator[None]:
     made_folder = not out.exists()
     old_spec = (out / "run.json").read_bytes() if (out / "run.json").is_file() else None
     had_log = (out / "log.jsonl").exists()
+    from zoo.run_guard import RunFailed
+
     try:
         yield
+    except RunFailed:
+        raise  # the loop had started: its message names this folder and what to do with it
     except ZooError:
         kept = ("state.safetensors", "best.safetensors", "last.safetensors")
         if out.is_dir() and not any((out / name).exists() for name in kept):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-len", type=int, default=20)
     p.add_argument("--json", action="store_true",
                    help='print [{"file": ..., "caption": ...}] ({"file": ..., "error": ...} for a file that cannot be read)')
+    p.add_argument("--attention", metavar="OUT.png", help="also draw each word's attention over the image "
+                   "(attention decoders such as gru-attn; OUT-<n>-<image>.png for several images)")
     add_image_arguments(p)
     p.set_defaults(func=cmd_caption)
 
@@ -74,8 +77,15 @@ def cmd_caption(args: argparse.Namespace) -> int:
     if opened:
         model = load(ckpt)
         keys = sorted(opened)
-        captions = dict(zip(keys, model.caption_images([opened[i] for i in keys], beam_size=args.beam,
-                                                       max_len=args.max_len)))
+        images, names = [opened[i] for i in keys], [args.images[i] for i in keys]
+        if args.attention:
+            from zoo.attention_figure import write_attention_figures
+
+            drawn = write_attention_figures(model, images, names, args.attention, beam_size=args.beam, max_len=args.max_len)
+            captions = {i: c for i, (c, _) in zip(keys, drawn)}
+            print("\n".join(f"attention: {f} -> {path}" for f, (_, path) in zip(names, drawn)), file=sys.stderr)
+        else:
+            captions = dict(zip(keys, model.caption_images(images, beam_size=args.beam, max_len=args.max_len)))
     if args.json:
         print(json.dumps([{"file": f, "caption": captions[i]} if i in captions else {"file": f, "error": errors[i]}
                           for i, f in enumerate(args.images)], indent=1))
