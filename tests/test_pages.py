@@ -169,3 +169,12 @@ def test_leaderboard_page_without_stored_images_still_ranks_and_says_so(tmp_path
     page = board.to_html()
     assert "No thumbnails or references are stored" in page
     assert embedded(page)["refs"] == [[]] * 6
+
+
+def test_a_caption_that_looks_like_a_placeholder_stays_text(tmp_path):
+    _, _, ev = _evaluate(tmp_path, n=3)
+    first = next(iter(ev.captions))
+    ev.captions[first] = "{{DATA}} {{JS}} {{NOPE}}"
+    page = render_report(ev, "{{TITLE}}")
+    assert embedded(page)["images"][0]["caption"] == "{{DATA}} {{JS}} {{NOPE}}"
+    assert "<h1>Evaluation report — {{TITLE}}</h1>" in page

@@ -16,6 +16,7 @@ import base64
 import html
 import io
 import json
+import re
 from importlib import resources
 from typing import Any
 
@@ -39,14 +40,15 @@ def embed_json(data: Any) -> str:
 
 def fill(skeleton: str, **parts: str) -> str:
     """Replace every ``{{KEY}}`` in ``skeleton`` with ``parts[KEY]`` (inserted as it is: escape data
-    first, with :func:`text` or :func:`embed_json`). A placeholder left unfilled is a bug, so it raises."""
-    out = skeleton
-    for key, value in parts.items():
-        out = out.replace("{{" + key + "}}", value)
-    if "{{" in out and "}}" in out.split("{{", 1)[1]:
-        missing = out.split("{{", 1)[1].split("}}", 1)[0]
-        raise ValueError(f"template placeholder {{{{{missing}}}}} was not filled")
-    return out
+    first, with :func:`text` or :func:`embed_json`), in one pass, so text inserted is never scanned
+    again (a caption reading ``{{DATA}}`` stays that). A placeholder without a part is a bug: it raises."""
+    missing = sorted(set(_PLACEHOLDER.findall(skeleton)) - set(parts))
+    if missing:
+        raise ValueError(f"template placeholder {{{{{missing[0]}}}}} was not filled")
+    return _PLACEHOLDER.sub(lambda m: parts[m.group(1)], skeleton)
+
+
+_PLACEHOLDER = re.compile(r"\{\{([A-Z_]+)\}\}")
 
 
 def text(value: Any) -> str:
