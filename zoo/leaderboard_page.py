@@ -90,8 +90,9 @@ def render(board: "Leaderboard", plot_png: bytes | None = None, images: Images |
         body.append(f"<tr{cls}>{''.join(tds)}</tr>")
     img = ""
     if plot_png:
-        img = (f'<figure><img alt="{e(board.metric)} vs parameters and decoding speed" '
-               f'src="{html_page.png_uri(plot_png)}"></figure>')
+        img = (f'<details class="plot" open><summary>plot: {e(board.metric)} ×100 against parameters and '
+               f'decoding speed</summary><figure><img alt="{e(board.metric)} vs parameters and decoding speed" '
+               f'src="{html_page.png_uri(plot_png)}"></figure></details>')
     legend = "".join(f"<p>{e(line)}</p>" for line in board.legend())
     data = drilldown_data(board, images)
     missing = "" if images else (
@@ -103,12 +104,12 @@ def render(board: "Leaderboard", plot_png: bytes | None = None, images: Images |
     html = f"""<h1>{e(title)}</h1>
 <p class="sub">{e(board.title())}</p>
 <p class="explain">{e(INTERVAL_SENTENCE)}</p>
-<table class="board sortable">
+<div class="wide"><table class="board sortable">
 <thead><tr>{head}</tr></thead>
 <tbody>
 {chr(10).join(body)}
 </tbody>
-</table>
+</table></div>
 <div class="legend">{legend}<p>Click a system's name to see its images; choose a second system below to
 compare their captions side by side.</p></div>
 {img}
