@@ -178,3 +178,25 @@ def test_a_caption_that_looks_like_a_placeholder_stays_text(tmp_path):
     page = render_report(ev, "{{TITLE}}")
     assert embedded(page)["images"][0]["caption"] == "{{DATA}} {{JS}} {{NOPE}}"
     assert "<h1>Evaluation report — {{TITLE}}</h1>" in page
+
+
+def test_an_attention_decoder_gets_strips_for_its_ends_and_others_none(tmp_path, monkeypatch):
+    import zoo.report
+
+    monkeypatch.setattr(zoo.report, "ATTENTION_IMAGES", 2)
+    from tests.helpers import tiny_model
+    from zoo.model_eval import evaluate_model
+
+    data = shapes(5)
+    ev = evaluate_model(tiny_model("gru-attn"), data, metrics=("cider-d",), tokenize=False, out_dir=tmp_path,
+                        progress=False, report_images=4, max_len=6)
+    images = embedded(ev.report_path.read_text())["images"]
+    with_strips = [im for im in images if im.get("attention")]
+    assert len(with_strips) == 2 and all(im["thumb"] for im in with_strips)
+    for im in with_strips:  # one panel per generated token: the caption's words, then <end> if it ended
+        words = [a["word"] for a in im["attention"]]
+        assert " ".join(w for w in words if w != "<end>") == im["caption"]
+        assert all(a["uri"].startswith("data:image/jpeg;base64,") for a in im["attention"])
+    plain = evaluate_model(tiny_model("gru"), data, metrics=("cider-d",), tokenize=False, out_dir=tmp_path / "g",
+                           progress=False, max_len=6)
+    assert not any(im.get("attention") for im in embedded(plain.report_path.read_text())["images"])
