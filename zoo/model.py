@@ -11,6 +11,7 @@ from torch import nn
 from zoo.decoder import Decoder
 from zoo.encoder import Encoder
 from zoo.features import Features
+from zoo.attention import CaptionAttention, caption_attention, check_attends_model
 from zoo.generation import Hypothesis, beam_search
 from zoo.tokenizer import Tokenizer
 
@@ -72,7 +73,10 @@ class CaptionModel(nn.Module):
         beam_size: int = 3,
         max_len: int = 20,
         length_penalty: float = 1.0,
+        return_attention: bool = False,
     ) -> list[Hypothesis]:
+        if return_attention:
+            check_attends_model(self)
         feats = (
             images_or_features
             if isinstance(images_or_features, Features)
@@ -86,6 +90,7 @@ class CaptionModel(nn.Module):
             beam_size=beam_size,
             max_len=max_len,
             length_penalty=length_penalty,
+            return_attention=return_attention,
         )
 
     @torch.no_grad()
@@ -95,14 +100,24 @@ class CaptionModel(nn.Module):
         beam_size: int = 3,
         max_len: int = 20,
         length_penalty: float = 1.0,
-    ) -> list[str]:
-        """Captions for a batch of transformed images (or precomputed features); beam_size=1 is greedy."""
+        return_attention: bool = False,
+    ) -> list[str] | list[CaptionAttention]:
+        """Captions for a batch of transformed images (or precomputed features); beam_size=1 is greedy.
+
+        ``return_attention=True`` (attention decoders only, e.g. ``gru-attn``; others raise a ZooError
+        naming the decoder): a ``zoo.attention.CaptionAttention`` per image instead of a string: the
+        caption, one label per generated token, their (T, N) weights over the grid and its (h, w)."""
         was_training = self.training
         self.eval()
         try:
-            hyps = self.generate_hypotheses(images_or_features, beam_size, max_len, length_penalty)
+            hyps = self.generate_hypotheses(
+                images_or_features, beam_size, max_len, length_penalty, return_attention=return_attention
+            )
         finally:
             self.train(was_training)
+        if return_attention:
+            size = None if isinstance(images_or_features, Features) else tuple(images_or_features.shape[-2:])
+            return caption_attention(self, hyps, size)
         return [self.tokenizer.decode(h.tokens) for h in hyps]
 
     def transform(self, train: bool = False) -> Any:

@@ -14,7 +14,10 @@ One run lives in one folder::
 
 Every file is written atomically (temp + rename), so a run killed at any moment resumes with
 ``--resume`` from its last state, and, because the data order is a pure function of (seed, epoch) and
-the RNG states are saved, ends with the same weights as a run that was never interrupted.
+the RNG states are saved, ends with the same weights as a run that was never interrupted. The state is
+written before validating (a state saved ahead of its validation says so, and a resume validates first);
+any exception inside the loop saves the state of the last completed step and is reported with the
+``zoo train --resume`` command (``zoo.run_guard``).
 
 An epoch is one pass over every (image, caption) pair. With a frozen encoder (and no augmentation) the
 features come from the on-disk feature cache (``zoo.feature_cache``), so the decoder trains without the
@@ -42,6 +45,7 @@ from zoo.checkpoint import atomic_write, save
 from zoo.errors import CheckpointError, ZooError
 from zoo.feature_cache import DTYPES as CACHE_DTYPES
 from zoo.model import CaptionModel
+from zoo.run_guard import RunGuard
 
 
 @dataclass
@@ -399,10 +403,11 @@ def load_state(path: Path, model: CaptionModel, opt: torch.optim.Optimizer,
     return json.loads(meta["progress"])
 
 
-def _trim_log(path: Path, last_step: int | None) -> None:
+def _trim_log(path: Path, last_step: int | None, val_pending: bool = False) -> None:
     """A fresh run starts a new ``log.jsonl``. A resumed run keeps the entries up to the step of the
     state it resumes from (the steps after it are run, and logged, again) and drops a line cut short by
-    a crash."""
+    a crash. With ``val_pending`` (the state was saved before its step's validation finished) that
+    step's validation entries go too: the validation is run again."""
     if not path.exists():
         return
     if last_step is None:
@@ -414,8 +419,11 @@ def _trim_log(path: Path, last_step: int | None) -> None:
             entry = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(entry, dict) and entry.get("step", 0) <= last_step:
-            kept.append(line + "\n")
+        if not isinstance(entry, dict) or entry.get("step", 0) > last_step:
+            continue
+        if val_pending and entry.get("step") == last_step and any(k.startswith("val") for k in entry):
+            continue
+        kept.append(line + "\n")
     atomic_write(path, lambda tmp: Path(tmp).write_text("".join(kept)))
 
 
@@ -450,7 +458,32 @@ def train(
 ) -> TrainResult:
     """Train ``model`` in place and write the run folder. ``stop_after`` ends the process-local loop
     after that many steps without finishing (tests use it to simulate a crash). ``objective_options``
-    are the options of ``cfg.objective`` (``--set objective.KEY=VALUE``)."""
+    are the options of ``cfg.objective`` (``--set objective.KEY=VALUE``).
+
+    Any exception inside the loop becomes a :class:`zoo.run_guard.RunFailed` naming the run folder and
+    the ``zoo train --resume`` command, after the state of the last completed step is saved."""
+    guard = RunGuard(Path(out_dir))
+    try:
+        return _train(model, train_set, val_set, out_dir, cfg, run_info, resume, stop_after, guard, objective_options)
+    except BaseException as exc:
+        failure = guard.failure(exc)
+        if failure is None:
+            raise
+        raise failure from exc
+
+
+def _train(
+    model: CaptionModel,
+    train_set: Any,
+    val_set: Any | None,
+    out_dir: str | Path,
+    cfg: TrainConfig,
+    run_info: dict[str, Any] | None,
+    resume: bool,
+    stop_after: int | None,
+    guard: RunGuard,
+    objective_options: dict[str, Any] | None = None,
+) -> TrainResult:
     from tqdm.auto import tqdm
 
     from zoo.objective import ObjectiveBatch, ObjectiveContext, ObjectiveSchedule
@@ -506,8 +539,8 @@ def train(
     use_amp = cfg.amp and device.type == "cuda"
     transform = model.encoder.transform(train=False)
     log_path = out / "log.jsonl"
-    if is_main:
-        _trim_log(log_path, progress_state["step"] if resume else None)
+    if is_main:  # a validation the state still owes is run (and logged) again below
+        _trim_log(log_path, progress_state["step"] if resume else None, progress_state.get("val_pending", False))
     history: list[dict[str, Any]] = []
 
     def log(entry: dict[str, Any]) -> None:
@@ -519,7 +552,32 @@ def train(
     step = progress_state["step"]
     best = progress_state["best"]
     last_loss = None
+
+    def end_of_interval(step: int, epoch: int) -> None:
+        """Validation (best.safetensors) at an ``eval_every`` step; runs after that step's state is saved,
+        so a failure here loses no trained step (the saved state says it still owes this validation)."""
+        nonlocal best
+        if val_set is not None and is_main:
+            score = validate(model, val_set, cfg, device)
+            log({"step": step, "epoch": epoch, "val_cider_d": score})
+            if best is None or score > best:
+                best = score
+                progress_state["best"] = best
+                save(model, out / "best.safetensors", extra={"step": step, "val_cider_d": score, "run": run_info or {},
+                                                             "objective": schedule.at(max(step - 1, 0)).describe()})
+        elif val_set is None and is_main:
+            save(model, out / "best.safetensors", extra={"step": step, "run": run_info or {},
+                                                         "objective": schedule.at(max(step - 1, 0)).describe()})
+        progress_state["val_pending"] = False
+
+    def save_training_state() -> None:
+        if is_main:
+            save_state(state_path, model, opt, progress_state, schedule.state_tensors())
+
     bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=not (cfg.progress and is_main))
+    guard.start(step, total, save_training_state, step if resume else None, close=[bar.close])
+    if progress_state.get("val_pending"):  # the state was saved, its validation did not finish
+        end_of_interval(step, progress_state["epoch"])
     t_start = time.perf_counter()
     images_done = 0
     done_here = 0
@@ -544,6 +602,7 @@ def train(
             else:
                 inputs = next(image_iter).to(device, non_blocking=True)  # type: ignore[arg-type]
             objective = schedule.at(step)
+            guard.step_begins()
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 result = objective.step(model, step_fn, ObjectiveBatch(inputs, caps, pairs.image_of[b], step))
             loss = result.loss
@@ -557,6 +616,9 @@ def train(
             images_done += len(b) * world
             progress_state["pos"] += cfg.batch_size
             progress_state["step"] = step
+            eval_due = step % eval_every == 0 or step == total
+            progress_state["val_pending"] = eval_due
+            guard.step_done(step)
             last_loss = float(loss.detach())
             bar.update(1)
             elapsed = time.perf_counter() - t_start
@@ -564,21 +626,11 @@ def train(
             bar.set_postfix(loss=f"{last_loss:.3f}", img_s=f"{speed:.0f}")
             if step % cfg.log_every == 0 or step == total:
                 log({"step": step, "epoch": epoch, "loss": last_loss, "lr": opt.param_groups[0]["lr"], "images_per_s": speed, **result.logs})
-            if step % eval_every == 0 or step == total:
-                if val_set is not None and is_main:
-                    score = validate(model, val_set, cfg, device)
-                    log({"step": step, "epoch": epoch, "val_cider_d": score})
-                    if best is None or score > best:
-                        best = score
-                        progress_state["best"] = best
-                        save(model, out / "best.safetensors", extra={"step": step, "val_cider_d": score, "run": run_info or {},
-                                                                     "objective": objective.describe()})
-                elif val_set is None and is_main:
-                    save(model, out / "best.safetensors", extra={"step": step, "run": run_info or {}, "objective": objective.describe()})
-            if step % ckpt_every == 0 or step == total:
-                if is_main:
-                    save_state(state_path, model, opt, progress_state, schedule.state_tensors())
+            if step % ckpt_every == 0 or step == total:  # the state first: validation may fail
+                guard.save()
                 dist.barrier()
+            if eval_due:
+                end_of_interval(step, epoch)
             if stop_after is not None and done_here >= stop_after:
                 bar.close()
                 return TrainResult(out, step, best, last_loss, None, history, model)

@@ -93,13 +93,14 @@ def show_leaderboard(record_ids: list[int], db_path: str | None, resamples: int 
 
     with ResultsDB(db_path) as db:
         rows = db.rows(id=list(record_ids))
-    lb = build_leaderboard(rows, resamples=resamples)
+        lb = build_leaderboard(rows, resamples=resamples)
+        images = db.images(lb.references_hash) if html else None
     print(lb.to_table())
     if plot:
         lb.plot(plot)
         print(f"plot: {plot}")
     if html:
-        page = lb.to_html(lb.plot_png())
+        page = lb.to_html(lb.plot_png(), images)
         atomic_write(html, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
         print(f"page: {html}")
     return lb

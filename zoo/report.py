@@ -1,0 +1,154 @@
+"""The evaluation report: ``report_*.html``, written by ``zoo eval`` next to ``results_*.json``.
+
+A score says how good a model is; the report shows *where* it fails. One self-contained page (no
+network): the scores with their decoding settings, then every evaluated image with its generated
+caption, its references and its own CIDEr-D, sortable worst-first or best-first, with a text filter.
+
+Thumbnails are small JPEGs embedded as data URIs, ~3 KB each, for at most ``report_images`` images
+(``zoo eval --report-images N``, default :data:`DEFAULT_REPORT_IMAGES`): the N/2 lowest and N/2 highest
+CIDEr-D, where a reader looks first, so a 5,000-image report with every thumbnail stays around 20 MB and
+the default one a few MB. Every image is listed either way (its text is cheap). The same thumbnails are
+stored in the results database with the row, so the leaderboard page can show them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from zoo import html_page
+
+DEFAULT_REPORT_IMAGES = 1000
+
+
+def thumbnail_ids(per_image: Mapping[str, float], ids: Sequence[str], limit: int) -> list[str]:
+    """The images that get a thumbnail: all of ``ids`` when there are at most ``limit``, else the
+    ``limit // 2`` lowest and the rest highest by per-image score (ties in data set order), in data set
+    order. Images without a score count as lowest."""
+    if limit <= 0:
+        return []
+    if len(ids) <= limit:
+        return list(ids)
+    position = {k: i for i, k in enumerate(ids)}
+    ranked = sorted(ids, key=lambda k: (per_image.get(k, float("-inf")), position[k]))
+    low = limit // 2
+    chosen = set(ranked[:low]) | set(ranked[len(ranked) - (limit - low):])
+    return [k for k in ids if k in chosen]
+
+
+def make_thumbnails(items: Mapping[str, Any], ids: Sequence[str]) -> dict[str, bytes]:
+    """JPEG thumbnails of ``items[id]`` for ``ids``; an image that cannot be decoded gets none."""
+    out = {}
+    for k in ids:
+        jpeg = html_page.thumbnail(items[k]) if k in items else None
+        if jpeg is not None:
+            out[k] = jpeg
+    return out
+
+
+def _decoding_text(decoding: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in decoding.items())
+
+
+def render_report(
+    ev: Any,
+    system: str,
+    thumbnails: Mapping[str, bytes] | None = None,
+    attention: Mapping[str, Sequence[tuple[str, bytes]]] | None = None,
+    source: str | None = None,
+    thumbnail_limit: int | None = None,
+) -> str:
+    """The report page for ``ev`` (a :class:`zoo.model_eval.ModelEvaluation`) as HTML text.
+
+    ``thumbnails``: image id (str) → JPEG bytes; ``attention``: image id → (word, PNG or JPEG bytes) per
+    generated word, shown as a strip under the caption; ``source``: what was evaluated (a checkpoint
+    path), shown in the header."""
+    from zoo.evaluation import SCALE_NOTE
+
+    e = html_page.text
+    thumbnails = thumbnails or {}
+    attention = attention or {}
+    refs = {str(k): list(v) for k, v in ev.references.items()}
+    rows = []
+    for image_id, caption in ev.captions.items():
+        k = str(image_id)
+        row: dict[str, Any] = {
+            "id": k,
+            "caption": caption,
+            "refs": refs.get(k, []),
+            "score": ev.per_image_cider.get(k),
+            "thumb": html_page.data_uri(thumbnails.get(k)),
+        }
+        if k in attention:
+            row["attention"] = [{"word": w, "uri": html_page.image_uri(img)} for w, img in attention[k]]
+        rows.append(row)
+
+    scores = "".join(
+        f'<tr><td>{e(name)}</td><td class="num" data-v="{value!r}">{value * 100:.1f}</td>'
+        f'<td class="num" data-v="{value!r}">{value:.4f}</td></tr>'
+        for name, value in ev.metrics.items()
+    )
+    missing = "".join(f"<p>{e(name)} not computed: {e(why)}</p>" for name, why in ev.not_computed.items())
+    notes = "".join(f"<p>Note: {e(n)}</p>" for n in ev.notes)
+    if thumbnail_limit is not None and len(thumbnails) < len(rows):
+        notes += (
+            f"<p>Thumbnails for {len(thumbnails)} of {len(rows)} images (the lowest and highest CIDEr-D; "
+            f"<code>--report-images {thumbnail_limit}</code>); every image is listed.</p>"
+        )
+    protocol = "PTB-tokenized (the official protocol)" if ev.tokenized else "NOT PTB-tokenized (--no-ptb): not comparable with published scores"
+    subset = f", the first {ev.max_images} only (not a reportable score)" if ev.max_images else ""
+    head = [
+        f"<h1>Evaluation report — {e(system)}</h1>",
+        f'<p class="sub">{e(source) + " · " if source else ""}{e(ev.data)} / {e(ev.split)}: {ev.num_images} images{e(subset)}'
+        f" · decoding: {e(_decoding_text(ev.decoding))} · {e(protocol)} · {ev.decode_images_per_s:.1f} images/s</p>",
+        '<h2>Scores</h2><table class="scores sortable"><thead><tr><th>metric</th><th class="num">×100</th>'
+        f'<th class="num">raw</th></tr></thead><tbody>{scores}</tbody></table>',
+        f'<div class="notes"><p>{e(SCALE_NOTE)}. CIDEr-D of one image uses the document frequencies of the '
+        f"whole set, so per-image scores add up (their mean is the corpus CIDEr-D) but mean little on a tiny "
+        f"set.</p>{missing}{notes}</div>",
+        "<h2>Images</h2>",
+        '<div class="controls"><label>order <select id="order">'
+        '<option value="worst">worst CIDEr-D first</option><option value="best">best CIDEr-D first</option>'
+        '<option value="data">data set order</option></select></label>'
+        '<input type="search" id="filter" placeholder="filter: words in captions, references or image id" '
+        'aria-label="filter">'
+        '<span class="count" id="count"></span></div>',
+        '<div class="rows" id="rows"></div>',
+    ]
+    return html_page.page(f"Evaluation report — {system} on {ev.data}/{ev.split}", "\n".join(head),
+                          {"images": rows}, "report.js")
+
+
+def write_report(
+    ev: Any,
+    items: Mapping[str, Any],
+    path: str | Path,
+    system: str,
+    report_images: int = DEFAULT_REPORT_IMAGES,
+    attention: Mapping[str, Sequence[tuple[str, bytes]]] | None = None,
+    source: str | None = None,
+) -> dict[str, bytes]:
+    """Write the report for ``ev`` to ``path`` (atomically); ``items``: image id (str) → data set item
+    (for the thumbnails). Returns the thumbnails made (image id → JPEG), for the results database."""
+    ids = [str(k) for k in ev.captions]
+    chosen = thumbnail_ids(ev.per_image_cider, ids, report_images)
+    thumbs = make_thumbnails(items, chosen)
+    page = render_report(ev, system, thumbs, attention, source=source, thumbnail_limit=report_images)
+    from zoo.checkpoint import atomic_write
+
+    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
+    return thumbs
+
+
+def system_name(config: Mapping[str, Any]) -> str:
+    """``encoder+decoder+tokenizer``, the name the results database gives a model."""
+    return "+".join(str(config.get(part, {}).get("name", "?")) for part in ("encoder", "decoder", "tokenizer"))
+
+
+def report_evaluation(
+    ev: Any, model: Any, items: Mapping[str, Any], path: Path, report_images: int = DEFAULT_REPORT_IMAGES
+) -> None:
+    """What :func:`zoo.model_eval.evaluate_model` calls once an evaluation is scored: write its report
+    to ``path`` and keep the thumbnails on ``ev`` (``ev.thumbnails``) for the results database."""
+    ev.thumbnails = write_report(ev, items, path, system_name(model.config), report_images)
+    ev.report_path = path
