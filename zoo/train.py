@@ -3,7 +3,8 @@
 One run lives in one folder::
 
     run.json           what was asked for (parts, data, training settings): enough to resume
-    log.jsonl          one JSON object per logged step and per validation
+    log.jsonl          one JSON object per logged step and per validation (``elapsed``: seconds of training)
+    curves.png         loss, learning rate, validation CIDEr-D against steps and wall time (``zoo.curves``)
     state.safetensors  the latest training state (model, optimiser, schedule, RNG, data position)
     best.safetensors   the best model so far by validation CIDEr-D (a plain ``zoo.load`` checkpoint)
     last.safetensors   the final model
@@ -484,9 +485,12 @@ def train(
     if is_main:
         _trim_log(log_path, progress_state["step"] if resume else None)
     history: list[dict[str, Any]] = []
+    from zoo.curves import RunMonitor
+
+    monitor = RunMonitor(out, active=is_main)  # elapsed, curves.png at each validation, TensorBoard
 
     def log(entry: dict[str, Any]) -> None:
-        history.append(entry)
+        history.append(monitor(entry))
         if is_main:
             with open(log_path, "a") as fh:
                 fh.write(json.dumps(entry) + "\n")
