@@ -7,7 +7,8 @@ resumes.
 One run lives in one folder::
 
     run.json           what was asked for (parts, data, training settings): enough to resume
-    log.jsonl          one JSON object per logged step and per validation
+    log.jsonl          one JSON object per logged step and per validation (``elapsed``: seconds of training)
+    curves.png         loss, learning rate, validation CIDEr-D against steps and wall time (``zoo.curves``)
     state.safetensors  the latest training state (model, optimiser, schedule, RNG, data position)
     best.safetensors   the best model so far by validation CIDEr-D (a plain ``zoo.load`` checkpoint)
     last.safetensors   the final model
@@ -542,9 +543,12 @@ def _train(
     if is_main:  # a validation the state still owes is run (and logged) again below
         _trim_log(log_path, progress_state["step"] if resume else None, progress_state.get("val_pending", False))
     history: list[dict[str, Any]] = []
+    from zoo.curves import RunMonitor
+
+    monitor = RunMonitor(out, active=is_main)  # elapsed, curves.png at each validation, TensorBoard
 
     def log(entry: dict[str, Any]) -> None:
-        history.append(entry)
+        history.append(monitor(entry))
         if is_main:
             with open(log_path, "a") as fh:
                 fh.write(json.dumps(entry) + "\n")
