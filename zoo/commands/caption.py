@@ -18,7 +18,7 @@ def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "caption", help="caption image files with a checkpoint",
         description="Caption every image file given. A file that cannot be read is reported (standard error) "
-        "and the others are still captioned; the exit status is then 1.",
+        "and the others are still captioned; the exit status is then 1 (2 when no file could be read).",
     )
     p.add_argument("checkpoint", help="a .safetensors checkpoint or a run folder")
     p.add_argument("images", nargs="+", help="image files")
@@ -57,7 +57,8 @@ def _open(path: str) -> Any:
 
 def cmd_caption(args: argparse.Namespace) -> int:
     """Every readable file is captioned; each one that is not is reported, and the exit status is 1 (as
-    ``cp`` or ``grep`` do with several files): one bad file in a batch must not cost the other captions."""
+    ``cp`` or ``grep`` do with several files; 2 when none could be read): one bad file in a batch must not
+    cost the other captions."""
     import sys
 
     from zoo.checkpoint import load
@@ -96,5 +97,5 @@ def cmd_caption(args: argparse.Namespace) -> int:
     if errors:
         print(f"zoo caption: {len(errors)} of {len(args.images)} file(s) could not be read and were not captioned",
               file=sys.stderr)
-        return 1
+        return 1 if captions else 2  # 2, as for any error, when nothing could be captioned
     return 0
