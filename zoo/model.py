@@ -8,10 +8,12 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from zoo.constraints import Constraints
 from zoo.decoder import Decoder
+from zoo.decoding import DecodingOptions
 from zoo.encoder import Encoder
 from zoo.features import Features
-from zoo.generation import Hypothesis, beam_search
+from zoo.generation import Hypothesis, Samples, beam_search, sample
 from zoo.tokenizer import Tokenizer
 
 
@@ -65,6 +67,11 @@ class CaptionModel(nn.Module):
         return nn.functional.cross_entropy(logits.float(), target[keep], label_smoothing=label_smoothing)
 
     # -- generation -----------------------------------------------------------------------------------
+    def _features(self, images_or_features: torch.Tensor | Features) -> Features:
+        if isinstance(images_or_features, Features):
+            return images_or_features
+        return self.encoder(images_or_features)
+
     @torch.no_grad()
     def generate_hypotheses(
         self,
@@ -72,20 +79,48 @@ class CaptionModel(nn.Module):
         beam_size: int = 3,
         max_len: int = 20,
         length_penalty: float = 1.0,
+        constraints: Constraints | None = None,
     ) -> list[Hypothesis]:
-        feats = (
-            images_or_features
-            if isinstance(images_or_features, Features)
-            else self.encoder(images_or_features)
-        )
+        """The best beam-search hypothesis per image (token ids, log-probability, score)."""
         return beam_search(
             self.decoder,
-            feats,
+            self._features(images_or_features),
             bos_id=self.tokenizer.bos_id,
             eos_id=self.tokenizer.eos_id,
             beam_size=beam_size,
             max_len=max_len,
             length_penalty=length_penalty,
+            constraints=constraints,
+        )
+
+    @torch.no_grad()
+    def generate_samples(
+        self,
+        images_or_features: torch.Tensor | Features,
+        *,
+        n: int = 1,
+        max_len: int = 20,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        constraints: Constraints | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Samples:
+        """``n`` sampled captions per image as token ids (``zoo.generation.sample``): rows
+        ``i*n .. i*n+n-1`` are image i's. In the mode the model is in (self-critical rollouts call it)."""
+        return sample(
+            self.decoder,
+            self._features(images_or_features),
+            bos_id=self.tokenizer.bos_id,
+            eos_id=self.tokenizer.eos_id,
+            pad_id=self.tokenizer.pad_id,
+            n=n,
+            max_len=max_len,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            generator=generator,
+            constraints=constraints,
         )
 
     @torch.no_grad()
@@ -95,15 +130,52 @@ class CaptionModel(nn.Module):
         beam_size: int = 3,
         max_len: int = 20,
         length_penalty: float = 1.0,
-    ) -> list[str]:
-        """Captions for a batch of transformed images (or precomputed features); beam_size=1 is greedy."""
+        *,
+        sample: bool = False,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        n: int = 1,
+        min_len: int = 0,
+        no_repeat_ngram: int = 0,
+        suppress_unk: bool = False,
+        bad_endings: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> list[str] | list[list[str]]:
+        """Captions for a batch of transformed images (or precomputed features), in eval mode.
+
+        Beam search by default (``beam_size=1`` is greedy); ``sample=True`` draws captions instead, with
+        ``temperature``, ``top_k``, ``top_p`` and ``n`` captions per image (``generator`` makes the draws
+        reproducible). The constraints ``min_len``, ``no_repeat_ngram``, ``suppress_unk`` and
+        ``bad_endings`` apply to both (``zoo.constraints``). Every setting is checked before decoding
+        (``zoo.decoding.DecodingOptions``: a ``DecodingOptionError`` naming the option and its flag).
+
+        Returns one string per image; with ``n > 1``, one list of ``n`` strings per image, most probable
+        first (log-probability / length ** ``length_penalty``, as beam search ranks)."""
+        options = DecodingOptions(
+            beam_size=beam_size, max_len=max_len, length_penalty=length_penalty, sample=sample,
+            temperature=temperature, top_k=top_k, top_p=top_p, n=n, min_len=min_len,
+            no_repeat_ngram=no_repeat_ngram, suppress_unk=suppress_unk, bad_endings=bad_endings,
+        ).check()
+        constraints = options.constraints(self.tokenizer)
         was_training = self.training
         self.eval()
         try:
-            hyps = self.generate_hypotheses(images_or_features, beam_size, max_len, length_penalty)
+            if not sample:
+                hyps = self.generate_hypotheses(images_or_features, beam_size, max_len, length_penalty, constraints)
+                return [self.tokenizer.decode(h.tokens) for h in hyps]
+            s = self.generate_samples(
+                images_or_features, n=n, max_len=max_len, temperature=temperature, top_k=top_k, top_p=top_p,
+                constraints=constraints, generator=generator,
+            )
         finally:
             self.train(was_training)
-        return [self.tokenizer.decode(h.tokens) for h in hyps]
+        texts = self.tokenizer.decode_batch(s.tokens.tolist())
+        if n == 1:
+            return texts
+        score = s.logprobs.double() / s.lengths.double().clamp(min=1) ** length_penalty
+        order = score.view(-1, n).argsort(dim=1, descending=True, stable=True).tolist()
+        return [[texts[i * n + j] for j in row] for i, row in enumerate(order)]
 
     def transform(self, train: bool = False) -> Any:
         return self.encoder.transform(train=train)
