@@ -6,7 +6,9 @@ With the default init a random decoder settles into a fixed point: every caption
 So that captions end at varied lengths like real ones, the weights are scaled (embeddings ×20, recurrent
 ×2, output ×8: the chosen word moves the state, the word distribution is peaked) and an <eos> bias is
 calibrated (bisection on 32 other images, same search settings) for a median length of ~12 tokens. The
-length distribution of the benchmarked captions is reported. Beam 3, length_penalty 1, max_len 20, 500 images
+length distribution of the benchmarked captions is reported. The batched search also runs with
+``return_attention=True`` (the winners' weights over the grid kept), interleaved with the plain runs:
+``attention_cost_ratio`` is its time over the plain one. Beam 3, length_penalty 1, max_len 20, 500 images
 in batches of 100 for the batched search (median of 3 runs; the reference runs once, as it takes
 minutes). torch threads: 2 by default (``--threads``). The batched search gains from the second thread
 (its matrix products are compute-bound), the reference hardly (one row at a time: memory-bound);
@@ -89,20 +91,26 @@ def main() -> None:
     feats = features(cfg["images"], cfg["grid"], C, seed=2, device=device)
     kw.update(bos_id=BOS, eos_id=EOS)
 
-    def run_batched() -> tuple[float, list]:
+    def run_batched(return_attention: bool = False) -> tuple[float, list]:
         sync(device)
         t0 = time.perf_counter()
         hyps = []
         for start in range(0, cfg["images"], cfg["chunk"]):
             idx = torch.arange(start, min(start + cfg["chunk"], cfg["images"]), device=device)
-            hyps += beam_search(dec, feats.index_select(idx), **kw)
+            hyps += beam_search(dec, feats.index_select(idx), **kw, return_attention=return_attention)
         sync(device)
         return time.perf_counter() - t0, hyps
 
-    runs = [run_batched() for _ in range(3)]  # cheap: the median of 3 damps noise on a shared machine
+    # cheap: the median of 3 damps noise on a shared machine; with and without attention interleaved
+    runs, runs_att = [], []
+    for _ in range(3):
+        runs.append(run_batched())
+        runs_att.append(run_batched(return_attention=True))
     t_batched = statistics.median(t for t, _ in runs)
+    t_attention = statistics.median(t for t, _ in runs_att)
     batched = runs[0][1]
-    print(f"batched beam_search: {t_batched:.2f}s for {cfg['images']} images", flush=True)
+    print(f"batched beam_search: {t_batched:.2f}s for {cfg['images']} images "
+          f"({t_attention:.2f}s keeping the winners' attention)", flush=True)
     sync(device)
     t0 = time.perf_counter()
     reference = beam_search_reference(dec, feats, **kw)
@@ -121,6 +129,9 @@ def main() -> None:
         "batched_s": round(t_batched, 3),
         "reference_s": round(t_reference, 3),
         "ratio": round(t_reference / t_batched, 2),
+        "with_attention_s": round(t_attention, 3),
+        "attention_cost_ratio": round(t_attention / t_batched, 3),
+        "attention_captions_identical": [h.tokens for h in runs_att[0][1]] == [h.tokens for h in batched],
         "captions_identical": same,
         "n_different": sum(a.tokens != b.tokens for a, b in zip(batched, reference)),
         "caption_length": {

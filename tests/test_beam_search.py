@@ -44,25 +44,26 @@ def random_captions(batch: int, seed: int) -> torch.Tensor:
     return caps
 
 
+def partially_trained(name: str) -> zoo.Decoder:
+    """40 Adam steps on random captions: confident enough to end captions, far from converged."""
+    feats, caps = features(8, seed=5), random_captions(8, seed=5)
+    torch.manual_seed(0)
+    opts = {"embed_size": 16, "hidden_size": 32, "dropout": 0.0}
+    dec = zoo.create_decoder(name, V, C, **opts)
+    opt = torch.optim.Adam(dec.parameters(), lr=1e-2)
+    for _ in range(40):
+        opt.zero_grad()
+        logits = dec(feats, caps[:, :-1])
+        nn.functional.cross_entropy(
+            logits.reshape(-1, V), caps[:, 1:].reshape(-1), ignore_index=PAD
+        ).backward()
+        opt.step()
+    return dec.eval()
+
+
 @pytest.fixture(scope="module")
 def decoders() -> dict[str, zoo.Decoder]:
-    """Partially trained (40 Adam steps): confident enough to end captions, far from converged."""
-    out = {}
-    feats, caps = features(8, seed=5), random_captions(8, seed=5)
-    for name in NAMES:
-        torch.manual_seed(0)
-        opts = {"embed_size": 16, "hidden_size": 32, "dropout": 0.0}
-        dec = zoo.create_decoder(name, V, C, **opts)
-        opt = torch.optim.Adam(dec.parameters(), lr=1e-2)
-        for _ in range(40):
-            opt.zero_grad()
-            logits = dec(feats, caps[:, :-1])
-            nn.functional.cross_entropy(
-                logits.reshape(-1, V), caps[:, 1:].reshape(-1), ignore_index=PAD
-            ).backward()
-            opt.step()
-        out[name] = dec.eval()
-    return out
+    return {name: partially_trained(name) for name in NAMES}
 
 
 def test_fixture_captions_end_at_different_lengths(decoders: dict) -> None:

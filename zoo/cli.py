@@ -1,15 +1,21 @@
 """The ``zoo`` command line. Sub-commands come from the ``zoo_add_commands`` hook, so plugins can add
-their own; ``--plugin MODULE_OR_PATH`` (repeatable, like ``pytest -p``) loads a plugin before anything."""
+their own; ``--plugin MODULE_OR_PATH`` (repeatable, like ``pytest -p``) loads a plugin before anything.
+Errors the user can fix (``ZooError``) print one message and no traceback; ``--debug`` or ``ZOO_DEBUG=1``
+prints the traceback as well (for a plugin author, or a bug report)."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import traceback
 import warnings
 from typing import Sequence
 
 from zoo.errors import ZooError
+
+
+DEBUG_ENV = "ZOO_DEBUG"
 
 
 def _split_plugins(argv: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -19,6 +25,13 @@ def _split_plugins(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     pre.add_argument("--plugin", "-p", action="append", default=[])
     known, rest = pre.parse_known_args(argv)
     return list(known.plugin), rest
+
+
+def _split_debug(argv: Sequence[str]) -> tuple[bool, list[str]]:
+    """``--debug`` wherever it stands, or ``ZOO_DEBUG=1``: errors print their traceback too."""
+    rest = [a for a in argv if a != "--debug"]
+    env = os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+    return env or len(rest) != len(argv), rest
 
 
 def _is_module_name(spec: str) -> bool:
@@ -64,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="load a plugin module (dotted name, also looked up in the current directory, or .py file) "
         "before running; repeatable, and may also follow the sub-command",
     )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help=f"on an error, print the Python traceback too (or set {DEBUG_ENV}=1); may follow the sub-command",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     get_plugin_manager().hook.zoo_add_commands(subparsers=sub)
     return parser
@@ -76,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # failed plugins are reported once, by the command, as plain lines (not as Python warnings)
         warnings.filterwarnings("ignore", message="zoo plugin ")
     args = None
+    debug, argv = _split_debug(argv)
     try:
         plugins, argv = _split_plugins(argv)
         _load_plugins(plugins)
@@ -88,10 +107,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         _warn_failed_plugins()
         return rc
     except ZooError as exc:
+        if debug:
+            traceback.print_exc()
         print(f"zoo: error: {exc}", file=sys.stderr)
         if args is not None:
             _warn_failed_plugins()
-        return 2
+        return int(getattr(exc, "exit_code", 2))
     except KeyboardInterrupt:
         print("zoo: interrupted", file=sys.stderr)
         return 130

@@ -21,6 +21,15 @@ A decoder maps image ``Features`` and tokens to next-token logits. It is used in
   The beam search expands, reorders and drops rows of ``memory`` and ``state`` with
   ``select_batch``/``reorder_state``; a decoder whose state is not batch-first overrides ``reorder_state``.
 
+  Optional, for attention maps: a decoder with ``attends = True`` implements
+  ``last_attention(state) -> (B, N)``, the weights over the N positions of ``features.grid`` that the
+  ``step`` which returned ``state`` used to predict its token (each row sums to 1; before the first step
+  it may be anything, zeros for ``gru-attn``). Its state must therefore carry them (``gru-attn``'s is
+  ``(h, alpha)``). Why in the state rather than as another return value of ``step``: ``step``'s signature
+  stays the same for every decoder, the weights follow beam reordering like the rest of the state, and the
+  beam search reads them only when asked (``beam_search(..., return_attention=True)``,
+  ``CaptionModel.generate(..., return_attention=True)``), so decoding without them costs nothing more.
+
 Because everything goes through this contract, a third-party decoder gets beam search, evaluation,
 checkpoints and the leaderboard for free. Constructor: ``Decoder(vocab_size, feature_dim, **options)``;
 options are plain JSON values (they are stored in checkpoints and shown by ``zoo info``).
@@ -41,6 +50,8 @@ class Decoder(nn.Module):
 
     #: True when ``forward`` accepts ``keep=`` and computes logits only there (see the module docstring)
     skips_padding: ClassVar[bool] = False
+    #: True when the state carries attention weights over the grid, read by ``last_attention``
+    attends: ClassVar[bool] = False
 
     def __init__(self, vocab_size: int, feature_dim: int) -> None:
         super().__init__()
@@ -59,6 +70,10 @@ class Decoder(nn.Module):
 
     def step(self, prev_tokens: torch.Tensor, state: Any, memory: Any) -> tuple[torch.Tensor, Any]:  # pragma: no cover
         raise NotImplementedError
+
+    def last_attention(self, state: Any) -> torch.Tensor:
+        """(B, N) weights over the grid of the step that returned ``state`` (decoders with ``attends``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not attend (attends = False)")
 
     def reorder_state(self, state: Any, index: torch.Tensor) -> Any:
         """Rows ``index`` of the state (beam expansion, reordering, dropping finished images)."""

@@ -56,6 +56,7 @@ class Hypothesis:
     tokens: list[int]  # generated ids, <eos> included if emitted
     logprob: float  # sum of log-probabilities
     score: float  # length-normalised score used for ranking
+    attention: torch.Tensor | None = None  # (len(tokens), N) weights over the grid, when asked for
 
 
 def _final_score(logprob: float, length: int, length_penalty: float) -> float:
@@ -83,6 +84,17 @@ def check_decoding_options(beam_size: int, max_len: int, length_penalty: float =
             f"per-token average), got {length_penalty!r}"
         )
 
+
+def check_attends(decoder: Decoder, name: str | None = None) -> None:
+    """Refuse to ask a decoder that does not attend for attention weights, naming it (``name``: its
+    registry name, when the caller knows it)."""
+    if not getattr(decoder, "attends", False):
+        name = name or getattr(decoder, "registry_name", None) or type(decoder).__name__
+        raise ZooError(
+            f"decoder {name!r} has no attention over the image grid (it does not set attends = True and "
+            f"implement last_attention), so there are no attention maps to show. Use a checkpoint of an "
+            f"attention decoder such as 'gru-attn', or drop --attention / return_attention."
+        )
 
 
 class LogitConstraints(Protocol):
@@ -233,12 +245,19 @@ def beam_search(
     beam_size: int = 3,
     max_len: int = 20,
     length_penalty: float = 1.0,
+    return_attention: bool = False,
     constraints: LogitConstraints | None = None,
 ) -> list[Hypothesis]:
     """Best hypothesis per image, batched over images and beams; ``constraints`` (``zoo.constraints``)
-    forbid tokens before the candidates are ranked."""
+    forbid tokens before the candidates are ranked.
+
+    ``return_attention=True`` (decoders with ``attends``, see ``zoo.decoder``) also gives each
+    hypothesis its ``attention`` (T, N) on the CPU: row t is the weights the decoder used to predict
+    token t of the winning hypothesis. They are tracked per beam only when asked for."""
     check_decoding_options(beam_size, max_len, length_penalty)
     _check_constraints(constraints, max_len)
+    if return_attention:
+        check_attends(decoder)
     B = features.batch_size
     K = beam_size
     device = features.grid.device
@@ -250,6 +269,9 @@ def beam_search(
         torch.full((B,), bos_id, dtype=torch.long, device=device), state, memory
     )
     expand = torch.arange(B, device=device).repeat_interleave(K)
+    if return_attention:  # weights of every live beam's tokens so far, (n*K, t, N), in history's rows
+        first_alpha = decoder.last_attention(state).float().index_select(0, expand)
+        trail = first_alpha.new_zeros((B * K, 0, first_alpha.shape[-1]))
     memory = select_batch(memory, expand)
     state = decoder.reorder_state(state, expand)
     live = torch.arange(B, device=device)  # original image index of each live block
@@ -264,6 +286,8 @@ def beam_search(
             logits = first_logits.index_select(0, expand)
         else:
             logits, state = decoder.step(tokens, state, memory)
+        if return_attention:
+            trail = torch.cat([trail, (first_alpha if t == 0 else decoder.last_attention(state).float()).unsqueeze(1)], 1)
         logp = torch.log_softmax(logits.float(), dim=-1)  # (n*K, V)
         if constraints is not None:
             logp = constraints.apply(logp, history, eos_id)
@@ -288,8 +312,9 @@ def beam_search(
             fin_final = _final_scores(fin_raw.double(), t + 1, length_penalty)
             best_final.scatter_reduce_(0, fin_img, fin_final, reduce="amax")
             seqs = torch.cat([history[rows[fin_j, fin_c]], words[fin_j, fin_c].unsqueeze(1)], dim=1)
-            for img, seq, s, f in zip(fin_img.tolist(), seqs.tolist(), fin_raw.tolist(), fin_final.tolist()):
-                finished[img].append(Hypothesis(seq, s, f))
+            atts = trail[rows[fin_j, fin_c]].cpu() if return_attention else [None] * len(seqs)
+            for img, seq, s, f, a in zip(fin_img.tolist(), seqs.tolist(), fin_raw.tolist(), fin_final.tolist(), atts):
+                finished[img].append(Hypothesis(seq, s, f, a))
         if last:
             break
         # the K surviving candidates of each block, in rank order (unfilled slots score -inf)
@@ -305,6 +330,8 @@ def beam_search(
         new_rows = torch.where(picked[keep], rows[keep].gather(1, order[keep]), own_row).reshape(-1)
         tokens = words[keep].gather(1, order[keep]).reshape(-1)
         history = torch.cat([history.index_select(0, new_rows), tokens.unsqueeze(1)], dim=1)
+        if return_attention:
+            trail = trail.index_select(0, new_rows)
         state = decoder.reorder_state(state, new_rows)
         if keep.shape[0] != n:  # images that are done leave the computation
             mem_rows = (keep.unsqueeze(1) * K + torch.arange(K, device=device)).reshape(-1)

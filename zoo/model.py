@@ -13,6 +13,7 @@ from zoo.decoder import Decoder
 from zoo.decoding import DecodingOptions
 from zoo.encoder import Encoder
 from zoo.features import Features
+from zoo.attention import CaptionAttention, caption_attention, check_attends_model
 from zoo.generation import Hypothesis, Samples, beam_search, sample
 from zoo.tokenizer import Tokenizer
 
@@ -80,8 +81,12 @@ class CaptionModel(nn.Module):
         max_len: int = 20,
         length_penalty: float = 1.0,
         constraints: Constraints | None = None,
+        return_attention: bool = False,
     ) -> list[Hypothesis]:
-        """The best beam-search hypothesis per image (token ids, log-probability, score)."""
+        """The best beam-search hypothesis per image (token ids, log-probability, score; with
+        ``return_attention`` its attention weights too)."""
+        if return_attention:
+            check_attends_model(self)
         return beam_search(
             self.decoder,
             self._features(images_or_features),
@@ -91,6 +96,7 @@ class CaptionModel(nn.Module):
             max_len=max_len,
             length_penalty=length_penalty,
             constraints=constraints,
+            return_attention=return_attention,
         )
 
     @torch.no_grad()
@@ -141,7 +147,8 @@ class CaptionModel(nn.Module):
         suppress_unk: bool = False,
         bad_endings: bool = False,
         generator: torch.Generator | None = None,
-    ) -> list[str] | list[list[str]]:
+        return_attention: bool = False,
+    ) -> list[str] | list[list[str]] | list[CaptionAttention]:
         """Captions for a batch of transformed images (or precomputed features), in eval mode.
 
         Beam search by default (``beam_size=1`` is greedy); ``sample=True`` draws captions instead, with
@@ -151,25 +158,44 @@ class CaptionModel(nn.Module):
         (``zoo.decoding.DecodingOptions``: a ``DecodingOptionError`` naming the option and its flag).
 
         Returns one string per image; with ``n > 1``, one list of ``n`` strings per image, most probable
-        first (log-probability / length ** ``length_penalty``, as beam search ranks)."""
+        first (log-probability / length ** ``length_penalty``, as beam search ranks).
+
+        ``return_attention=True`` (beam search with attention decoders only, e.g. ``gru-attn``; others
+        raise a ZooError naming the decoder): a ``zoo.attention.CaptionAttention`` per image instead of a
+        string: the caption, one label per generated token, their (T, N) weights over the grid and its
+        (h, w)."""
         options = DecodingOptions(
             beam_size=beam_size, max_len=max_len, length_penalty=length_penalty, sample=sample,
             temperature=temperature, top_k=top_k, top_p=top_p, n=n, min_len=min_len,
             no_repeat_ngram=no_repeat_ngram, suppress_unk=suppress_unk, bad_endings=bad_endings,
         ).check()
+        if return_attention and sample:
+            from zoo.generation import DecodingOptionError
+
+            raise DecodingOptionError(
+                "return_attention (--attention) works with beam search only; leave out sample (--sample)"
+            )
         constraints = options.constraints(self.tokenizer)
         was_training = self.training
         self.eval()
         try:
             if not sample:
-                hyps = self.generate_hypotheses(images_or_features, beam_size, max_len, length_penalty, constraints)
-                return [self.tokenizer.decode(h.tokens) for h in hyps]
-            s = self.generate_samples(
-                images_or_features, n=n, max_len=max_len, temperature=temperature, top_k=top_k, top_p=top_p,
-                constraints=constraints, generator=generator,
-            )
+                hyps = self.generate_hypotheses(
+                    images_or_features, beam_size, max_len, length_penalty, constraints,
+                    return_attention=return_attention,
+                )
+            else:
+                s = self.generate_samples(
+                    images_or_features, n=n, max_len=max_len, temperature=temperature, top_k=top_k,
+                    top_p=top_p, constraints=constraints, generator=generator,
+                )
         finally:
             self.train(was_training)
+        if not sample:
+            if return_attention:
+                size = None if isinstance(images_or_features, Features) else tuple(images_or_features.shape[-2:])
+                return caption_attention(self, hyps, size)
+            return [self.tokenizer.decode(h.tokens) for h in hyps]
         texts = self.tokenizer.decode_batch(s.tokens.tolist())
         if n == 1:
             return texts

@@ -54,6 +54,14 @@ class AttentionMemory(NamedTuple):
     h0: torch.Tensor  # (B, H)
 
 
+class AttentionState(NamedTuple):
+    """The generation state: h_t and the weights α_t (over the grid) of the step that produced it, so
+    that ``last_attention`` can read them (zeros before the first step). Batch first, like the memory."""
+
+    h: torch.Tensor  # (B, H)
+    alpha: torch.Tensor  # (B, N)
+
+
 class GRUAttentionDecoder(zoo.Decoder):
     """Show-Attend-Tell with a GRU cell: additive attention over the grid, gated context + word as input.
 
@@ -105,14 +113,19 @@ class GRUAttentionDecoder(zoo.Decoder):
         h0 = torch.tanh(self.init_h(self.pooled_norm(features.pooled)))
         return AttentionMemory(grid, self.att_grid(grid), h0)
 
-    def init_state(self, memory: AttentionMemory) -> torch.Tensor:
-        return memory.h0
+    attends = True
+
+    def init_state(self, memory: AttentionMemory) -> AttentionState:
+        return AttentionState(memory.h0, memory.grid.new_zeros(memory.grid.shape[:2]))
 
     def step(
-        self, prev_tokens: torch.Tensor, state: torch.Tensor, memory: AttentionMemory
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self._advance(self.drop(self.embed(prev_tokens)), state, memory)
-        return self.head(self.drop(h)), h
+        self, prev_tokens: torch.Tensor, state: AttentionState, memory: AttentionMemory
+    ) -> tuple[torch.Tensor, AttentionState]:
+        h, alpha = self._advance(self.drop(self.embed(prev_tokens)), state.h, memory)
+        return self.head(self.drop(h)), AttentionState(h, alpha)
+
+    def last_attention(self, state: AttentionState) -> torch.Tensor:
+        return state.alpha
 
     # -- teacher forcing -------------------------------------------------------------------------------
     skips_padding = True
@@ -129,7 +142,7 @@ class GRUAttentionDecoder(zoo.Decoder):
         h = memory.h0
         hs = []
         for t in range(tokens.shape[1]):
-            h = self._advance(words[:, t], h, memory)
+            h, _ = self._advance(words[:, t], h, memory)
             hs.append(h)
         out = torch.stack(hs, dim=1)
         if keep is not None:  # not a prefix of each row: every step for every row, then select
@@ -154,7 +167,7 @@ class GRUAttentionDecoder(zoo.Decoder):
         for t, n in enumerate(counts):
             if n == 0:
                 break
-            h = self._advance(words[:n, t], h[:n], AttentionMemory(*(x[:n] for x in memory)))
+            h, _ = self._advance(words[:n, t], h[:n], AttentionMemory(*(x[:n] for x in memory)))
             hs.append(h)
         flat = torch.cat(hs)  # time-major: step 0's rows, then step 1's, ...
         starts = torch.cumsum(running, 0) - running
@@ -173,9 +186,12 @@ class GRUAttentionDecoder(zoo.Decoder):
             context = torch.sigmoid(self.gate_proj(h)) * context
         return context, alpha
 
-    def _advance(self, word: torch.Tensor, h: torch.Tensor, memory: AttentionMemory) -> torch.Tensor:
-        context, _ = self.attend(h, memory)
-        return self.cell(torch.cat([word, context], dim=-1), h)
+    def _advance(
+        self, word: torch.Tensor, h: torch.Tensor, memory: AttentionMemory
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """h_t and the weights α_t it was computed with."""
+        context, alpha = self.attend(h, memory)
+        return self.cell(torch.cat([word, context], dim=-1), h), alpha
 
 
 @zoo.hookimpl

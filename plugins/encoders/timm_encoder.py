@@ -93,6 +93,7 @@ class TimmEncoder(zoo.Encoder):
         self._grid_from_intermediates = False
         self._intermediates_norm = True
         self._plan_grid()
+        self._grid_shapes: dict[tuple[int, int], tuple[int, int]] = {}  # image (H, W) -> grid (h, w)
         self._weights_id = "random"
         if pretrained is True:
             self._weights_id = self._load_from_sources()
@@ -201,6 +202,51 @@ class TimmEncoder(zoo.Encoder):
             f"features are a feature map or patch tokens: a CNN (resnet50, convnext_tiny), a ViT/DeiT "
             f"(vit_small_patch16_224, deit_small_patch16_224) or a Swin (swin_tiny_patch4_window7_224)."
         )
+
+    def grid_shape(self, num_positions: int, image_size: tuple[int, int] | None = None) -> tuple[int, int]:
+        """(h, w) of the grid, read from the backbone's own spatial map for one blank image of that size
+        (run once per size and remembered): the feature map's H×W for a CNN or Swin, the patch grid
+        (``forward_intermediates``, class and register tokens left out) for a ViT."""
+        size = tuple(image_size) if image_size is not None else tuple(self.data_config()["input_size"][1:])
+        if size not in self._grid_shapes:
+            self._grid_shapes[size] = self._probe_grid_shape(size)  # type: ignore[index]
+        hw = self._grid_shapes[size]  # type: ignore[index]
+        if hw[0] * hw[1] != num_positions:
+            raise ZooError(
+                f"encoder {self.name!r}: a {size[0]}x{size[1]} image gives a {hw[0]}x{hw[1]} grid, not "
+                f"{num_positions} positions; were these features made from images of another size?"
+            )
+        return hw
+
+    def _probe_grid_shape(self, size: tuple[int, int]) -> tuple[int, int]:
+        probe = torch.zeros(1, 3, *size, device=next(self.model.parameters()).device)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                if self._grid_from_intermediates:
+                    _, maps = self.model.forward_intermediates(
+                        probe, indices=1, norm=self._intermediates_norm, intermediates_only=False
+                    )
+                    return tuple(maps[-1].shape[-2:])  # type: ignore[return-value]
+                x = self.model.forward_features(probe)
+                if x.dim() == 4:
+                    hw = x.shape[1:3] if _is_channels_last(self.model, x, self.feature_dim) else x.shape[2:4]
+                    return (int(hw[0]), int(hw[1]))
+                n = self._grid(x).shape[1]
+                _, last_map, _, _ = _last_spatial_map(self.model, probe)
+                if last_map is not None and last_map.shape[-2] * last_map.shape[-1] == n:
+                    return (int(last_map.shape[-2]), int(last_map.shape[-1]))
+                return zoo.Encoder.grid_shape(self, n, size)  # the aspect-ratio rule
+        finally:
+            self.model.train(was_training)
+
+    def unnormalize(self, images: torch.Tensor) -> torch.Tensor:
+        """Undo the transform's normalisation with the backbone's own mean and std."""
+        cfg = self.data_config()
+        mean = torch.tensor(cfg["mean"], dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+        std = torch.tensor(cfg["std"], dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+        return (images * std + mean).clamp(0, 1)
 
     # -- data -----------------------------------------------------------------------------------------
     def data_config(self) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--beam", type=int, default=3)
     p.add_argument("--max-len", type=int, default=20)
     p.add_argument("--json", action="store_true", help='print [{"file": ..., "caption": ...}]')
+    p.add_argument("--attention", metavar="OUT.png", help="also draw each word's attention over the image "
+                   "(attention decoders such as gru-attn; OUT-<n>-<image>.png for several images)")
     p.set_defaults(func=cmd_caption)
 
 
@@ -51,7 +54,14 @@ def cmd_caption(args: argparse.Namespace) -> int:
     ckpt, _ = resolve_checkpoint(args.checkpoint)  # refuses a run's state.safetensors, naming its checkpoints
     images = [_open(p) for p in args.images]  # every file checked before the model is loaded
     model = load(ckpt)
-    captions = model.caption_images(images, beam_size=args.beam, max_len=args.max_len)
+    if args.attention:
+        from zoo.attention_figure import write_attention_figures
+
+        drawn = write_attention_figures(model, images, args.images, args.attention, beam_size=args.beam, max_len=args.max_len)
+        captions = [c for c, _ in drawn]
+        print("\n".join(f"attention: {f} -> {path}" for f, (_, path) in zip(args.images, drawn)), file=sys.stderr)
+    else:
+        captions = model.caption_images(images, beam_size=args.beam, max_len=args.max_len)
     if args.json:
         print(json.dumps([{"file": f, "caption": c} for f, c in zip(args.images, captions)], indent=1))
     else:
