@@ -697,8 +697,11 @@ def generate_for_items(
     length_penalty: float = 1.0,
     skip_bad_images: bool = False,
     progress: bool = False,
-) -> dict[int, str]:
-    """Captions for ``dataset[indices]``, streamed in batches through DataLoader workers."""
+    decoding: dict[str, Any] | None = None,
+) -> dict[int, Any]:
+    """Captions for ``dataset[indices]``, streamed in batches through DataLoader workers. ``decoding``:
+    more ``CaptionModel.generate`` keywords (sampling, constraints; with ``n > 1`` each value is the list
+    of an image's ``n`` captions, most probable first)."""
     from tqdm.auto import tqdm
 
     from zoo.data import ImageDataset, collate_skip_none
@@ -715,7 +718,8 @@ def generate_for_items(
         for idx, images in loader:
             if images is None:  # every image of this batch was bad (and skipped)
                 continue
-            caps = model.generate(images.to(device, non_blocking=True), beam_size=beam_size, max_len=max_len, length_penalty=length_penalty)
+            caps = model.generate(images.to(device, non_blocking=True), beam_size=beam_size, max_len=max_len,
+                                  length_penalty=length_penalty, **(decoding or {}))
             for i, c in zip(idx.tolist(), caps):
                 out[int(i)] = c
             bar.update(len(idx))
