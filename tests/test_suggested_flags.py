@@ -30,10 +30,15 @@ SHOWN_BY = {
 }
 #: flags of other programs that messages quote (pip, git), not zoo's
 FOREIGN = {"prefix", "user", "force-reinstall", "porcelain", "untracked-files"}
-#: flags named by a Python API's checks before any command offers them (the sampler's options, whose
-#: ``zoo eval`` flags are being added at the time of writing); each entry is a known gap, to be removed
+#: flags named by a Python API's checks before any command offers them (the sampler's and the decoding
+#: constraints' options, whose ``zoo eval``/``zoo caption`` flags are being added at the time of writing); each entry is a known gap, to be removed
 #: once a command takes the flag
-NOT_ON_A_COMMAND_YET = {"zoo/generation.py": {"num", "temperature", "top-k", "top-p"}}
+NOT_ON_A_COMMAND_YET = {
+    "zoo/generation.py": {"num", "temperature", "top-k", "top-p"},
+    "zoo/decoding.py": {"sample", "sample-seed", "min-len"},
+    "zoo/constraints.py": {"min-len"},
+    "zoo/model.py": {"sample"},
+}
 
 
 def _strings(node: ast.AST) -> list[str]:
