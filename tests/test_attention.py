@@ -143,3 +143,16 @@ def test_caption_attention_refuses_a_decoder_without_attention(checkpoints, tmp_
     err = capsys.readouterr().err
     assert "decoder 'gru' has no attention" in err and "Traceback" not in err
     assert not fig.exists()
+
+
+def test_a_long_caption_title_stays_inside_the_figure() -> None:
+    """A 20-word caption is wrapped, not drawn off both edges of the figure."""
+    from zoo.attention_figure import attention_figure
+    from zoo.attention import CaptionAttention
+
+    words = ["there", "four", "<unk>", "shapes"] * 5
+    a = CaptionAttention(" ".join(words), words, torch.full((20, 4), 0.25), (2, 2))
+    fig = attention_figure(torch.rand(3, 32, 32), a)
+    fig.canvas.draw()
+    box = fig._suptitle.get_window_extent()
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.width

@@ -16,6 +16,7 @@ the panel title gives that largest weight, so peaked and diffuse maps can still 
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,11 @@ def attention_figure(
     cols = n if columns is None else max(1, min(columns, n))
     rows = math.ceil(n / cols) if n else 1
     aspect = H / W
-    fig = agg_figure(cols * panel_inches, rows * panel_inches * aspect + (0.45 if title else 0) + 0.25 * rows)
+    # A long caption (20 words) is wider than the figure: wrap it to the figure's width (about 10
+    # characters an inch at 11 pt) rather than let the title run off both sides.
+    heading = textwrap.wrap(attention.caption, width=max(10, int(cols * panel_inches * 10))) if title else []
+    heading_in = (0.45 + 0.2 * max(len(heading) - 1, 0)) if title else 0
+    fig = agg_figure(cols * panel_inches, rows * panel_inches * aspect + heading_in + 0.25 * rows)
     axes = np.atleast_1d(fig.subplots(rows, max(cols, 1), squeeze=False)).ravel()
     for ax in axes:
         ax.set_axis_off()
@@ -56,7 +61,7 @@ def attention_figure(
                   interpolation="bilinear", extent=(-0.5, W - 0.5, H - 0.5, -0.5))
         ax.set_title(f"{word}\nmax {peak:.2f}", fontsize=9, linespacing=1.1)
     if title:
-        fig.suptitle(attention.caption or "(empty caption)", fontsize=11)
+        fig.suptitle("\n".join(heading) or "(empty caption)", fontsize=11)
     return fig
 
 
