@@ -222,3 +222,11 @@ def test_a_system_with_seeds_shows_one_runs_captions_and_says_which(tmp_path):
     leader = next(s for s in embedded(board.to_html())["systems"] if s["name"] == rows[0].system)
     assert leader["shown"] == "captions of seed 0, one of its 2 runs"
     assert leader["captions"] == [rows[0].captions[k] for k in rows[0].captions]
+
+
+def test_report_names_a_metric_not_computed_once(tmp_path):
+    _, _, ev = _evaluate(tmp_path, n=3)
+    ev.not_computed = {"SPICE": "SPICE was not computed: Stanford CoreNLP is missing"}
+    page = render_report(ev, "sys")
+    assert "<p>SPICE not computed: Stanford CoreNLP is missing</p>" in page
+    assert "was not computed" not in page

@@ -384,6 +384,12 @@ def score_files(
     return result
 
 
+def not_computed_reason(key: str, why: str) -> str:
+    """The reason a metric was not computed, without the metric's own "KEY was not computed: " lead-in
+    (metric plugins' messages start with it), so callers that say "KEY not computed:" don't say it twice."""
+    return why.removeprefix(f"{key} was not computed: ")
+
+
 def format_scores(result: EvalResult) -> str:
     """A labelled table: every metric x100 (as papers print it) and on pycocoevalcap's 0-1 scale."""
     how = "PTB-tokenized" if result.tokenized else "NOT PTB-tokenized (not the official protocol)"
@@ -391,8 +397,7 @@ def format_scores(result: EvalResult) -> str:
     for key, value in result.scores.items():
         lines.append(f"  {key:<8} {value * 100:7.1f}  {value:9.4f}")
     for key, why in result.not_computed.items():
-        why = why.removeprefix(f"{key} was not computed: ")
-        text = textwrap.fill(f"not computed: {why}", width=100, subsequent_indent=" " * 20)
+        text = textwrap.fill(f"not computed: {not_computed_reason(key, why)}", width=100, subsequent_indent=" " * 20)
         lines.append(f"  {key:<8} {'n/a':>7}  {text}")
     lines.append(f"  ({SCALE_NOTE})")
     lines += [f"note: {n}" for n in result.notes]

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from zoo import html_page
+from zoo.evaluation import not_computed_reason
 
 DEFAULT_REPORT_IMAGES = 1000
 #: attention decoders: images that get a strip of per-word attention maps (the lowest and highest
@@ -94,7 +95,9 @@ def render_report(
         f'<td class="num" data-v="{value!r}">{value:.4f}</td></tr>'
         for name, value in ev.metrics.items()
     )
-    missing = "".join(f"<p>{e(name)} not computed: {e(why)}</p>" for name, why in ev.not_computed.items())
+    missing = "".join(
+        f"<p>{e(name)} not computed: {e(not_computed_reason(name, why))}</p>" for name, why in ev.not_computed.items()
+    )
     notes = "".join(f"<p>Note: {e(n)}</p>" for n in ev.notes)
     if thumbnail_limit is not None and len(thumbnails) < len(rows):
         notes += (
