@@ -112,7 +112,8 @@ def check(cfg: CompareConfig, runs: list[tuple[str, RunSpec]]) -> Any:
     encoder, decoder, tokenizer and data set name is registered (the error names the closest ones), the
     shared decoder and tokenizer options exist for every one of them, the seeds, the training settings
     (``TrainConfig``: ranges, device), the metrics and decoding options
-    (:func:`zoo.model_eval.check_request`: names, Java), and the evaluation split loads. Returns that split
+    (:func:`zoo.model_eval.check_request`: names, Java), every decoder keeps the decoder contract (a probe,
+``_probe_decoders``), and the evaluation split loads. Returns that split
     (the same data for every run)."""
     from zoo.errors import ZooError
     from zoo.manager import get_registry
@@ -143,7 +144,30 @@ def check(cfg: CompareConfig, runs: list[tuple[str, RunSpec]]) -> Any:
                                    ("tokenizer", spec.tokenizer, spec.tokenizer_kwargs)):
             check_kwargs("zoo compare --set", kind, reg.get(kind, name), kwargs, ZooError, prefix=kind)
         TrainConfig.from_dict(spec.train)
+    _probe_decoders(runs)
     return load_split(runs[0][1], cfg.split)
+
+
+#: the vocabulary the compare-time probe builds decoders with (the runs' tokenizers are not trained yet)
+PROBE_VOCAB = 64
+
+
+def _probe_decoders(runs: list[tuple[str, RunSpec]]) -> None:
+    """Build every decoder of the compare once, on each encoder's feature size, so one that breaks the
+    decoder contract (``zoo.contract``) stops the compare before the first run trains, not after the
+    runs listed before it. Encoders are built without weights; nothing is trained."""
+    from zoo.factory import create_decoder, create_encoder
+
+    dims: dict[tuple[str, str], int] = {}
+    done: set[tuple[str, int, str]] = set()
+    for _, spec in runs:
+        enc_key = (spec.encoder, json.dumps(spec.encoder_kwargs, sort_keys=True, default=str))
+        if enc_key not in dims:
+            dims[enc_key] = create_encoder(spec.encoder, **{**spec.encoder_kwargs, "pretrained": False}).feature_dim
+        key = (spec.decoder, dims[enc_key], json.dumps(spec.decoder_kwargs, sort_keys=True, default=str))
+        if key not in done:
+            done.add(key)
+            create_decoder(spec.decoder, PROBE_VOCAB, dims[enc_key], **spec.decoder_kwargs)
 
 
 #: the compare settings that say which runs there are; any other difference makes earlier runs stale

@@ -20,10 +20,15 @@ def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="train and rank several architectures under the same budget",
         description="Every combination of --encoder × --decoder × --tokenizer × --seeds is trained with the "
         "same data, budget and schedule, evaluated on the same split and decoding settings, recorded, "
-        "and ranked. Re-running the same command resumes: finished runs are not redone.",
+        "and ranked. Re-running the same command resumes: finished runs are not redone. Plugin decoders, "
+        "encoders and tokenizers are accepted like the built-ins (install the plugin, or load it with "
+        "`zoo --plugin MODULE compare ...`); each decoder is checked against the decoder contract before "
+        "any run trains.",
     )
     p.add_argument("--encoder", required=True, help="comma-separated encoder names")
-    p.add_argument("--decoder", required=True, help="comma-separated decoder names, e.g. gru,gru-stacked,gru-attn,lstm")
+    p.add_argument("--decoder", required=True,
+                   help="comma-separated decoder names: built-ins (gru,gru-stacked,gru-attn,lstm) or any plugin's "
+                   "(installed, or loaded with --plugin; see `zoo list decoders`), e.g. gru-attn,transformer")
     p.add_argument("--tokenizer", default="word", help="comma-separated tokenizer names")
     p.add_argument("--data", default="shapes")
     p.add_argument("--data-root", default=None)
