@@ -76,15 +76,15 @@ def test_unknown_filter_is_named(tmp_path):
 
 
 def test_migrations_run_in_order_and_keep_rows(tmp_path, monkeypatch):
-    """A database written at version 1 is brought to a (pretend) version 2 on open, rows intact."""
+    """A database written at the current version is brought to a (pretend) next version on open, rows intact."""
     path = tmp_path / "r.sqlite"
     with ResultsDB(path) as db:
         db.record(make_record())
     v2 = ("ALTER TABLE evaluations ADD COLUMN reviewer TEXT", "UPDATE evaluations SET reviewer = 'nobody'")
     monkeypatch.setattr(results, "_MIGRATIONS", [*results._MIGRATIONS, v2])
-    monkeypatch.setattr(results, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(results, "SCHEMA_VERSION", results.SCHEMA_VERSION + 1)
     with ResultsDB(path) as db:
-        assert db.schema_version == 2
+        assert db.schema_version == results.SCHEMA_VERSION
         assert len(db.rows()) == 1
     conn = sqlite3.connect(path)
     assert conn.execute("SELECT reviewer FROM evaluations").fetchall() == [("nobody",)]

@@ -5,10 +5,17 @@ budget, schedule and seed list, evaluated on the same split with the same decodi
 in the results database; the leaderboard is printed at the end. Each run has its own folder under
 ``--out``; a run whose ``eval.json`` exists is finished and is not redone, a run with a saved training
 state is resumed, so an interrupted compare picks up where it stopped.
+
+``objectives`` (``--objective xe,scst``) trains each combination once per training objective: the ``xe``
+run as always, then each other objective's run (``<run>-scst``) starting from that ``xe`` run's
+``best.safetensors`` (``--init``), with ``objective_overrides`` (``--objective-set``, e.g. a lower
+``train.lr`` and fewer ``train.steps``) on top of the shared settings. XE and SCST versions of one
+architecture are separate rows (systems) on the leaderboard.
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 from dataclasses import dataclass, field
@@ -38,6 +45,8 @@ class CompareConfig:
     metrics: tuple[str, ...] = ("bleu", "meteor", "rouge-l", "cider-d", "spice")
     pretrained: bool | str = False
     overrides: list[str] = field(default_factory=list)
+    objectives: list[str] = field(default_factory=lambda: ["xe"])
+    objective_overrides: list[str] = field(default_factory=list)  # for the runs of objectives other than xe
 
 
 def run_name(encoder: str, decoder: str, tokenizer: str, seed: int) -> str:
@@ -45,6 +54,8 @@ def run_name(encoder: str, decoder: str, tokenizer: str, seed: int) -> str:
 
 
 def plan(cfg: CompareConfig) -> list[tuple[str, RunSpec]]:
+    """Every run, in training order: a combination's ``xe`` run before the runs that start from it (their
+    ``spec.init`` is ``{"run": <the xe run's name>}`` until :func:`resolve_init` fills in its checkpoint)."""
     runs = []
     for enc, dec, tok, seed in itertools.product(cfg.encoders, cfg.decoders, cfg.tokenizers, cfg.seeds):
         spec = RunSpec(
@@ -53,8 +64,30 @@ def plan(cfg: CompareConfig) -> list[tuple[str, RunSpec]]:
             decoder_kwargs=dict(cfg.decoder_kwargs), tokenizer_kwargs=dict(cfg.tokenizer_kwargs),
             train={**cfg.train, "seed": seed}, pretrained=cfg.pretrained,
         ).with_overrides(cfg.overrides)
-        runs.append((run_name(enc, dec, tok, seed), spec))
+        name = run_name(enc, dec, tok, seed)
+        for objective in cfg.objectives:
+            if objective == "xe":
+                runs.append((name, spec))
+                continue
+            other = copy.deepcopy(spec)
+            other.train["objective"] = objective
+            other = other.with_overrides(cfg.objective_overrides)
+            other.pretrained = False  # every weight comes from the xe run's checkpoint
+            other.init = {"run": name}
+            runs.append((f"{name}-{objective}", other))
     return runs
+
+
+def resolve_init(spec: RunSpec, out: Path) -> RunSpec:
+    """``spec`` with ``init`` naming the xe run's ``best.safetensors`` in ``out`` and its sha256."""
+    from zoo.checkpoint import sha256_file
+
+    if spec.init is None or "run" not in spec.init:
+        return spec
+    ckpt = (out / spec.init["run"] / "best.safetensors").resolve()
+    resolved = copy.deepcopy(spec)
+    resolved.init = {"run": spec.init["run"], "path": str(ckpt), "sha256": sha256_file(ckpt) if ckpt.exists() else None}
+    return resolved
 
 
 def compare(
@@ -66,6 +99,7 @@ def compare(
 ) -> list[dict[str, Any]]:
     """Train and evaluate every planned run (skipping finished ones); returns one summary per run."""
     from zoo.checkpoint import load
+    from zoo.checkpoint import read_extra as zoo_read_extra
     from zoo.model_eval import evaluate_model, record
     from zoo.runs import execute
     from zoo.train import read_train_speed
@@ -88,6 +122,7 @@ def compare(
         finished_training = (run_dir / "last.safetensors").exists()
         say(f"[{i}/{len(runs)}] {name}: {'evaluating' if finished_training else 'resuming' if resume else 'training'}")
         train_speed = None
+        spec = resolve_init(spec, out)
         if not finished_training:
             result = execute(spec, run_dir, resume=resume, progress=progress)
             train_speed = result.train_images_per_s
@@ -99,7 +134,10 @@ def compare(
                             out_dir=run_dir / "eval", progress=progress)
         assert ev is not None
         rid = record(ev, model, db_path, checkpoint=ckpt, seed=spec.train.get("seed"), run_name=name, train_images_per_s=train_speed)
-        row = {"run": name, "system": spec.system, "seed": spec.train.get("seed"), "record_id": rid,
+        from zoo.objective import checkpoint_objective
+
+        objective = checkpoint_objective(zoo_read_extra(ckpt))["signature"]
+        row = {"run": name, "system": spec.system, "objective": objective, "seed": spec.train.get("seed"), "record_id": rid,
                "metrics": ev.metrics, "not_computed": ev.not_computed,
                "train_images_per_s": train_speed, "decode_images_per_s": ev.decode_images_per_s}
         atomic_write(done, lambda tmp: Path(tmp).write_text(json.dumps(row, indent=1)))
@@ -138,6 +176,19 @@ def check(cfg: CompareConfig, runs: list[tuple[str, RunSpec]]) -> Any:
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ZooError(f"zoo compare: seeds must be whole numbers (e.g. --seeds 1,2), got {seed!r}")
     check_request(cfg.metrics, cfg.beam_size, cfg.max_len, 1.0)
+    twice = sorted({o for o in cfg.objectives if cfg.objectives.count(o) > 1})
+    if not cfg.objectives or twice:
+        raise ZooError(f"zoo compare: --objective lists {', '.join(twice) or 'no objective'}"
+                       f"{' more than once' if twice else ''}; give each once, e.g. --objective xe,scst")
+    for objective in cfg.objectives:
+        reg.get("objective", objective)
+    if any(o != "xe" for o in cfg.objectives) and "xe" not in cfg.objectives:
+        raise ZooError(f"zoo compare --objective {','.join(cfg.objectives)}: these runs start from the xe run's "
+                       "best checkpoint; list xe too, e.g. --objective xe,scst")
+    from zoo.objective import ObjectiveSchedule
+
+    for _, spec in runs:
+        ObjectiveSchedule(TrainConfig.from_dict(spec.train), spec.objective_options)  # names, options
     for _, spec in runs:
         for kind, name, kwargs in (("encoder", spec.encoder, spec.encoder_kwargs),
                                    ("decoder", spec.decoder, spec.decoder_kwargs),
@@ -171,7 +222,7 @@ def _probe_decoders(runs: list[tuple[str, RunSpec]]) -> None:
 
 
 #: the compare settings that say which runs there are; any other difference makes earlier runs stale
-_COMBINATIONS = ("encoders", "decoders", "tokenizers", "seeds")
+_COMBINATIONS = ("encoders", "decoders", "tokenizers", "seeds", "objectives", "objective_overrides")
 
 
 def _settings_json(cfg: CompareConfig) -> str:
@@ -200,7 +251,7 @@ def _check_reuse(cfg: CompareConfig, runs: list[tuple[str, RunSpec]], out: Path)
     for name, spec in runs:
         saved = out / name / "run.json"
         if saved.exists():
-            changed = RunSpec.from_file(saved).differences(spec)
+            changed = RunSpec.from_file(saved).differences(resolve_init(spec, out))
             if changed:
                 raise ZooError(
                     f"{out / name} was trained with other settings ({', '.join(changed)} differ); choose "

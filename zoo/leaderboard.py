@@ -12,7 +12,6 @@ significantly different from the leader). Scores are stored on pycocoevalcap's 0
 
 from __future__ import annotations
 
-import base64
 import csv
 import html
 import io
@@ -648,37 +647,14 @@ class Leaderboard:
         )
         return fig
 
-    def to_html(self, plot_png: bytes | None = None) -> str:
-        """One self-contained page: inline CSS, a table sortable by clicking its headers (inline JS), and
-        the plot embedded as a data URI. No external URL, so it works offline and as an attachment."""
-        cols = self._columns()
-        e = html.escape
-        head = "".join(
-            f'<th class="{"num" if c.numeric else "txt"}" title="click to sort">{e(c.header)}</th>' for c in cols
-        )
-        body = []
-        for b in self.rows:
-            cls = ' class="ns"' if b.significant is False else (' class="lead"' if b.rank == 1 else "")
-            tds = "".join(
-                f'<td class="{"num" if c.numeric else "txt"}" data-v="{e(_sort_value(c.value(b)))}">{e(c.text(b))}</td>'
-                for c in cols
-            )
-            body.append(f"<tr{cls}>{tds}</tr>")
-        img = ""
-        if plot_png:
-            data = base64.b64encode(plot_png).decode("ascii")
-            img = f'<figure><img alt="{e(self.metric)} vs parameters and decoding speed" src="data:image/png;base64,{data}"></figure>'
-        legend = "".join(f"<p>{e(line)}</p>" for line in self.legend())
-        return _HTML.format(
-            title=e(f"Caption Zoo leaderboard — {self.data} / {self.split}"),
-            subtitle=e(self.title()),
-            head=head,
-            body="\n".join(body),
-            legend=legend,
-            img=img,
-            css=_CSS,
-            js=_JS,
-        )
+    def to_html(self, plot_png: bytes | None = None, images: Any = None) -> str:
+        """One self-contained page (:mod:`zoo.leaderboard_page`): the sortable table, the plot embedded as a
+        data URI, and a drill-down from each system to its captions image by image, two systems side by
+        side. ``images``: ``ResultsDB.images(self.references_hash)``, for thumbnails and references. No
+        external URL, so it works offline and as an attachment."""
+        from zoo.leaderboard_page import render
+
+        return render(self, plot_png, images)
 
 
 # saved plots hold every label: the bounding box grows to whatever was drawn (a label at a panel's edge)
@@ -712,66 +688,3 @@ def _wrap_label(name: str, width: int = _LABEL_WIDTH) -> str:
 
 def _blank(v: Any) -> Any:
     return "" if v is None else v
-
-
-def _sort_value(v: Any) -> str:
-    if v is None:
-        return ""
-    return repr(float(v)) if isinstance(v, (int, float)) else str(v)
-
-
-_CSS = """
-body { font: 14px/1.4 system-ui, sans-serif; margin: 2em; color: #222; }
-table { border-collapse: collapse; }
-th, td { padding: 4px 10px; border-bottom: 1px solid #ddd; white-space: nowrap; }
-th { cursor: pointer; background: #f4f4f4; user-select: none; }
-th.asc::after { content: " \\25B2"; } th.desc::after { content: " \\25BC"; }
-td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
-tr.lead td { font-weight: 600; }
-tr.ns td { color: #555; background: #fafaf0; }
-figure img { max-width: 100%; }
-.legend p { margin: 0.2em 0; color: #444; font-size: 13px; }
-"""
-
-_JS = """
-document.querySelectorAll("table.board th").forEach(function (th, col) {
-  th.addEventListener("click", function () {
-    var table = th.closest("table"), body = table.tBodies[0];
-    var asc = !th.classList.contains("asc");
-    table.querySelectorAll("th").forEach(function (h) { h.classList.remove("asc", "desc"); });
-    th.classList.add(asc ? "asc" : "desc");
-    var rows = Array.prototype.slice.call(body.rows);
-    rows.sort(function (a, b) {
-      var x = a.cells[col].dataset.v, y = b.cells[col].dataset.v;
-      if (x === "" || y === "") { return (x === "") - (y === ""); }  /* missing values last */
-      var nx = parseFloat(x), ny = parseFloat(y);
-      var c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
-      return asc ? c : -c;
-    });
-    rows.forEach(function (r) { body.appendChild(r); });
-  });
-});
-"""
-
-_HTML = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>{title}</title>
-<style>{css}</style>
-</head>
-<body>
-<h1>{title}</h1>
-<p>{subtitle}</p>
-<table class="board">
-<thead><tr>{head}</tr></thead>
-<tbody>
-{body}
-</tbody>
-</table>
-<div class="legend">{legend}</div>
-{img}
-<script>{js}</script>
-</body>
-</html>
-"""

@@ -327,6 +327,23 @@ def _term_frequencies(same_sent: np.ndarray) -> _TermFrequencies | None:
 # ---------------------------------------------------------------------------------------------------------
 
 
+def _count_documents(tokens: _Tokens, per_doc: np.ndarray, n: int) -> tuple[list[np.ndarray], list[np.ndarray], int]:
+    """(keys, counts, number of documents) of every k-gram (k = 1..n) of ``tokens``, each document being
+    ``per_doc[i]`` consecutive sentences: the table :class:`DocumentFrequency` holds."""
+    lay = _Layout(tokens, per_doc, n)
+    keys: list[np.ndarray] = []
+    counts: list[np.ndarray] = []
+    for o in _walk(tokens, lay, n):
+        _, same_doc = _neighbours(o, lay)
+        counts.append(np.add.reduceat(~same_doc, o.starts, dtype=np.int64))
+        parent = np.maximum(o.parent - 1, 0)  # ids are ranks - 1; order 1 has the single root 0
+        keys.append((parent.view(np.uint64) << np.uint64(32)) | o.last.view(np.uint64))
+    while len(keys) < n:
+        keys.append(np.zeros(0, np.uint64))
+        counts.append(np.zeros(0, np.int64))
+    return keys, counts, len(per_doc)
+
+
 class DocumentFrequency:
     """Document frequencies of every n-gram (n = 1..max_n) in a fixed corpus: each document is one image's
     references, as pycocoevalcap counts them. ``ref_len`` is ``log(size)``.
@@ -335,12 +352,16 @@ class DocumentFrequency:
     the position of a key is the id of that k-gram. Build it with :meth:`from_refs` or
     :meth:`from_mapping`."""
 
-    def __init__(self, vocab: dict[str, int], keys: list[np.ndarray], counts: list[np.ndarray], size: int):
+    def __init__(self, vocab: dict[str, int], keys: list[np.ndarray], counts: list[np.ndarray], size: int,
+                 id_space: int | None = None):
         self.vocab = vocab
         self.keys = keys
         self.counts = counts
         self.size = int(size)
         self.max_n = len(keys)
+        #: built by :meth:`from_token_ids`: corpus ids are those token ids (< ``id_space``), so
+        #: :meth:`CiderD.score_token_ids` scores token ids against it without any mapping
+        self.id_space = id_space
 
     @property
     def ref_len(self) -> float:
@@ -362,20 +383,30 @@ class DocumentFrequency:
         per_doc = np.array([len(d) for d in docs], dtype=np.int64)
         sentences = [s for d in docs for s in d]
         tokens = _tokenize(sentences)
-        lay = _Layout(tokens, per_doc, n)
-        keys: list[np.ndarray] = []
-        counts: list[np.ndarray] = []
-        for o in _walk(tokens, lay, n):
-            _, same_doc = _neighbours(o, lay)
-            counts.append(np.add.reduceat(~same_doc, o.starts, dtype=np.int64))
-            parent = np.maximum(o.parent - 1, 0)  # ids are ranks - 1; order 1 has the single root 0
-            keys.append((parent.view(np.uint64) << np.uint64(32)) | o.last.view(np.uint64))
-        while len(keys) < n:
-            keys.append(np.zeros(0, np.uint64))
-            counts.append(np.zeros(0, np.int64))
         words = tokens.words()
-        vocab = {w: i for i, w in enumerate(words) if i}
-        return cls(vocab, keys, counts, len(docs))
+        keys, counts, size = _count_documents(tokens, per_doc, n)
+        return cls({w: i for i, w in enumerate(words) if i}, keys, counts, size)
+
+    @classmethod
+    def from_token_ids(
+        cls, ids: np.ndarray, lengths: np.ndarray, per_doc: np.ndarray, vocab_size: int,
+        words: Sequence[str] | None = None, n: int = 4,
+    ) -> "DocumentFrequency":
+        """Document frequencies of sentences given as token ids (a training reward computed on a
+        tokenizer's ids, no strings): ``ids`` all sentences concatenated (every id in 1..vocab_size-1; 0
+        is reserved), ``lengths`` the ids per sentence, ``per_doc`` the sentences per document (image).
+        The counts are those :meth:`from_refs` finds on the sentences written as words; ``words[i]`` (the
+        tokenizer's word of id ``i``) lets the same table score strings too."""
+        ids = np.asarray(ids)
+        if ids.size and (int(ids.min()) < 1 or int(ids.max()) >= vocab_size):
+            raise DataError(f"token ids must lie in 1..{vocab_size - 1} (0 is padding); got {int(ids.min())}..{int(ids.max())}")
+        per_doc = np.asarray(per_doc, dtype=np.int64)
+        if per_doc.size == 0 or (per_doc < 1).any():
+            raise DataError("cannot build document frequencies: every document needs at least one sentence")
+        tokens = _Tokens(ids.astype(_id_dtype(vocab_size)), np.asarray(lengths, dtype=np.int64), int(vocab_size), lambda: [])
+        vocab = {w: i for i, w in enumerate(words) if i} if words is not None else {str(i): i for i in range(1, vocab_size)}
+        keys, counts, size = _count_documents(tokens, per_doc, n)
+        return cls(vocab, keys, counts, size, id_space=int(vocab_size))
 
     @classmethod
     def from_mapping(cls, df: Mapping[tuple[str, ...], float], size: int, n: int = 4) -> "DocumentFrequency":
@@ -533,19 +564,36 @@ class CiderD:
         return float(per_image.mean()), per_image
 
     # -- the computation ------------------------------------------------------------------------------
+    def score_token_ids(self, ids: np.ndarray, lengths: np.ndarray, n_refs: np.ndarray) -> np.ndarray:
+        """Per-document CIDEr-D of sentences given as token ids, against document frequencies built by
+        :meth:`DocumentFrequency.from_token_ids` on the same ids (a self-critical reward: no strings).
+        Document ``i`` is ``1 + n_refs[i]`` consecutive sentences of ``ids``/``lengths``: its candidate,
+        then its references. Equal to :meth:`compute_score` on the same sentences written as words."""
+        fixed = self.document_frequency
+        if fixed is None or fixed.id_space is None:
+            raise ValueError("score_token_ids needs document frequencies from DocumentFrequency.from_token_ids")
+        ids = np.asarray(ids)
+        if ids.size and (int(ids.min()) < 1 or int(ids.max()) >= fixed.id_space):
+            raise DataError(f"token ids must lie in 1..{fixed.id_space - 1}; got {int(ids.min())}..{int(ids.max())}")
+        tokens = _Tokens(ids.astype(_id_dtype(fixed.id_space)), np.asarray(lengths, dtype=np.int64), fixed.id_space, lambda: [])
+        return self._score_tokens(tokens, np.asarray(n_refs, dtype=np.int64), np.arange(fixed.id_space, dtype=np.int64))
+
     def _score(self, sentences: list[str], n_refs: np.ndarray) -> np.ndarray:
-        n, n_docs = self.n, len(n_refs)
         tokens = _tokenize(sentences)
+        fixed = self.document_frequency
+        token_map = None
+        if fixed is not None and tokens.ids.size:
+            token_map = np.array([fixed.vocab.get(w, -1) for w in tokens.words()], dtype=np.int64)
+        return self._score_tokens(tokens, n_refs, token_map)
+
+    def _score_tokens(self, tokens: _Tokens, n_refs: np.ndarray, token_map: np.ndarray | None) -> np.ndarray:
+        """The scores of :meth:`_score`; ``token_map`` maps ``tokens``' ids to the fixed corpus' ids."""
+        n, n_docs = self.n, len(n_refs)
         if tokens.ids.size == 0:
             return np.zeros(n_docs)
         lay = _Layout(tokens, n_refs + 1, n)
         fixed = self.document_frequency
-        if fixed is None:
-            ref_len = math.log(float(n_docs))
-            token_map = None
-        else:
-            ref_len = fixed.ref_len
-            token_map = np.array([fixed.vocab.get(w, -1) for w in tokens.words()], dtype=np.int64)
+        ref_len = math.log(float(n_docs)) if fixed is None else fixed.ref_len
         norm2 = np.zeros((n, lay.n_vsent))
         val = np.zeros((n, lay.n_vsent))
         cand_bits = np.int64(((1 << lay.lb) - 1) << lay.ob)

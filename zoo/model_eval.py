@@ -42,6 +42,8 @@ class ModelEvaluation:
     results_path: Path | None = None
     references_path: Path | None = None
     metrics_path: Path | None = None
+    report_path: Path | None = None  # report_*.html (zoo.report)
+    thumbnails: dict[str, bytes] = field(default_factory=dict, repr=False)  # image id → JPEG, from the report
     record_id: int | None = None
 
     def summary(self) -> dict[str, Any]:
@@ -104,6 +106,7 @@ def evaluate_model(
     progress: bool = True,
     max_images: int | None = None,
     tokenize: bool = True,
+    report_images: int | None = None,
 ) -> ModelEvaluation | None:
     """Decode and score ``dataset``; returns None on ranks other than 0 under ``torchrun``.
 
@@ -114,7 +117,10 @@ def evaluate_model(
 
     ``tokenize=False`` (``zoo eval --no-ptb``) scores without the PTB tokenizer, so without Java: captions
     and references are lower-cased and stripped of punctuation in Python (as training validation does).
-    Not the official protocol; the files are tagged ``_noptb``."""
+    Not the official protocol; the files are tagged ``_noptb``.
+
+    With ``out_dir`` the evaluation report ``report_*.html`` is written last (:mod:`zoo.report`), with
+    thumbnails of at most ``report_images`` images (None: ``zoo.report.DEFAULT_REPORT_IMAGES``)."""
     from zoo.errors import ZooError
     from zoo.evaluation import evaluate_captions
     from zoo.train import generate_for_items, resolve_device, simple_tokenize
@@ -184,6 +190,11 @@ def evaluate_model(
     if out_dir is not None:
         ev.results_path, ev.references_path = paths["results"], paths["references"]
         _write_metrics(ev, Path(out_dir) / f"metrics_{tag}.json")
+        from zoo.report import DEFAULT_REPORT_IMAGES, report_evaluation
+
+        items = {str(dataset[i].image_id): dataset[i] for i in sorted(by_index)}
+        limit = DEFAULT_REPORT_IMAGES if report_images is None else report_images
+        report_evaluation(ev, model, items, Path(out_dir) / f"report_{tag}.html", limit)
     return ev
 
 
@@ -277,6 +288,7 @@ def record(ev: ModelEvaluation, model: CaptionModel, db_path: str | Path | None,
         decoding=ev.decoding,
         metrics=ev.metrics,
         per_image_cider=ev.per_image_cider,
+        captions={str(k): v for k, v in ev.captions.items()},
         train_images_per_s=train_images_per_s,
         decode_images_per_s=ev.decode_images_per_s,
         device=env.get("device", "cpu"),
@@ -290,6 +302,8 @@ def record(ev: ModelEvaluation, model: CaptionModel, db_path: str | Path | None,
     db = ResultsDB(db_path)
     try:
         ev.record_id = db.record(rec)
+        # the references and thumbnails of this reference set, for the leaderboard page's drill-down
+        db.record_images(rec.references_hash, {str(k): v for k, v in ev.references.items()}, ev.thumbnails)
     finally:
         db.close()
     return ev.record_id

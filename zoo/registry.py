@@ -1,4 +1,4 @@
-"""The registry: every encoder, decoder, tokenizer, data set and metric by name.
+"""The registry: every encoder, decoder, tokenizer, data set, metric and training objective by name.
 
 Plugins never write into module-level dicts; their ``zoo_register(registry)`` hook calls ``add_*`` on the
 object it is handed. The registry knows which plugin is registering (the manager tells it), so it can name
@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable
 from zoo.errors import DuplicateNameError, UnknownNameError
 from zoo.options import check_option_defaults
 
-KINDS: tuple[str, ...] = ("encoder", "decoder", "tokenizer", "dataset", "metric")
+KINDS: tuple[str, ...] = ("encoder", "decoder", "tokenizer", "dataset", "metric", "objective")
 PLURALS: dict[str, str] = {k + "s": k for k in KINDS}
 # arguments the zoo passes to a factory itself, not options a user sets (``zoo info``, recipe checks)
 SUPPLIED_BY_THE_ZOO: dict[str, tuple[str, ...]] = {
@@ -165,6 +165,10 @@ class Registry:
 
     def add_metric(self, name: str, factory: Callable[..., Any]) -> None:
         self.add("metric", name, factory)
+
+    def add_objective(self, name: str, factory: Callable[..., Any]) -> None:
+        """A training objective (``zoo.objective.Objective`` subclass): ``zoo train --objective NAME``."""
+        self.add("objective", name, factory)
 
     def add_encoder_family(
         self,

@@ -4,8 +4,11 @@ Why SQLite (standard library) and not JSON files: two ``zoo eval`` processes may
 (a sweep on one machine); SQLite's locking lets both rows land, and WAL mode lets ``zoo leaderboard`` read
 while a writer is busy. Each row records the model (names, options, config hash, parameter counts), the data
 (set, split, image count, a hash of the reference captions), the decoding settings, every metric on
-pycocoevalcap's own 0–1 scale (CIDEr-D 0–10), per-image CIDEr-D (for the paired bootstrap), throughput,
-device, package versions, git commit, seed, time and the checkpoint's path and sha256.
+pycocoevalcap's own 0–1 scale (CIDEr-D 0–10), per-image CIDEr-D (for the paired bootstrap) and the
+generated caption of every image (for the leaderboard page's drill-down), throughput, device, package
+versions, git commit, seed, time and the checkpoint's path and sha256. A second table, ``images``, holds
+what is shared by every row scored on one reference set: each image's reference captions and a small JPEG
+thumbnail, stored once per (reference set, image) whoever evaluated first.
 
 Location: ``--db PATH``, else ``$ZOO_RESULTS_DB``, else ``DEFAULT_DB``.
 
@@ -37,7 +40,7 @@ from zoo.errors import ZooError
 
 DEFAULT_DB = "~/.local/share/caption-zoo/results.sqlite"
 DB_ENV = "ZOO_RESULTS_DB"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # 'CZoo' as a 32-bit big-endian integer: marks the file as ours, so a foreign SQLite file is not "migrated".
 APPLICATION_ID = 0x435A6F6F
 BUSY_TIMEOUT_S = 30.0
@@ -61,7 +64,8 @@ class EvalRecord:
 
     Metrics are on pycocoevalcap's scale (0–1; CIDEr-D 0–10), never ×100: the leaderboard multiplies for
     display. ``per_image_cider`` maps image id (as a string) to that image's CIDEr-D; its mean is the
-    corpus CIDEr-D, and it is what the paired bootstrap resamples. ``references_hash`` (see
+    corpus CIDEr-D, and it is what the paired bootstrap resamples. ``captions`` maps the same ids to the
+    generated captions (empty on rows recorded before schema version 2). ``references_hash`` (see
     ``references_hash()``) identifies the reference captions: only rows with equal data, split and
     references hash are ranked together. ``id`` is set on rows read back from the database.
     """
@@ -83,6 +87,7 @@ class EvalRecord:
     num_images: int = 0
     decoding: dict[str, Any] = field(default_factory=dict)
     per_image_cider: dict[str, float] = field(default_factory=dict)
+    captions: dict[str, str] = field(default_factory=dict)
     train_images_per_s: float | None = None
     decode_images_per_s: float | None = None
     device: str = ""
@@ -135,6 +140,17 @@ class EvalRecord:
                     f"got {key!r} ({type(key).__name__}); use str(image_id)"
                 )
             _check_finite(f"per_image_cider[{key!r}]", value, self.system)
+        for key, value in self.captions.items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise ResultsDBError(
+                    f"evaluation record {self.system!r}: captions must map image ids (strings) to captions "
+                    f"(strings), got {key!r}: {value!r}; use str(image_id)"
+                )
+        if self.captions and len(self.captions) != self.num_images:
+            raise ResultsDBError(
+                f"evaluation record {self.system!r}: captions has {len(self.captions)} entries but num_images "
+                f"is {self.num_images}; they must describe the same images"
+            )
         if self.per_image_cider and len(self.per_image_cider) != self.num_images:
             raise ResultsDBError(
                 f"evaluation record {self.system!r}: per_image_cider has {len(self.per_image_cider)} scores "
@@ -345,8 +361,21 @@ _V1 = (
     "CREATE INDEX evaluations_config ON evaluations (config_hash)",
 )
 
+# version 2: every row's generated captions (image id → caption; '{}' on older rows), and the images of
+# each reference set (references and a JPEG thumbnail, shared by all rows scored on it) for the drill-down
+_V2_CAPTIONS_AND_IMAGES = (
+    "ALTER TABLE evaluations ADD COLUMN captions TEXT NOT NULL DEFAULT '{}'",
+    """CREATE TABLE images (
+        references_hash TEXT NOT NULL,
+        image_id TEXT NOT NULL,
+        refs TEXT NOT NULL,
+        thumbnail BLOB,
+        PRIMARY KEY (references_hash, image_id)
+    )""",
+)
+
 # _MIGRATIONS[i]: the statements that take a database from schema version i to i + 1 (0 = empty file).
-_MIGRATIONS: list[tuple[str, ...]] = [_V1]
+_MIGRATIONS: list[tuple[str, ...]] = [_V1, _V2_CAPTIONS_AND_IMAGES]
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
 _JSON_FIELDS = (
@@ -356,6 +385,7 @@ _JSON_FIELDS = (
     "decoding",
     "metrics",
     "per_image_cider",
+    "captions",
     "versions",
     "extra",
 )
@@ -576,6 +606,47 @@ class ResultsDB:
             except (TypeError, json.JSONDecodeError) as exc:
                 raise ResultsDBError(f"results database {self.path}: row {d['id']} has corrupt {name!r}: {exc}") from exc
         return EvalRecord(**d)
+
+    def record_images(
+        self, references_hash: str, references: Mapping[str, Iterable[str]], thumbnails: Mapping[str, bytes] | None = None
+    ) -> None:
+        """Store the images of reference set ``references_hash``: every image's reference captions, and
+        the JPEG thumbnails given (image id → bytes). An image already stored keeps its references (they
+        are what the hash names) and gains a thumbnail if it had none, so evaluations that embedded
+        different images in their reports add up. One transaction."""
+        thumbs = dict(thumbnails or {})
+        values = [
+            (references_hash, str(k), _json(list(refs), f"references of image {k!r}"), thumbs.get(str(k)))
+            for k, refs in references.items()
+        ]
+        sql = (
+            "INSERT INTO images (references_hash, image_id, refs, thumbnail) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (references_hash, image_id) DO UPDATE SET thumbnail = COALESCE(thumbnail, excluded.thumbnail)"
+        )
+
+        def insert() -> None:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.executemany(sql, values)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+
+        self._guarded(lambda: self._retry(insert))
+
+    def images(self, references_hash: str) -> dict[str, tuple[list[str], bytes | None]]:
+        """Image id → (reference captions, JPEG thumbnail or None) for one reference set; empty when
+        none were stored (rows recorded by ``db.record`` alone, or before schema version 2)."""
+        sql = "SELECT image_id, refs, thumbnail FROM images WHERE references_hash = ?"
+        raw = self._guarded(lambda: self._retry(lambda: self._conn.execute(sql, (references_hash,)).fetchall()))
+        out = {}
+        for image_id, refs, thumb in raw:
+            try:
+                out[str(image_id)] = (list(json.loads(refs)), bytes(thumb) if thumb is not None else None)
+            except (TypeError, json.JSONDecodeError) as exc:
+                raise ResultsDBError(f"results database {self.path}: image {image_id!r} has corrupt references: {exc}") from exc
+        return out
 
     def groups(self) -> list[tuple[str, str, int]]:
         """``(data, split, number of rows)`` for every data set and split with rows, cheaply (no row is

@@ -3,7 +3,7 @@
 ``zoo train`` and ``zoo compare`` both go through ``RunSpec`` → ``execute``; a run folder's ``run.json``
 is all ``--resume`` needs. Overrides use dotted keys, ``--set decoder.hidden_size=1024``: the first part
 names the section (encoder, decoder, tokenizer → their options; train → ``TrainConfig``; data → the data
-set's options), values are parsed as YAML scalars (``1e-3``, ``true``, ``[1, 2]``).
+set's options; objective → the options of ``train.objective``), values are parsed as YAML scalars (``1e-3``, ``true``, ``[1, 2]``).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import yaml
 
 from zoo.errors import ZooError
 
-SECTIONS = ("encoder", "decoder", "tokenizer", "train", "data")
+SECTIONS = ("encoder", "decoder", "tokenizer", "train", "data", "objective")
 SECTION_OF = {"encoder_kwargs": "encoder", "decoder_kwargs": "decoder", "tokenizer_kwargs": "tokenizer",
-              "data_options": "data"}
+              "data_options": "data", "objective_options": "objective"}
 
 #: what ``--resume`` may change: how long to train and how often to check, nothing that changes what
 #: the steps already taken mean (batch size, data, architecture, optimiser settings)
@@ -46,6 +46,9 @@ class RunSpec:
     train: dict[str, Any] = field(default_factory=dict)
     pretrained: bool | str = False
     recipe: str | None = None
+    objective_options: dict[str, Any] = field(default_factory=dict)  # options of train.objective
+    #: ``--init CKPT``: the weights (and tokenizer) the run starts from, ``{"path", "sha256"}``
+    init: dict[str, Any] | None = None
 
     def differences(self, other: "RunSpec") -> list[str]:
         """Dotted names of the settings that differ (``train.steps``, ``decoder.hidden_size``, ``data``)."""
@@ -120,6 +123,7 @@ class RunSpec:
                 "tokenizer": spec.tokenizer_kwargs,
                 "train": spec.train,
                 "data": spec.data_options,
+                "objective": spec.objective_options,
             }.get(section)
             if target is None:
                 raise ZooError(f"--set {a!r}: unknown section {section!r}; sections are {', '.join(SECTIONS)}")
@@ -154,10 +158,12 @@ def execute(spec: RunSpec, out_dir: str | Path, resume: bool = False, stop_after
     """Train the run described by ``spec`` into ``out_dir`` (writing ``run.json`` first)."""
     from zoo import distributed as dist
     from zoo.checkpoint import atomic_write
+    from zoo.objective import ObjectiveSchedule
     from zoo.train import TrainConfig, train
 
     out = Path(out_dir)
     cfg = TrainConfig.from_dict({**spec.train, **({} if progress else {"progress": False})})
+    ObjectiveSchedule(cfg, spec.objective_options)  # a bad objective name or option fails here
     if not resume and out.exists() and (out / "state.safetensors").exists():
         raise ZooError(
             f"{out} already holds a training run; continue it with --resume {out}, or choose another --out"
@@ -185,9 +191,66 @@ def execute(spec: RunSpec, out_dir: str | Path, resume: bool = False, stop_after
     tokenizer = None
     if resume and (out / "state.safetensors").exists():
         tokenizer = _tokenizer_from_state(out / "state.safetensors", spec.tokenizer)
-    model = build_model(spec, train_set, tokenizer)
+    if spec.init is not None and tokenizer is None:
+        model = load_init(spec)
+    else:
+        model = build_model(spec, train_set, tokenizer)
     run_info = {"spec": json.loads(spec.to_json())}
-    return train(model, train_set, val_set, out, cfg, run_info=run_info, resume=resume, stop_after=stop_after)
+    return train(model, train_set, val_set, out, cfg, run_info=run_info, resume=resume, stop_after=stop_after,
+                 objective_options=spec.objective_options)
+
+
+def init_from_checkpoint(spec: RunSpec | None, path: str | Path) -> RunSpec:
+    """The spec of a run that starts from the weights of checkpoint ``path`` (``zoo train --init``): the
+    architecture and tokenizer are the checkpoint's; the data set and training settings are those of the
+    run that made it (its ``run.json``, recorded in the checkpoint) unless ``spec`` gives them. The
+    checkpoint's path and sha256 go into ``spec.init`` (and so into ``run.json``)."""
+    from zoo.checkpoint import read_extra, read_metadata, sha256_file
+
+    path = Path(path).resolve()
+    if path.is_dir():
+        path = path / "best.safetensors"
+    meta = read_metadata(path)  # a missing, damaged or foreign file is a clear error here
+    config = json.loads(meta["config"])
+    recorded = (read_extra(path).get("run") or {}).get("spec")
+    if spec is None:
+        if not recorded:
+            raise ZooError(
+                f"--init {path}: the checkpoint does not record the run that made it, so the data set is "
+                "unknown; also give --data (and --data-root) or a recipe"
+            )
+        spec = RunSpec(**recorded)
+        spec.recipe = None
+    spec = copy.deepcopy(spec)
+    spec.encoder = config["encoder"]["name"]
+    spec.decoder = config["decoder"]["name"]
+    if isinstance(config.get("tokenizer"), dict):
+        spec.tokenizer = config["tokenizer"]["name"]
+        spec.tokenizer_kwargs = dict(config["tokenizer"].get("kwargs") or {})
+    spec.encoder_kwargs = dict(config["encoder"].get("kwargs") or {})
+    spec.encoder_kwargs.pop("pretrained", None)
+    spec.decoder_kwargs = dict(config["decoder"].get("kwargs") or {})
+    spec.pretrained = False  # every weight comes from the checkpoint
+    spec.init = {"path": str(path), "sha256": sha256_file(path)}
+    return spec
+
+
+def load_init(spec: RunSpec) -> Any:
+    """The model of ``spec.init``, checked against the sha256 recorded when the run was planned (a file
+    that changed since would silently start the run from other weights)."""
+    from zoo.checkpoint import load, sha256_file
+
+    assert spec.init is not None
+    path = Path(spec.init["path"])
+    if not path.exists():
+        raise ZooError(f"--init {path}: the checkpoint does not exist (any more); train from another one")
+    got = sha256_file(path)
+    if spec.init.get("sha256") and got != spec.init["sha256"]:
+        raise ZooError(
+            f"--init {path}: its sha256 is {got}, not {spec.init['sha256']} as recorded when this run was "
+            "set up; the checkpoint changed since. Start a new run (another --out) from it."
+        )
+    return load(path)
 
 
 def _finished(out: Path, cfg: Any, train_set: Any) -> Any:

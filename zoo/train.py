@@ -1,9 +1,14 @@
-"""Training: cross-entropy with teacher forcing, for any encoder + decoder + tokenizer.
+"""Training: the loop, for any encoder + decoder + tokenizer and any training objective.
+
+What a step minimises is a registered objective (``zoo.objective``: ``xe`` cross-entropy by default,
+``scst`` self-critical); this module draws the batches, steps the optimiser, validates, checkpoints and
+resumes.
 
 One run lives in one folder::
 
     run.json           what was asked for (parts, data, training settings): enough to resume
-    log.jsonl          one JSON object per logged step and per validation
+    log.jsonl          one JSON object per logged step and per validation (``elapsed``: seconds of training)
+    curves.png         loss, learning rate, validation CIDEr-D against steps and wall time (``zoo.curves``)
     state.safetensors  the latest training state (model, optimiser, schedule, RNG, data position)
     best.safetensors   the best model so far by validation CIDEr-D (a plain ``zoo.load`` checkpoint)
     last.safetensors   the final model
@@ -72,6 +77,8 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     device: str = "auto"  # auto (a GPU when there is one), cpu, cuda, cuda:N, mps
     progress: bool = True
+    objective: str = "xe"  # a registered training objective (`zoo list objectives`); options: objective.KEY
+    scst_after: int | None = None  # steps of xe before switching to train.objective within this run
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
@@ -151,6 +158,7 @@ _LIMITS: dict[str, tuple[Any, str]] = {
     "val_images": (lambda v: v >= 1, "an integer ≥ 1"),
     "val_beam_size": (lambda v: v >= 1, "an integer ≥ 1 (1: greedy)"),
     "log_every": (lambda v: v >= 1, "an integer ≥ 1 (steps)"),
+    "scst_after": (lambda v: v is None or v >= 1, "an integer ≥ 1 (steps of xe before train.objective), or null"),
     "cache_dtype": (lambda v: v in CACHE_DTYPES, " or ".join(CACHE_DTYPES) + " (float16: half the disk)"),
 }
 
@@ -290,8 +298,11 @@ def _np_state() -> list:
     return [s[0], s[1].tolist(), int(s[2]), int(s[3]), float(s[4])]
 
 
-def save_state(path: Path, model: CaptionModel, opt: torch.optim.Optimizer, progress: dict[str, Any]) -> None:
+def save_state(path: Path, model: CaptionModel, opt: torch.optim.Optimizer, progress: dict[str, Any],
+               extra_tensors: dict[str, torch.Tensor] | None = None) -> None:
+    """``extra_tensors``: more resumable state (the objectives' ``objective/...`` tensors)."""
     tensors, optim_meta = _state_tensors(model, opt)
+    tensors.update(extra_tensors or {})
     meta = {
         "progress": json.dumps(progress),
         "optim": json.dumps(optim_meta),
@@ -355,7 +366,10 @@ def saved_step(path: str | Path) -> int:
     return int(json.loads(read_state_metadata(path)["progress"])["step"])
 
 
-def load_state(path: Path, model: CaptionModel, opt: torch.optim.Optimizer) -> dict[str, Any]:
+def load_state(path: Path, model: CaptionModel, opt: torch.optim.Optimizer,
+               extra_tensors: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
+    """Restore a state into ``model`` and ``opt`` (and the RNGs); returns its progress record. The
+    ``objective/...`` tensors go into ``extra_tensors`` when given."""
     from safetensors import SafetensorError
 
     meta = read_state_metadata(path)
@@ -385,6 +399,8 @@ def load_state(path: Path, model: CaptionModel, opt: torch.optim.Optimizer) -> d
     np.random.set_state((s[0], np.array(s[1], dtype=np.uint32), s[2], s[3], s[4]))
     v, internal, gauss = json.loads(meta["python_rng"])
     random.setstate((v, tuple(internal), gauss))
+    if extra_tensors is not None:
+        extra_tensors.update({k: t for k, t in tensors.items() if k.startswith("objective/")})
     return json.loads(meta["progress"])
 
 
@@ -439,15 +455,17 @@ def train(
     run_info: dict[str, Any] | None = None,
     resume: bool = False,
     stop_after: int | None = None,
+    objective_options: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place and write the run folder. ``stop_after`` ends the process-local loop
-    after that many steps without finishing (tests use it to simulate a crash).
+    after that many steps without finishing (tests use it to simulate a crash). ``objective_options``
+    are the options of ``cfg.objective`` (``--set objective.KEY=VALUE``).
 
     Any exception inside the loop becomes a :class:`zoo.run_guard.RunFailed` naming the run folder and
     the ``zoo train --resume`` command, after the state of the last completed step is saved."""
     guard = RunGuard(Path(out_dir))
     try:
-        return _train(model, train_set, val_set, out_dir, cfg, run_info, resume, stop_after, guard)
+        return _train(model, train_set, val_set, out_dir, cfg, run_info, resume, stop_after, guard, objective_options)
     except BaseException as exc:
         failure = guard.failure(exc)
         if failure is None:
@@ -465,14 +483,18 @@ def _train(
     resume: bool,
     stop_after: int | None,
     guard: RunGuard,
+    objective_options: dict[str, Any] | None = None,
 ) -> TrainResult:
     from tqdm.auto import tqdm
+
+    from zoo.objective import ObjectiveBatch, ObjectiveContext, ObjectiveSchedule
 
     out = Path(out_dir)
     is_main = dist.rank() == 0
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
+    schedule = ObjectiveSchedule(cfg, objective_options)  # a bad name or option fails before any work
     seed_everything(cfg.seed)
     pairs = PairIndex(train_set, model.tokenizer, cfg.max_caption_len)
     world = dist.world_size()
@@ -503,7 +525,12 @@ def _train(
     if resume:
         if not state_path.exists():
             raise ZooError(f"cannot resume: {state_path} does not exist (the run never saved a state)")
-        progress_state = load_state(state_path, model, opt)
+        objective_state: dict[str, torch.Tensor] = {}
+        progress_state = load_state(state_path, model, opt, objective_state)
+    schedule.setup(ObjectiveContext(train_set, model.tokenizer, pairs.tokens, pairs.image_of, cfg, device,
+                                    dist.rank(), world))
+    if resume:
+        schedule.load_state_tensors(objective_state)
     net: torch.nn.Module = model
     if dist.is_distributed():
         net = dist.wrap_ddp(model, device, find_unused_parameters=not model.encoder.frozen)
@@ -516,9 +543,12 @@ def _train(
     if is_main:  # a validation the state still owes is run (and logged) again below
         _trim_log(log_path, progress_state["step"] if resume else None, progress_state.get("val_pending", False))
     history: list[dict[str, Any]] = []
+    from zoo.curves import RunMonitor
+
+    monitor = RunMonitor(out, active=is_main)  # elapsed, curves.png at each validation, TensorBoard
 
     def log(entry: dict[str, Any]) -> None:
-        history.append(entry)
+        history.append(monitor(entry))
         if is_main:
             with open(log_path, "a") as fh:
                 fh.write(json.dumps(entry) + "\n")
@@ -537,14 +567,16 @@ def _train(
             if best is None or score > best:
                 best = score
                 progress_state["best"] = best
-                save(model, out / "best.safetensors", extra={"step": step, "val_cider_d": score, "run": run_info or {}})
+                save(model, out / "best.safetensors", extra={"step": step, "val_cider_d": score, "run": run_info or {},
+                                                             "objective": schedule.at(max(step - 1, 0)).describe()})
         elif val_set is None and is_main:
-            save(model, out / "best.safetensors", extra={"step": step, "run": run_info or {}})
+            save(model, out / "best.safetensors", extra={"step": step, "run": run_info or {},
+                                                         "objective": schedule.at(max(step - 1, 0)).describe()})
         progress_state["val_pending"] = False
 
     def save_training_state() -> None:
         if is_main:
-            save_state(state_path, model, opt, progress_state)
+            save_state(state_path, model, opt, progress_state, schedule.state_tensors())
 
     bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=not (cfg.progress and is_main))
     guard.start(step, total, save_training_state, step if resume else None, close=[bar.close])
@@ -573,9 +605,11 @@ def _train(
                 inputs: Any = cache.batch(pairs.image_of[b], device)
             else:
                 inputs = next(image_iter).to(device, non_blocking=True)  # type: ignore[arg-type]
+            objective = schedule.at(step)
             guard.step_begins()
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss = model.loss(inputs, caps, cfg.label_smoothing, net=step_fn)
+                result = objective.step(model, step_fn, ObjectiveBatch(inputs, caps, pairs.image_of[b], step))
+            loss = result.loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
@@ -595,7 +629,7 @@ def _train(
             speed = images_done / elapsed if elapsed > 0 else 0.0
             bar.set_postfix(loss=f"{last_loss:.3f}", img_s=f"{speed:.0f}")
             if step % cfg.log_every == 0 or step == total:
-                log({"step": step, "epoch": epoch, "loss": last_loss, "lr": opt.param_groups[0]["lr"], "images_per_s": speed})
+                log({"step": step, "epoch": epoch, "loss": last_loss, "lr": opt.param_groups[0]["lr"], "images_per_s": speed, **result.logs})
             if step % ckpt_every == 0 or step == total:  # the state first: validation may fail
                 guard.save()
                 dist.barrier()
@@ -612,7 +646,8 @@ def _train(
     elapsed = time.perf_counter() - t_start
     speed = images_done / elapsed if elapsed > 0 and images_done else None
     if is_main:
-        save(model, out / "last.safetensors", extra={"step": step, "run": run_info or {}, "train_images_per_s": speed})
+        save(model, out / "last.safetensors", extra={"step": step, "run": run_info or {}, "train_images_per_s": speed,
+                                                      "objective": schedule.at(max(step - 1, 0)).describe()})
         summary = {"steps": step, "best_val_cider_d": best, "final_loss": last_loss, "train_images_per_s": speed}
         atomic_write(out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1)))
     dist.barrier()  # no rank returns before rank 0 has written the run's final files

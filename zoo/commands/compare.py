@@ -43,6 +43,13 @@ def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--metrics", default="bleu,meteor,rouge-l,cider-d,spice")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="applied to every run, e.g. decoder.hidden_size=256, train.lr=1e-3")
+    p.add_argument("--objective", default="xe",
+                   help="comma-separated training objectives, e.g. xe,scst: each objective other than xe trains a "
+                   "second run per combination, starting from its xe run's best checkpoint")
+    p.add_argument("--objective-set", dest="objective_overrides", action="append", default=[],
+                   metavar="SECTION.KEY=VALUE",
+                   help="applied to the runs of objectives other than xe only, e.g. train.lr=5e-5 (SCST usually "
+                   "wants ~10x the xe learning rate lower), train.steps=300, objective.sample_n=5")
     p.add_argument("--out", default="runs/compare", help="folder for the runs")
     add_db_argument(p)
     p.add_argument("--html", default=None, help="also write the leaderboard page here")
@@ -74,6 +81,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         seeds=seeds, train=train, split=args.split, beam_size=args.beam,
         max_len=args.max_len, metrics=tuple(_csv(args.metrics)), pretrained=args.pretrained,
         encoder_kwargs={"freeze": True} if args.freeze else {}, overrides=list(args.overrides),
+        objectives=_csv(args.objective), objective_overrides=list(args.objective_overrides),
     )
     summaries = compare(cfg, args.out, db_path=args.db, progress=not args.no_progress)
     show_leaderboard([s["record_id"] for s in summaries], args.db, resamples=args.resamples,
@@ -90,13 +98,14 @@ def show_leaderboard(record_ids: list[int], db_path: str | None, resamples: int 
 
     with ResultsDB(db_path) as db:
         rows = db.rows(id=list(record_ids))
-    lb = build_leaderboard(rows, resamples=resamples)
+        lb = build_leaderboard(rows, resamples=resamples)
+        images = db.images(lb.references_hash) if html else None
     print(lb.to_table())
     if plot:
         lb.plot(plot)
         print(f"plot: {plot}")
     if html:
-        page = lb.to_html(lb.plot_png())
+        page = lb.to_html(lb.plot_png(), images)
         atomic_write(html, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
         print(f"page: {html}")
     return lb

@@ -33,6 +33,8 @@ non_negative_int = _int_at_least(0, "an integer ≥ 0")
 
 @hookimpl
 def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
+    from zoo.report import DEFAULT_REPORT_IMAGES
+
     p = subparsers.add_parser(
         "eval",
         help="evaluate a checkpoint on a data set split (BLEU, METEOR, ROUGE-L, CIDEr-D, SPICE)",
@@ -64,6 +66,9 @@ def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
         "official protocol: the scores are not comparable with published ones and are not recorded",
     )
     p.add_argument("--out", default=None, help="folder for results/metrics files (default: next to the checkpoint)")
+    p.add_argument("--report-images", type=non_negative_int, default=None, metavar="N",
+                   help="thumbnails in report_*.html for at most N images, the N/2 lowest and N/2 highest CIDEr-D "
+                   f"(default {DEFAULT_REPORT_IMAGES}; 0: none); every image is listed either way")
     p.add_argument("--skip-bad-images", action="store_true", help="count and skip images that cannot be decoded")
     add_db_argument(p)
     p.add_argument("--no-record", action="store_true", help="do not add this evaluation to the results database")
@@ -124,7 +129,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 model, dataset, beam_size=args.beam, max_len=args.max_len, length_penalty=args.length_penalty,
                 batch_size=args.batch_size, num_workers=args.workers, metrics=metrics, out_dir=out,
                 skip_bad_images=args.skip_bad_images, progress=not args.no_progress, max_images=args.max_images,
-                tokenize=not args.no_ptb,
+                tokenize=not args.no_ptb, report_images=args.report_images,
             )
         if ev is None:
             return 0
@@ -147,6 +152,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             for note in ev.notes[len(ev.scoring.notes):]:
                 print(f"note: {note}")
             print(f"results: {ev.results_path}\nreferences: {ev.references_path}\nmetrics: {ev.metrics_path}")
+            print(f"report: {ev.report_path}")
     finally:
         dist.cleanup()
     return 0

@@ -114,8 +114,10 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     if args.plot:
         board.plot(args.plot)
         print(f"wrote {args.plot}", file=sys.stderr)
-    if fmt == "html":
-        text = board.to_html(board.plot_png())
+    if fmt == "html":  # with the thumbnails and references of the images, for the drill-down
+        with ResultsDB(args.db, create=False) as db:
+            images = db.images(board.references_hash)
+        text = board.to_html(board.plot_png(), images)
     else:
         text = {"table": board.to_table, "md": board.to_markdown, "csv": board.to_csv, "json": board.to_json}[fmt]()
     if args.out:

@@ -35,6 +35,11 @@ def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--freeze", action="store_true", help="freeze the encoder (features are cached on disk)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override an option: decoder.hidden_size=1024, train.epochs=30, data.max_images=500")
+    p.add_argument("--objective", help="training objective: xe (cross-entropy, the default), scst, or a plugin's "
+                   "(`zoo list objectives`); its options: --set objective.KEY=VALUE. Same as --set train.objective=NAME")
+    p.add_argument("--init", metavar="CKPT", help="start from this checkpoint's weights (e.g. runs/xe/best.safetensors, "
+                   "or its run folder): a new run, its architecture, tokenizer and (unless given) data and "
+                   "training settings taken from the checkpoint; path and sha256 are recorded in run.json")
     p.add_argument("--out", help="run folder (default runs/<recipe or parts>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run that stopped, from its last state")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -45,7 +50,19 @@ def spec_from_args(args: argparse.Namespace):
     from zoo.errors import ZooError
     from zoo.runs import RunSpec
 
-    if args.recipe:
+    if args.init:
+        from zoo.runs import init_from_checkpoint
+
+        given = [f"--{p}" for p in ("encoder", "decoder", "tokenizer") if getattr(args, p)]
+        if args.recipe or given:
+            raise ZooError(
+                f"--init {args.init}: the architecture and tokenizer come from the checkpoint; leave out "
+                f"{', '.join(given) or 'the recipe name'} (give --data/--data-root and --set to change the data or settings)"
+            )
+        spec = init_from_checkpoint(None, args.init)
+        if args.data:
+            spec.data = args.data
+    elif args.recipe:
         spec = RunSpec.from_recipe(args.recipe)
         for part in ("encoder", "decoder", "tokenizer", "data"):
             if getattr(args, part):
@@ -65,22 +82,30 @@ def spec_from_args(args: argparse.Namespace):
         spec.pretrained = args.pretrained
     if args.freeze:
         spec.encoder_kwargs["freeze"] = True
+    if args.objective:
+        spec.train["objective"] = args.objective
     return spec.with_overrides(args.overrides)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from zoo import distributed as dist
+    from zoo.errors import ZooError
     from zoo.runs import RunSpec, execute
 
     dist.init_from_env()
     try:
         if args.resume:
             out = Path(args.resume)
+            if args.init:
+                raise ZooError(f"--resume {out} continues from its own saved state; leave out --init {args.init}")
             spec = RunSpec.from_file(out / "run.json").with_overrides(args.overrides)
             result = execute(spec, out, resume=True, progress=not args.no_progress)
         else:
             spec = spec_from_args(args)
-            out = Path(args.out or Path("runs") / (spec.recipe or spec.system.replace("+", "-")))
+            default = spec.recipe or spec.system.replace("+", "-")
+            if spec.train.get("objective", "xe") != "xe":
+                default += f"-{spec.train['objective']}"
+            out = Path(args.out or Path("runs") / default)
             result = execute(spec, out, progress=not args.no_progress)
         if dist.rank() == 0:
             if result.note:

@@ -1,0 +1,1 @@
+"""Built-in training objectives (see zoo_plugins)."""

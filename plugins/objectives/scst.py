@@ -1,0 +1,214 @@
+"""``scst``: self-critical sequence training (Rennie et al. 2017), with the "new self-critical" baseline.
+
+Each step, for the batch's distinct images:
+
+1. **Rollouts** without gradient: ``sample_n`` captions per image from the model
+   (``zoo.generation.sample``: multinomial at ``temperature``, up to ``max_len`` tokens), from this
+   objective's own random generator (saved in the training state, so a resumed run draws the same).
+2. **Reward**: CIDEr-D of every sample against its image's training references, on token ids, with
+   document frequencies from all training references (``zoo.reward.CiderReward``, built once per run);
+   <eos> counts as a word (``eos``). Optionally plus ``bleu4_weight`` × sentence BLEU-4.
+3. **Baseline**: ``mean`` (NSC, the default): each sample's baseline is the mean reward of its image's
+   *other* samples (leave-one-out, so it does not depend on the sample itself and the gradient stays
+   unbiased); ``greedy`` (SCST): the reward of the image's greedy caption.
+4. **Loss**: one teacher-forced pass over the sampled sequences through ``CaptionModel.forward(...,
+   keep=mask)`` gives log p(w_t) with gradient for every sampled token including <eos>; the loss is
+   −Σ (r − b) · log p(w_t) / (number of sampled tokens). Any decoder that meets the contract trains
+   unchanged.
+
+Both passes run the model in eval mode (no dropout; batch norm on its running statistics), so the
+teacher-forced pass computes exactly the log-probabilities of the distribution that drew the samples: the
+gradient is the one back-propagating through the sampling loop would give (see ``docs/scst.md``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+import zoo
+from zoo.features import Features, select_batch
+from zoo.generation import sample
+from zoo.objective import (
+    Objective,
+    ObjectiveBatch,
+    ObjectiveContext,
+    ObjectiveOptionError,
+    StepOutput,
+    check_choice,
+    check_number,
+    format_signature,
+)
+from zoo.reward import CiderReward, bleu4, split_rows
+
+
+def leave_one_out_mean(rewards: np.ndarray, n: int) -> np.ndarray:
+    """NSC baseline: for rewards grouped ``n`` per image (rows i*n .. i*n+n-1), each one's baseline is the
+    mean of the other ``n - 1`` of its image."""
+    r = rewards.reshape(-1, n)
+    return ((r.sum(1, keepdims=True) - r) / (n - 1)).reshape(-1)
+
+
+BASELINES = ("mean", "greedy")
+DEFAULTS = {"sample_n": 5, "max_len": 16, "baseline": "mean", "temperature": 1.0, "cider_weight": 1.0,
+            "bleu4_weight": 0.0, "eos": True}
+
+
+class SelfCritical(Objective):
+    """Self-critical sequence training: REINFORCE with CIDEr-D reward and a self-critical baseline.
+
+    Options: ``sample_n`` captions sampled per image (5), ``max_len`` tokens per sample (16),
+    ``baseline`` mean (NSC: mean reward of the image's other samples) or greedy (reward of the greedy
+    caption), ``temperature`` of the sampling (1), ``cider_weight`` (1) and ``bleu4_weight`` (0) of the
+    reward's terms, ``eos`` (true: <eos> counts as a word in the reward)."""
+
+    name = "scst"
+
+    def __init__(self, sample_n: int = 5, max_len: int = 16, baseline: str = "mean", temperature: float = 1.0,
+                 cider_weight: float = 1.0, bleu4_weight: float = 0.0, eos: bool = True) -> None:
+        super().__init__()
+        self.sample_n = check_number("sample_n", sample_n, lambda v: v >= 1, "an integer ≥ 1", 5, integer=True)
+        self.max_len = check_number("max_len", max_len, lambda v: v >= 1, "an integer ≥ 1 (tokens)", 16, integer=True)
+        check_choice("baseline", baseline, BASELINES, "mean")
+        self.baseline = baseline
+        if baseline == "mean" and self.sample_n < 2:
+            raise ObjectiveOptionError(
+                f"objective option objective.sample_n={sample_n}: baseline=mean (the mean reward of an image's "
+                "other samples) needs sample_n ≥ 2; raise it, or use objective.baseline=greedy"
+            )
+        self.temperature = check_number("temperature", temperature, lambda v: 0 < v < float("inf"), "a number > 0", 1.0)
+        finite = lambda v: v >= 0 and v < float("inf")  # noqa: E731
+        self.cider_weight = check_number("cider_weight", cider_weight, finite, "a number ≥ 0", 1.0)
+        self.bleu4_weight = check_number("bleu4_weight", bleu4_weight, finite, "a number ≥ 0", 0.0)
+        if self.cider_weight == 0 and self.bleu4_weight == 0:
+            raise ObjectiveOptionError("objective options objective.cider_weight and objective.bleu4_weight are both 0: "
+                                       "the reward would be 0 for every caption; give one of them a weight > 0")
+        if not isinstance(eos, bool):
+            raise ObjectiveOptionError(f"objective option objective.eos must be true or false, got {eos!r} (default true)")
+        self.eos = eos
+        self.reward: CiderReward | None = None
+        self.generator: torch.Generator | None = None
+        self._tokenizer: Any = None
+
+    def options(self) -> dict[str, Any]:
+        return {"sample_n": self.sample_n, "max_len": self.max_len, "baseline": self.baseline,
+                "temperature": self.temperature, "cider_weight": self.cider_weight,
+                "bleu4_weight": self.bleu4_weight, "eos": self.eos}
+
+    def signature(self) -> str:
+        """``scst(cider-d, baseline=mean, n=5, df=train, eos=yes)``; other options when not default."""
+        terms = []
+        if self.cider_weight:
+            terms.append("cider-d" if self.cider_weight == 1 else f"{self.cider_weight:g}*cider-d")
+        if self.bleu4_weight:
+            terms.append(f"{self.bleu4_weight:g}*bleu-4")
+        shown: dict[str, Any] = {"baseline": self.baseline, "n": self.sample_n, "df": "train", "eos": self.eos}
+        if self.max_len != DEFAULTS["max_len"]:
+            shown["max_len"] = self.max_len
+        if self.temperature != DEFAULTS["temperature"]:
+            shown["temperature"] = f"{self.temperature:g}"
+        inner = format_signature("", shown)[1:-1]
+        return f"scst({'+'.join(terms)}, {inner})"
+
+    # -- a run ------------------------------------------------------------------------------------------
+    def setup(self, context: ObjectiveContext) -> None:
+        from zoo import distributed as dist
+        from zoo.errors import ZooError
+
+        tok = context.tokenizer
+        self._tokenizer = tok
+        words = list(tok.words) if isinstance(getattr(tok, "words", None), (list, tuple)) else None
+        self.reward = CiderReward.from_pairs(context.pair_tokens, context.pair_images, pad_id=tok.pad_id,
+                                             eos_id=tok.eos_id, vocab_size=tok.vocab_size, eos=self.eos, words=words)
+        if context.world_size > 1:  # the reward must mean the same on every rank
+            digests = dist.all_gather_object(self.reward.digest())
+            if len(set(digests)) != 1:
+                raise ZooError("scst: the reward's document frequencies differ between ranks (their training "
+                               "references differ); every rank must load the same training split")
+        self.generator = torch.Generator(device=context.device)
+        self.generator.manual_seed(int(context.cfg.seed) * 1_000_003 + 7919 * (context.rank + 1))
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"generator": self.generator.get_state()} if self.generator is not None else {}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if self.generator is not None and "generator" in state:
+            self.generator.set_state(state["generator"])
+
+    # -- a step -----------------------------------------------------------------------------------------
+    def rewards(self, tokens: torch.Tensor, lengths: torch.Tensor, images: np.ndarray) -> np.ndarray:
+        """The reward of each sampled row (``tokens``/``lengths`` as ``zoo.generation.sample`` returns
+        them; ``images`` the training-set image of each row)."""
+        assert self.reward is not None, "setup() first"
+        lengths = lengths.clone()
+        if not self.eos:
+            last = tokens.gather(1, (lengths - 1).clamp(min=0).unsqueeze(1)).squeeze(1)
+            lengths -= (last == self._tokenizer.eos_id).long()
+        ids, n = split_rows(tokens, lengths)
+        total = np.zeros(len(n))
+        if self.cider_weight:
+            total += self.cider_weight * self.reward(ids, n, images)
+        if self.bleu4_weight:
+            starts = np.cumsum(n) - n
+            cands = [ids[s: s + k] for s, k in zip(starts, n)]
+            refs = [self.reward.references(int(i)) for i in images]
+            total += self.bleu4_weight * bleu4(cands, refs)
+        return total
+
+    def step(self, model: Any, net: torch.nn.Module, batch: ObjectiveBatch) -> StepOutput:
+        tok = model.tokenizer
+        images = batch.images.cpu().numpy()
+        uniq, first = np.unique(images, return_index=True)  # one rollout group per distinct image
+        rows = torch.as_tensor(first, dtype=torch.long, device=_device(batch.inputs))
+        inputs = select_batch(batch.inputs, rows)
+        n = self.sample_n
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                feats = inputs if isinstance(inputs, Features) else model.encode(inputs)
+                s = sample(model.decoder, feats, bos_id=tok.bos_id, eos_id=tok.eos_id, pad_id=tok.pad_id, n=n,
+                           max_len=self.max_len, temperature=self.temperature, generator=self.generator)
+                if self.baseline == "greedy":
+                    g = sample(model.decoder, feats, bos_id=tok.bos_id, eos_id=tok.eos_id, pad_id=tok.pad_id, n=1,
+                               max_len=self.max_len, top_k=1)
+            row_images = np.repeat(uniq, n)
+            r = self.rewards(s.tokens, s.lengths, row_images)
+            if self.baseline == "mean":
+                b = leave_one_out_mean(r, n)
+            else:
+                b = np.repeat(self.rewards(g.tokens, g.lengths, uniq), n)
+            loss = self_critical_loss(model, net, inputs, s.tokens, s.lengths, r - b, n, tok.bos_id)
+        finally:
+            model.train(was_training)
+        return StepOutput(loss, {"reward": float(r.mean()), "baseline": float(b.mean()),
+                                 "sample_len": float(s.lengths.float().mean())})
+
+
+def self_critical_loss(model: Any, net: torch.nn.Module, inputs: Any, tokens: torch.Tensor, lengths: torch.Tensor,
+                       advantage: np.ndarray, n: int, bos_id: int) -> torch.Tensor:
+    """−Σ (r − b) · log p(w_t) over every sampled token (its <eos> included) / number of tokens, with
+    log p from ONE teacher-forced pass over the samples (``net(inputs, <bos>+tokens[:-1], keep)``); the
+    inputs of image i feed its ``n`` sample rows."""
+    R, L = tokens.shape
+    device = tokens.device
+    expand = torch.arange(R // n, device=_device(inputs)).repeat_interleave(n)
+    rows = select_batch(inputs, expand)
+    prev = torch.cat([torch.full((R, 1), bos_id, dtype=torch.long, device=device), tokens[:, :-1]], dim=1)
+    keep = torch.arange(L, device=device).unsqueeze(0) < lengths.unsqueeze(1)
+    logits = net(rows, prev, keep)  # (K, V): the sampled positions only, row-major
+    logp = torch.log_softmax(logits.float(), dim=-1).gather(1, tokens[keep].unsqueeze(1)).squeeze(1)
+    adv = torch.as_tensor(advantage, dtype=torch.float32, device=device)
+    weight = adv.repeat_interleave(lengths.to(device))
+    return -(weight * logp).sum() / keep.sum().clamp(min=1)
+
+
+def _device(x: Any) -> torch.device:
+    return x.grid.device if isinstance(x, Features) else x.device
+
+
+@zoo.hookimpl
+def zoo_register(registry: Any) -> None:
+    registry.add_objective("scst", SelfCritical)
