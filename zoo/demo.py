@@ -35,7 +35,7 @@ OVERRIDES = [
 ]
 SCST_DECODER = "gru-attn"
 SCST_STEPS = 300
-SCST_LR = "2e-4"
+SCST_LR = "5e-4"
 #: the SCST run's settings on top of OVERRIDES (it starts from the XE run's best checkpoint)
 SCST_OVERRIDES = [f"train.lr={SCST_LR}", "train.warmup_steps=0", "train.eval_every=100"]
 
