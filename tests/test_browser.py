@@ -168,3 +168,42 @@ def test_a_5000_image_report_builds_rows_on_demand(browser, tmp_path):
     assert "caption 3 cat" in visible_rows(browser)[0].text
     screenshot(browser, tmp_path, "report.png")
     assert_clean(browser)
+
+
+def test_attention_figure_and_report_strips(browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    import zoo
+    from tests.helpers import tiny_model
+    from zoo.model_eval import evaluate_model
+
+    model = tiny_model("gru-attn")
+    ckpt = zoo.save(model, tmp_path / "attn.safetensors")
+    data = shapes(4)
+    photo = tmp_path / "photo.png"
+    data[0].load_image().save(photo)
+    figure = tmp_path / "attention.png"
+    assert main(["caption", str(ckpt), str(photo), "--attention", str(figure), "--max-len", "4"]) == 0
+    open_page(browser, figure)
+    img = browser.find_element(By.TAG_NAME, "img")
+    assert img.is_displayed()
+    assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img) > 100
+    screenshot(browser, tmp_path, "attention.png")
+    assert_clean(browser)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SmallCorpusWarning)
+        ev = evaluate_model(model, data, metrics=("cider-d",), tokenize=False, out_dir=tmp_path / "eval",
+                            progress=False, max_len=4)
+    open_page(browser, ev.report_path)
+    rows = visible_rows(browser)
+    assert len(rows) == 4
+    for row in rows:
+        panels = row.find_elements(By.CSS_SELECTOR, ".strip figure.att")
+        words = [p.find_element(By.TAG_NAME, "figcaption").text for p in panels]
+        caption = row.find_element(By.CSS_SELECTOR, ".caption").text
+        assert panels and " ".join(w for w in words if w != "<end>") == caption
+        first = panels[0].find_element(By.TAG_NAME, "img")
+        assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", first) > 0
+    screenshot(browser, tmp_path, "report-attention.png")
+    assert_clean(browser)

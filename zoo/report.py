@@ -6,9 +6,11 @@ caption, its references and its own CIDEr-D, sortable worst-first or best-first,
 
 Thumbnails are small JPEGs embedded as data URIs, ~3 KB each, for at most ``report_images`` images
 (``zoo eval --report-images N``, default :data:`DEFAULT_REPORT_IMAGES`): the N/2 lowest and N/2 highest
-CIDEr-D, where a reader looks first, so a 5,000-image report with every thumbnail stays around 20 MB and
-the default one a few MB. Every image is listed either way (its text is cheap). The same thumbnails are
-stored in the results database with the row, so the leaderboard page can show them.
+CIDEr-D, where a reader looks first, so a 5,000-image COCO report with every thumbnail is about 18 MB and
+the default one about 5 MB. Every image is listed either way (its text is cheap). The same thumbnails are
+stored in the results database with the row, so the leaderboard page can show them. For an attention
+decoder, up to :data:`ATTENTION_IMAGES` of those images also get a strip: one small panel per generated
+word, that word's attention over the image.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ from typing import Any, Mapping, Sequence
 from zoo import html_page
 
 DEFAULT_REPORT_IMAGES = 1000
+#: attention decoders: images that get a strip of per-word attention maps (the lowest and highest
+#: CIDEr-D among those with thumbnails); each strip costs a decode and ~1 KB per word, so fewer than thumbnails
+ATTENTION_IMAGES = 100
+ATTENTION_PANEL = 64  # pixels, the longer side of one word's panel
 
 
 def thumbnail_ids(per_image: Mapping[str, float], ids: Sequence[str], limit: int) -> list[str]:
@@ -125,19 +131,82 @@ def write_report(
     path: str | Path,
     system: str,
     report_images: int = DEFAULT_REPORT_IMAGES,
-    attention: Mapping[str, Sequence[tuple[str, bytes]]] | None = None,
+    attention: Any = None,
     source: str | None = None,
 ) -> dict[str, bytes]:
     """Write the report for ``ev`` to ``path`` (atomically); ``items``: image id (str) → data set item
-    (for the thumbnails). Returns the thumbnails made (image id → JPEG), for the results database."""
+    (for the thumbnails). ``attention``: image id → strips, or a function from the ids to show them for
+    (at most :data:`ATTENTION_IMAGES` of those with thumbnails) to the strips. Returns the thumbnails made
+    (image id → JPEG), for the results database."""
     ids = [str(k) for k in ev.captions]
     chosen = thumbnail_ids(ev.per_image_cider, ids, report_images)
     thumbs = make_thumbnails(items, chosen)
+    if callable(attention):  # attention(ids) → strips, for the images chosen here
+        attention = attention(thumbnail_ids(ev.per_image_cider, chosen, min(ATTENTION_IMAGES, len(chosen))))
     page = render_report(ev, system, thumbs, attention, source=source, thumbnail_limit=report_images)
     from zoo.checkpoint import atomic_write
 
     atomic_write(Path(path), lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
     return thumbs
+
+
+def attention_strips(
+    model: Any, items: Mapping[str, Any], ids: Sequence[str], decoding: Mapping[str, Any],
+    captions: Mapping[str, str] | None = None, batch_size: int = 16,
+) -> dict[str, list[tuple[str, bytes]]]:
+    """For an attention decoder (``attends``): image id → (word, JPEG) per generated token, the image as
+    the encoder saw it with that token's attention laid over it (``zoo.attention_figure.upsample``, the
+    mapping ``zoo caption --attention`` draws), decoded again with the evaluation's settings. Empty for
+    other decoders. An image that cannot be decoded gets no strip, nor one whose caption decoded again
+    differs from ``captions[id]`` (the one evaluated), so a strip never describes another caption."""
+    if not getattr(model.decoder, "attends", False) or not ids:
+        return {}
+    import inspect
+
+    import numpy as np
+    from matplotlib import colormaps
+
+    from zoo.attention import attention_for_images
+    from zoo.attention_figure import upsample
+
+    accepted = inspect.signature(model.generate).parameters
+    kwargs = {k: v for k, v in decoding.items() if k in accepted and k != "return_attention"}
+    cmap = colormaps["inferno"]
+    out: dict[str, list[tuple[str, bytes]]] = {}
+    usable = []
+    for k in ids:
+        try:
+            usable.append((k, items[k].load_image()))
+        except Exception:  # noqa: BLE001 - a picture the report cannot show is left out, never fatal
+            continue
+    for start in range(0, len(usable), batch_size):
+        part = usable[start:start + batch_size]
+        found = attention_for_images(model, [img for _, img in part], **kwargs)
+        for (k, _), (view, att) in zip(part, found):
+            if captions is not None and captions.get(k) != att.caption:
+                continue
+            view = view.numpy() if hasattr(view, "numpy") else np.asarray(view)
+            heat = upsample(att.maps(), view.shape[:2]).numpy()
+            panels = []
+            for t, word in enumerate(att.words):
+                h = heat[t] / max(float(heat[t].max()), 1e-12)
+                blend = 0.45 * view + 0.55 * cmap(h)[..., :3]
+                panels.append((word, _jpeg(blend)))
+            out[k] = panels
+    return out
+
+
+def _jpeg(rgb: Any) -> bytes:
+    import io
+
+    import numpy as np
+    import PIL.Image
+
+    img = PIL.Image.fromarray((np.clip(rgb, 0, 1) * 255).astype("uint8"))
+    img.thumbnail((ATTENTION_PANEL, ATTENTION_PANEL), PIL.Image.Resampling.BICUBIC)
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=html_page.THUMBNAIL_QUALITY)
+    return buf.getvalue()
 
 
 def system_name(config: Mapping[str, Any]) -> str:
@@ -149,6 +218,10 @@ def report_evaluation(
     ev: Any, model: Any, items: Mapping[str, Any], path: Path, report_images: int = DEFAULT_REPORT_IMAGES
 ) -> None:
     """What :func:`zoo.model_eval.evaluate_model` calls once an evaluation is scored: write its report
-    to ``path`` and keep the thumbnails on ``ev`` (``ev.thumbnails``) for the results database."""
-    ev.thumbnails = write_report(ev, items, path, system_name(model.config), report_images)
+    to ``path`` (with attention strips when the decoder attends) and keep the thumbnails on ``ev``
+    (``ev.thumbnails``) for the results database."""
+    def strips(ids: Sequence[str]) -> dict[str, list[tuple[str, bytes]]]:
+        return attention_strips(model, items, ids, ev.decoding, {str(k): c for k, c in ev.captions.items()})
+
+    ev.thumbnails = write_report(ev, items, path, system_name(model.config), report_images, attention=strips)
     ev.report_path = path

@@ -28,12 +28,14 @@
     if (im.attention && im.attention.length) {
       var strip = Zoo.el("div", "strip");
       im.attention.forEach(function (a) {
+        var panel = Zoo.el("figure", "att");
         var img = Zoo.el("img");
         img.loading = "lazy";
         img.alt = "attention for " + a.word;
-        img.title = a.word;
         img.src = a.uri;
-        strip.appendChild(img);
+        panel.appendChild(img);
+        panel.appendChild(Zoo.el("figcaption", null, a.word));
+        strip.appendChild(panel);
       });
       text.appendChild(strip);
     }
