@@ -200,3 +200,25 @@ def test_an_attention_decoder_gets_strips_for_its_ends_and_others_none(tmp_path,
     plain = evaluate_model(tiny_model("gru"), data, metrics=("cider-d",), tokenize=False, out_dir=tmp_path / "g",
                            progress=False, max_len=6)
     assert not any(im.get("attention") for im in embedded(plain.report_path.read_text())["images"])
+
+
+def test_compare_and_demo_pages_carry_the_images_too(tmp_path, capsys):
+    from zoo.commands.compare import show_leaderboard
+
+    db_path = record_systems(tmp_path / "r.sqlite", n=5)
+    page = tmp_path / "leaderboard.html"
+    show_leaderboard([1, 2, 3], str(db_path), html=str(page))
+    doc = embedded(page.read_text())
+    assert len(doc["ids"]) == 5 and all(doc["thumbs"]) and all(doc["refs"])
+
+
+def test_a_system_with_seeds_shows_one_runs_captions_and_says_which(tmp_path):
+    db_path = record_systems(tmp_path / "r.sqlite", n=5)
+    with ResultsDB(db_path) as db:
+        rows = db.rows()
+    second = EvalRecord.from_dict({**rows[0].to_dict(), "id": None, "seed": 1,
+                                   "captions": {k: "another seed's caption" for k in rows[0].captions}})
+    board = build_leaderboard([rows[0], second, *rows[1:]])
+    leader = next(s for s in embedded(board.to_html())["systems"] if s["name"] == rows[0].system)
+    assert leader["shown"] == "captions of seed 0, one of its 2 runs"
+    assert leader["captions"] == [rows[0].captions[k] for k in rows[0].captions]

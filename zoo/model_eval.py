@@ -265,7 +265,8 @@ def record(ev: ModelEvaluation, model: CaptionModel, db_path: str | Path | None,
            train_images_per_s: float | None = None) -> int:
     """Add one row for this evaluation to the results database; returns its id."""
     from zoo.checkpoint import sha256_file
-    from zoo.results import EvalRecord, ResultsDB, config_hash, environment_info, full_config, references_hash
+    from zoo.results import (EvalRecord, ResultsDB, config_hash, environment_info, full_config, references_hash,
+                             run_identity)
 
     cfg = full_config(model.config)  # the options stored are the ones hashed: given ones plus defaults
     params = model.num_parameters()
@@ -298,6 +299,7 @@ def record(ev: ModelEvaluation, model: CaptionModel, db_path: str | Path | None,
         checkpoint_path=str(checkpoint) if checkpoint else None,
         checkpoint_sha256=sha256_file(checkpoint) if checkpoint else None,
         run_name=run_name,
+        extra=run_identity(checkpoint) if checkpoint else {},
     )
     db = ResultsDB(db_path)
     try:
