@@ -146,15 +146,31 @@ def _checkpoint_file(r: EvalRecord) -> str:
     return Path(r.checkpoint_path).name if r.checkpoint_path else ""
 
 
+def _run_id(r: EvalRecord) -> str | None:
+    """The training run a row's checkpoint came from, as the checkpoint itself says (``extra``; None for
+    rows of checkpoints that do not record it)."""
+    value = r.extra.get("run_id") if isinstance(r.extra, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+def _training_regime(r: EvalRecord) -> str | None:
+    value = r.extra.get("train_hash") if isinstance(r.extra, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
 def _shares_a_seed(runs: list[EvalRecord]) -> bool:
+    """Whether some rows are not independent draws: they share a seed, or come from one training run (by
+    the run id inside their checkpoints: the best and last files of a run, wherever they were copied)."""
     seeds = [r.seed for r in runs if r.seed is not None]
-    return len(seeds) != len(set(seeds))
+    ids = [i for i in map(_run_id, runs) if i is not None]
+    return len(seeds) != len(set(seeds)) or len(ids) != len(set(ids))
 
 
 def _split_shared_seeds(runs: list[EvalRecord]) -> list[list[EvalRecord]]:
     """The systems in one (config, decoding) group once re-evaluations are gone. Normally one: its runs are
-    its seeds. When different checkpoints share a seed (``best`` and ``last`` of one run, or two training
-    regimes of one model config), they become separate systems, not extra seeds: the ± column and the
+    its seeds. When different checkpoints share a seed or a training run (``best`` and ``last`` of one run:
+    the run id inside each checkpoint says so, wherever the files were copied; or two training regimes of
+    one model config), they become separate systems, not extra seeds: the ± column and the
     seed count describe independent training runs, and two checkpoints of one seed are not independent
     (pooling best with last would understate the std), nor is a regime with another schedule another
     draw of the same system. Keeping them apart also keeps the paired bootstrap about one model's
@@ -199,6 +215,7 @@ def _disambiguate(groups: list[list[EvalRecord]]) -> list[str]:
         hashes = {groups[i][0].config_hash for i in idx}
         objectives = {groups[i][0].objective for i in idx}
         short = {o.split("(")[0] for o in objectives}
+        regimes = {_training_regime(groups[i][0]) for i in idx}
         decodings = [groups[i][0].decoding for i in idx]
         varying = sorted({k for d in decodings for k in d if len({json.dumps(x.get(k)) for x in decodings}) > 1})
         files = [{_checkpoint_file(r) for r in groups[i]} for i in idx]
@@ -210,6 +227,8 @@ def _disambiguate(groups: list[list[EvalRecord]]) -> list[str]:
             parts = [f"#{first.config_hash[:7]}"] if len(hashes) > 1 else []
             if len(objectives) > 1:  # the objective's name, or its whole signature when names repeat
                 parts.append(first.objective.split("(")[0] if len(short) == len(objectives) else first.objective)
+            if len(regimes) > 1:
+                parts.append(f"train #{(_training_regime(first) or 'unrecorded')[:7]}")
             parts += [f"{k}={first.decoding.get(k)}" for k in varying]
             if files_vary and file:
                 parts.append(file)
@@ -267,9 +286,10 @@ def build_leaderboard(
     if group_by == "run":
         board = [_summarise(n, [r]) for n, r in zip(_run_names(rows), rows)]
     else:
-        grouped: dict[tuple[str, str], list[EvalRecord]] = defaultdict(list)
-        for r in rows:
-            grouped[(r.config_hash, r.objective, _decoding_key(r))].append(r)  # XE and SCST: two systems
+        grouped: dict[tuple[str, str, str, str], list[EvalRecord]] = defaultdict(list)
+        for r in rows:  # seeds of one system: one model config, objective (XE and SCST: two systems),
+            # decoding and training regime
+            grouped[(r.config_hash, r.objective, _decoding_key(r), _training_regime(r) or "")].append(r)
         groups = []
         for runs in grouped.values():
             kept, same_checkpoint, same_seed = _dedupe_seeds(runs)

@@ -291,7 +291,8 @@ def record(ev: ModelEvaluation, model: CaptionModel, db_path: str | Path | None,
     """Add one row for this evaluation to the results database; returns its id. ``objective``: the
     training objective's signature (default: read from the checkpoint's ``extra``; ``xe`` without one)."""
     from zoo.checkpoint import objective_signature, read_extra, sha256_file
-    from zoo.results import EvalRecord, ResultsDB, config_hash, environment_info, full_config, references_hash
+    from zoo.results import (EvalRecord, ResultsDB, config_hash, environment_info, full_config, references_hash,
+                             run_identity)
 
     cfg = full_config(model.config)  # the options stored are the ones hashed: given ones plus defaults
     params = model.num_parameters()
@@ -325,7 +326,8 @@ def record(ev: ModelEvaluation, model: CaptionModel, db_path: str | Path | None,
         checkpoint_sha256=sha256_file(checkpoint) if checkpoint else None,
         run_name=run_name,
         objective=objective or (objective_signature(read_extra(checkpoint)) if checkpoint else "xe"),
-        extra={"caption_stats": ev.caption_stats} if ev.caption_stats else {},
+        extra={**(run_identity(checkpoint) if checkpoint else {}),
+               **({"caption_stats": ev.caption_stats} if ev.caption_stats else {})},
     )
     db = ResultsDB(db_path)
     try:

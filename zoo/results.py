@@ -228,6 +228,23 @@ def config_hash(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def run_identity(checkpoint: str | Path) -> dict[str, str]:
+    """What a checkpoint says about the training run that wrote it, for a row's ``extra``: ``run_id`` (one
+    per ``zoo train`` run, the same in its best and last files) and ``train_hash`` (its training settings
+    without the seed). Empty for a file written otherwise or before these were recorded; the leaderboard
+    then falls back to seeds and file names, as before."""
+    from zoo.checkpoint import read_extra
+
+    try:
+        run = read_extra(checkpoint).get("run")
+    except (AttributeError, ValueError, ZooError):
+        return {}
+    if not isinstance(run, dict):
+        return {}
+    found = {"run_id": run.get("id"), "train_hash": run.get("train_hash")}
+    return {k: v for k, v in found.items() if isinstance(v, str) and v}
+
+
 def references_hash(refs: Mapping[Any, Iterable[str]]) -> str:
     """sha256 of a reference set: image ids and their captions, order-independent.
 
@@ -416,6 +433,47 @@ FILTERS = (
 )
 
 
+#: what to do about a results database that cannot be written (said by every such error)
+WRITE_ADVICE = "Pass --db with a path you can write (or set $ZOO_RESULTS_DB)"
+
+
+def _cannot_write(exc: BaseException) -> bool:
+    cause = exc.__cause__
+    text = str(cause).lower() if isinstance(cause, sqlite3.Error) else ""
+    return "readonly" in text or "unable to open" in text
+
+
+def _read_only_text(path: Path) -> str:
+    """Where the read-only part is, in words: " (the file system at X is mounted read-only)", " (folder
+    X cannot be written)", or "" when nothing here says so (root ignores permissions; SQLite still may)."""
+    folder = path.parent if path.parent.exists() else next((p for p in path.parents if p.exists()), path.parent)
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return f" (the file system holding {folder} is mounted read-only)"
+    except (OSError, AttributeError):
+        pass
+    if path.exists() and not os.access(path, os.W_OK):
+        return f" (the file {path} is not writable)"
+    if not os.access(folder, os.W_OK):
+        return f" (the folder {folder} cannot be written)"
+    return ""
+
+
+def check_writable(path: str | Path | None, otherwise: str = "") -> Path:
+    """That the results database at ``path`` (``--db``; default: ``default_db_path()``) can be created or
+    opened, is ours, and can be written: call it before the work whose result is to be recorded. Returns
+    the resolved path; raises ResultsDBError saying what to do (another ``--db``, and ``otherwise``: what
+    else the command offers, e.g. "or pass --no-record ...")."""
+    try:
+        with ResultsDB(path) as db:
+            db.check_writable()
+            return db.path
+    except ResultsDBError as exc:
+        if not otherwise:
+            raise
+        raise ResultsDBError(f"{exc}; {otherwise}") from exc
+
+
 def _is_locked(exc: sqlite3.Error) -> bool:
     text = str(exc).lower()
     return "locked" in text or "busy" in text
@@ -429,6 +487,7 @@ class ResultsDB:
 
     def __init__(self, path: str | Path | None = None, create: bool = True):
         self.path = resolve_db_path(path)
+        self.read_only = False  # True when opened for reading only (a database in a read-only place)
         if self.path.is_dir():
             raise ResultsDBError(f"results database {self.path} is a folder; pass --db with a file path")
         if not self.path.exists():
@@ -440,16 +499,75 @@ class ResultsDB:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise ResultsDBError(f"cannot create the folder for results database {self.path}: {exc}") from exc
+                raise ResultsDBError(
+                    f"cannot create the folder for results database {self.path}: {exc}{_read_only_text(self.path)}. "
+                    f"{WRITE_ADVICE}"
+                ) from exc
         try:
             self._conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
         except sqlite3.Error as exc:
-            raise ResultsDBError(f"cannot open results database {self.path}: {exc}") from exc
+            where = _read_only_text(self.path)
+            raise ResultsDBError(
+                f"cannot open results database {self.path}: {exc}"
+                + (f"; cannot write it: it is read-only{where}. {WRITE_ADVICE}" if where else "")
+            ) from exc
         try:
             self._open()
+        except ResultsDBError as exc:
+            self._conn.close()
+            if create or not _cannot_write(exc):
+                raise
+            self._open_read_only()  # reading (zoo leaderboard) a database that cannot be written here
         except BaseException:
             self._conn.close()
             raise
+
+    def _open_read_only(self) -> None:
+        """Open for reading only, as SQLite does for read-only media: ``mode=ro`` first; a WAL-mode file
+        whose folder cannot hold the ``-shm``/``-wal`` files SQLite needs even to read is opened with
+        ``immutable=1`` (nobody can be writing it through a folder that cannot be written)."""
+        from urllib.parse import quote
+
+        uri = "file:" + quote(str(self.path.resolve()))
+        last: Exception | None = None
+        for query in ("mode=ro", "immutable=1"):
+            self._conn = sqlite3.connect(f"{uri}?{query}", uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            try:
+                version, app_id, tables = self._guarded(lambda: self._retry(self._inspect_snapshot))
+            except ResultsDBError as exc:
+                self._conn.close()
+                last = exc
+                continue
+            self._check_version(version)
+            self._check_ours(version, app_id, tables)
+            if version < SCHEMA_VERSION:
+                self._conn.close()
+                raise ResultsDBError(
+                    f"results database {self.path} has schema version {version} and cannot be upgraded to "
+                    f"{SCHEMA_VERSION} here: it is read-only{_read_only_text(self.path)}. Open it once where it "
+                    f"can be written (any `zoo eval` or `zoo leaderboard` there upgrades it), or copy it elsewhere."
+                )
+            self.read_only = True
+            return
+        assert last is not None
+        raise last
+
+    def check_writable(self) -> None:
+        """Take the write lock and write the header back unchanged, then roll back: what recording a row
+        needs, tried before the work whose result it records (``zoo eval`` decodes for minutes). A file
+        or folder that cannot be written is a ResultsDBError that says "cannot write" and what to do."""
+        version = self.schema_version
+
+        def probe() -> None:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.execute(f"PRAGMA user_version = {int(version)}")
+            finally:
+                self._rollback()
+
+        if self.read_only:
+            raise ResultsDBError(f"cannot write results database {self.path}: it is read-only{_read_only_text(self.path)}. {WRITE_ADVICE}")
+        self._guarded(lambda: self._retry(probe))
 
     # -- opening ---------------------------------------------------------------------------------------
     def _open(self) -> None:
@@ -534,8 +652,11 @@ class ResultsDB:
                     f"{self.path} is not an SQLite results database ({text}). Pass --db with another path, "
                     f"or move the file away."
                 ) from exc
-            if "readonly" in text or "read-only" in text:
-                raise ResultsDBError(f"results database {self.path} is read-only: {text}") from exc
+            if "readonly" in text or "read-only" in text or "unable to open" in text:
+                raise ResultsDBError(
+                    f"cannot write results database {self.path} ({text}): it is read-only"
+                    f"{_read_only_text(self.path)}. {WRITE_ADVICE}"
+                ) from exc
             raise ResultsDBError(f"results database {self.path}: {text}") from exc
 
     def _retry(self, fn: Callable[[], T]) -> T:

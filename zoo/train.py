@@ -33,6 +33,7 @@ import json
 import math
 import random
 import time
+import uuid
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator
@@ -79,6 +80,7 @@ class TrainConfig:
     progress: bool = True
     objective: str = "xe"  # a registered training objective (`zoo list objectives`); options: objective.KEY
     scst_after: int | None = None  # steps of xe before switching to train.objective within this run
+    skip_bad_images: bool = False  # drop images that cannot be decoded (named in run.json) instead of failing
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
@@ -527,6 +529,9 @@ def _train(
             raise ZooError(f"cannot resume: {state_path} does not exist (the run never saved a state)")
         objective_state: dict[str, torch.Tensor] = {}
         progress_state = load_state(state_path, model, opt, objective_state)
+    # one id per run, kept across resumes (it lives in the saved state): every model file of the run carries
+    # it, so the leaderboard can tell two files of one run from two runs wherever the files are copied
+    run_info = {**(run_info or {}), "id": progress_state.setdefault("run_id", uuid.uuid4().hex)}
     schedule.setup(ObjectiveContext(train_set, model.tokenizer, pairs.tokens, pairs.image_of, cfg, device,
                                     dist.rank(), world))
     if resume:

@@ -16,6 +16,8 @@ def _csv(text: str) -> list[str]:
 
 @hookimpl
 def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
+    from zoo.data import add_image_arguments
+
     p = subparsers.add_parser(
         "compare",
         help="train and rank several architectures under the same budget",
@@ -47,6 +49,7 @@ def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
                    "wants ~10x the xe learning rate lower), train.steps=300, objective.sample_n=5")
     p.add_argument("--out", default="runs/compare", help="folder for the runs")
     add_db_argument(p)
+    add_image_arguments(p)
     p.add_argument("--html", default=None, help="also write the leaderboard page here")
     p.add_argument("--plot", default=None, help="also write the plot (PNG) here")
     p.add_argument("--resamples", type=int, default=1000)
@@ -81,6 +84,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         encoder_kwargs={"freeze": True} if args.freeze else {}, overrides=list(args.overrides),
         objectives=_csv(args.objective), objective_overrides=list(args.objective_overrides),
     )
+    from zoo.results import check_writable
+
+    check_writable(args.db)  # every run is recorded there: find out before training, not after
     summaries = compare(cfg, args.out, db_path=args.db, progress=not args.no_progress)
     show_leaderboard([s["record_id"] for s in summaries], args.db, resamples=args.resamples,
                      html=args.html, plot=args.plot)

@@ -34,6 +34,7 @@ non_negative_int = _int_at_least(0, "an integer ≥ 0")
 
 @hookimpl
 def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
+    from zoo.data import add_image_arguments
     from zoo.report import DEFAULT_REPORT_IMAGES
 
     p = subparsers.add_parser(
@@ -45,7 +46,7 @@ def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
         "(references_*.json) are written before scoring, so `zoo score` can score them if scoring fails.",
     )
     p.add_argument("checkpoint", help="a .safetensors checkpoint, or a run folder (uses best.safetensors)")
-    p.add_argument("--data", default=None, help="data set name (default: the one the run trained on)")
+    p.add_argument("--data", default=None, help="data set name (default: the one the checkpoint was trained on, from its run folder or its own metadata)")
     p.add_argument("--data-root", default=None)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="data.KEY=VALUE",
                    help="data set options, e.g. data.annotations=PATH")
@@ -73,6 +74,7 @@ def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
                    f"(default {DEFAULT_REPORT_IMAGES}; 0: none); every image is listed either way")
     p.add_argument("--skip-bad-images", action="store_true", help="count and skip images that cannot be decoded")
     add_db_argument(p)
+    add_image_arguments(p)
     p.add_argument("--no-record", action="store_true", help="do not add this evaluation to the results database")
     p.add_argument("--seed", type=int, default=None, help="the training seed, recorded with the row")
     p.add_argument("--json", action="store_true", help="print the metrics JSON instead of the table")
@@ -114,13 +116,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
     dist.init_from_env()
     try:
         ckpt, run_dir = resolve_checkpoint(args.checkpoint)
+        if not args.no_record and not args.no_ptb:  # every rank: none may start decoding alone
+            from zoo.results import check_writable
+
+            # before decoding: a database that cannot take the row fails in seconds, not after the work
+            check_writable(args.db, otherwise="or pass --no-record to evaluate without recording")
         model = load(ckpt)
-        spec = RunSpec.from_file(run_dir / "run.json") if run_dir else None
+        # the run it trained in: its folder's run.json, else what the checkpoint itself records
+        spec = RunSpec.from_file(run_dir / "run.json") if run_dir else RunSpec.from_checkpoint(ckpt)
         data = args.data or (spec.data if spec else None)
         if data is None:
             from zoo.errors import ZooError
 
-            raise ZooError("say which data set to evaluate on: --data NAME (and --data-root)")
+            raise ZooError(
+                f"{ckpt} does not record the data set it was trained on (it was not written by `zoo train`, "
+                f"and no run.json is beside it): say which data set to evaluate on with --data NAME (and "
+                f"--data-root)"
+            )
         root = args.data_root or (spec.data_root if spec and data == spec.data else None)
         options = dict(spec.data_options) if spec and data == spec.data else {}
         if args.overrides:
