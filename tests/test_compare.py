@@ -106,7 +106,7 @@ _TINY = ["--encoder", "resnet10t", "--steps", "2", "--no-progress", "--set", "da
         (["--decoder", "gru", "--seeds", "a,b"], r"--seeds 'a,b': 'a' is not a whole number.*e.g. --seeds 1,2"),
         (["--decoder", "gru", "--set", "train.lr=-1"], r"train.lr must be a number > 0"),
         (["--decoder", "gru,gru-attn", "--set", "decoder.attention_size=8"],
-         r"'decoder.attention_size': decoder 'gru' has no option 'attention_size'"),
+         r"unknown option decoder.attention_size\. decoder 'gru' takes: .*hidden_size"),
         (["--decoder", "gru", "--split", "tset"], r"split 'tset'"),
     ],
 )

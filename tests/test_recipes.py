@@ -60,8 +60,8 @@ def test_unknown_recipe_suggests():
         (f"{_OK}data: {{name: shapes}}\nscores: [{{data: shapes, spilt: test, CIDEr-D: 9.5}}]\n", r"recipe 'bad'.*key 'scores\[0\].spilt' must be a number.*Did you mean: split"),
         (f"{_OK}data: {{name: shapes}}\nscores: [{{data: shape, split: test, CIDEr-D: 9.5}}]\n", r"recipe 'bad'.*key 'scores\[0\].data'.*Did you mean: shapes"),
         # options are checked against the registered factory's, the ones `zoo info` lists
-        ("encoder: resnet10t\ndecoder: {name: gru, kwargs: {hiden_size: 8}}\ntokenizer: word\ndata: {name: shapes}\n", r"recipe 'bad'.*key 'decoder.kwargs.hiden_size'.*Did you mean: hidden_size"),
-        ("encoder: resnet10t\ndecoder: gru\ntokenizer: {name: word, kwargs: {min_cout: 1}}\ndata: {name: shapes}\n", r"recipe 'bad'.*key 'tokenizer.kwargs.min_cout'.*Did you mean: min_count"),
+        ("encoder: resnet10t\ndecoder: {name: gru, kwargs: {hiden_size: 8}}\ntokenizer: word\ndata: {name: shapes}\n", r"recipe 'bad'.*unknown option decoder.kwargs.hiden_size; did you mean hidden_size\?"),
+        ("encoder: resnet10t\ndecoder: gru\ntokenizer: {name: word, kwargs: {min_cout: 1}}\ndata: {name: shapes}\n", r"recipe 'bad'.*unknown option tokenizer.kwargs.min_cout; did you mean min_count\?"),
         # timm.is_model ignores the tag; the pretrained tag must exist
         ("encoder: resnet50.a1_in1kk\ndecoder: gru\ntokenizer: word\ndata: {name: shapes}\n", r"recipe 'bad'.*key 'encoder'.*no pretrained tag 'a1_in1kk'.*Did you mean: resnet50.a1_in1k"),
         ("encoder: resnet10t\ndecoder: gru\ntokenizer: word\ndata: {name: shapes}\nscore: []\n", r"recipe 'bad'.*unknown key 'score'.*Did you mean: scores"),

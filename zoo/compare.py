@@ -42,11 +42,21 @@ class CompareConfig:
     split: str = "test"
     beam_size: int = 3
     max_len: int = 20
+    #: further decoding settings (``zoo.decoding.DecodingOptions`` fields: sampling, constraints, length
+    #: penalty); None: their defaults
+    decoding: dict[str, Any] | None = None
     metrics: tuple[str, ...] = ("bleu", "meteor", "rouge-l", "cider-d", "spice")
     pretrained: bool | str = False
     overrides: list[str] = field(default_factory=list)
     objectives: list[str] = field(default_factory=lambda: ["xe"])
     objective_overrides: list[str] = field(default_factory=list)  # for the runs of objectives other than xe
+
+
+def decoding_options(cfg: CompareConfig) -> Any:
+    """Every decoding setting of a compare as one ``zoo.decoding.DecodingOptions``."""
+    from zoo.decoding import DecodingOptions
+
+    return DecodingOptions.from_mapping({"beam_size": cfg.beam_size, "max_len": cfg.max_len, **(cfg.decoding or {})})
 
 
 def run_name(encoder: str, decoder: str, tokenizer: str, seed: int) -> str:
@@ -130,7 +140,7 @@ def compare(
             train_speed = read_train_speed(run_dir)
         ckpt = run_dir / "best.safetensors"
         model = load(ckpt)
-        ev = evaluate_model(model, test_set, beam_size=cfg.beam_size, max_len=cfg.max_len, metrics=cfg.metrics,
+        ev = evaluate_model(model, test_set, decoding=decoding_options(cfg), metrics=cfg.metrics,
                             out_dir=run_dir / "eval", progress=progress)
         assert ev is not None
         rid = record(ev, model, db_path, checkpoint=ckpt, seed=spec.train.get("seed"), run_name=name, train_images_per_s=train_speed)
@@ -175,7 +185,8 @@ def check(cfg: CompareConfig, runs: list[tuple[str, RunSpec]]) -> Any:
     for seed in cfg.seeds:
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ZooError(f"zoo compare: seeds must be whole numbers (e.g. --seeds 1,2), got {seed!r}")
-    check_request(cfg.metrics, cfg.beam_size, cfg.max_len, 1.0)
+    options = decoding_options(cfg)
+    check_request(cfg.metrics, options.beam_size, options.max_len, options.length_penalty, decoding=options)
     twice = sorted({o for o in cfg.objectives if cfg.objectives.count(o) > 1})
     if not cfg.objectives or twice:
         raise ZooError(f"zoo compare: --objective lists {', '.join(twice) or 'no objective'}"

@@ -17,7 +17,9 @@ import gzip
 import hashlib
 import json
 import logging
-import re
+import os
+import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, overload
@@ -33,6 +35,7 @@ __all__ = [
     "ImageDataset",
     "Item",
     "collate_skip_none",
+    "drop_bad_images",
     "int_option",
     "load_dataset",
     "open_image",
@@ -71,23 +74,102 @@ def read_json(path: str | Path, what: str) -> Any:
 
 
 # -- images -----------------------------------------------------------------------------------------------
+#: the environment variable (and ``--max-image-pixels``, which sets it for the command and its DataLoader
+#: workers) that says how many pixels a decoded image may have; 0 or ``none``: no limit
+MAX_PIXELS_ENV = "ZOO_MAX_IMAGE_PIXELS"
+#: a JPEG is decoded at the smallest scale (1/2, 1/4, 1/8, done in the DCT by libjpeg: ``Image.draft``)
+#: that keeps both sides at least this long: far above what any encoder's transform keeps (224-518 px),
+#: so features do not change, while a 10000×10000 photo takes ~5 MB instead of 300 MB to decode
+DRAFT_MIN_SIDE = 1024
+_PIL_GUARD = threading.Lock()
+
+
+def max_image_pixels() -> int | None:
+    """The most pixels a decoded image may have: ``$ZOO_MAX_IMAGE_PIXELS`` when set (0 or ``none``: no
+    limit), else twice ``PIL.Image.MAX_IMAGE_PIXELS``, the size at which Pillow itself refuses a file (so
+    a Python user who set Pillow's limit keeps it)."""
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip().lower().replace("_", "").replace(",", "")
+    if text:
+        if text in ("0", "none"):
+            return None
+        try:
+            value = int(float(text))
+        except ValueError:
+            raise DataError(
+                f"{MAX_PIXELS_ENV}={os.environ[MAX_PIXELS_ENV]!r} is not a number of pixels; give an integer, "
+                f"e.g. {MAX_PIXELS_ENV}=400000000, or 0 for no limit"
+            ) from None
+        return value if value > 0 else None
+    limit = PIL.Image.MAX_IMAGE_PIXELS
+    return None if limit is None else 2 * int(limit)
+
+
+def pixel_count(text: str) -> int:
+    """An argparse ``type`` for ``--max-image-pixels``: an integer ≥ 0 (``1e8``, ``400_000_000`` too)."""
+    import argparse
+
+    try:
+        value = int(float(text.replace("_", "").replace(",", "")))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of pixels (e.g. 400000000, or 0 for no limit), got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of pixels ≥ 0 (0: no limit), got {text!r}")
+    return value
+
+
+def add_image_arguments(parser: Any) -> None:
+    """``--max-image-pixels N`` for a command that decodes images. It sets ``$ZOO_MAX_IMAGE_PIXELS`` as
+    the command line is read, so the command's DataLoader workers (forked or spawned) follow it too."""
+    import argparse
+
+    class _SetLimit(argparse.Action):
+        def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None) -> None:
+            os.environ[MAX_PIXELS_ENV] = str(values)
+            setattr(namespace, self.dest, values)
+
+    parser.add_argument(
+        "--max-image-pixels", type=pixel_count, action=_SetLimit, default=None, metavar="N",
+        help=f"decode images of up to N pixels (default: ${MAX_PIXELS_ENV}, else twice Pillow's "
+        f"decompression-bomb limit, ~179 million); 0: no limit. Large JPEGs are decoded downscaled, so they "
+        f"count at the size they are decoded at",
+    )
+
+
 def open_image(path: str | Path) -> PIL.Image.Image:
     """Decode ``path`` into an RGB image (transparency composited on white).
 
-    Raises ``DataError`` naming the file when it is missing, unreadable, not an image, truncated, or larger
-    than Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``). EXIF orientation is not
-    applied, as in the usual COCO pipelines, so features match theirs."""
+    A JPEG is decoded downscaled by libjpeg when it is large (``Image.draft``, see ``DRAFT_MIN_SIDE``), so
+    memory stays flat whatever the photo's size. An image with more pixels (as decoded) than
+    :func:`max_image_pixels` allows is refused with a message saying how to allow it; Pillow's own
+    decompression-bomb check and its warning are replaced by that one (a CLI user cannot set
+    ``PIL.Image.MAX_IMAGE_PIXELS``, and a raw Python warning with a source line tells them nothing).
+
+    Raises ``DataError`` naming the file when it is missing, unreadable, not an image, truncated, or too
+    large. EXIF orientation is not applied, as in the usual COCO pipelines, so features match theirs."""
     path = Path(path)
     try:
-        with PIL.Image.open(path) as im:
+        limit = max_image_pixels()
+        with _PIL_GUARD, warnings.catch_warnings():
+            warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
+            saved, PIL.Image.MAX_IMAGE_PIXELS = PIL.Image.MAX_IMAGE_PIXELS, None  # ours is checked below
+            try:
+                im = PIL.Image.open(path)
+            finally:
+                PIL.Image.MAX_IMAGE_PIXELS = saved
+        with im:
+            stored = im.size
+            if im.format == "JPEG":
+                im.draft(im.mode, (DRAFT_MIN_SIDE, DRAFT_MIN_SIDE))
+            if limit is not None and im.size[0] * im.size[1] > limit:
+                raise DataError(_too_large_message(path, stored, im.size, limit))
             return _to_rgb(im)
+    except DataError:
+        raise
     except FileNotFoundError as exc:
         raise DataError(
             f"image file {path} does not exist. Check the data set root (--data-root) and images folder, "
             f"or remove the entry from the captions file."
         ) from exc
-    except PIL.Image.DecompressionBombError as exc:
-        raise DataError(_bomb_message(path, exc)) from exc
     except IsADirectoryError as exc:
         raise DataError(f"image path {path} is a folder, not an image file.") from exc
     except PermissionError as exc:
@@ -112,17 +194,15 @@ def _to_rgb(im: PIL.Image.Image) -> PIL.Image.Image:
     return background.convert("RGB")
 
 
-def _bomb_message(path: Path, exc: BaseException) -> str:
-    found = re.search(r"\((\d+) pixels\)", str(exc))
-    pixels = f"{int(found.group(1)):,} pixels" if found else "more pixels than allowed"
-    limit = PIL.Image.MAX_IMAGE_PIXELS
-    shown = f"{limit:,}" if limit is not None else "None"
+def _too_large_message(path: Path, stored: tuple[int, int], decoded: tuple[int, int], limit: int) -> str:
+    pixels = decoded[0] * decoded[1]
+    size = f"{stored[0]}×{stored[1]}" + (f", decoded at {decoded[0]}×{decoded[1]}" if decoded != stored else "")
     return (
-        f"image file {path} has {pixels}, over twice Pillow's decompression-bomb limit "
-        f"PIL.Image.MAX_IMAGE_PIXELS = {shown} (a guard against files that expand to gigabytes). If you "
-        f"trust this file, raise the limit deliberately before loading, e.g. "
-        f"`import PIL.Image; PIL.Image.MAX_IMAGE_PIXELS = 400_000_000` (None disables the check), "
-        f"or remove the file from the data set."
+        f"image file {path} has {pixels:,} pixels ({size}), over the limit of {limit:,} that guards against "
+        f"files that expand to gigabytes in memory. If you trust it, raise the limit: --max-image-pixels "
+        f"{max(pixels, 2 * limit)} on the command line, or {MAX_PIXELS_ENV}={max(pixels, 2 * limit)} in the "
+        f"environment (0: no limit; in Python, PIL.Image.MAX_IMAGE_PIXELS, of which the default is twice); or "
+        f"remove the file from the data set."
     )
 
 
@@ -277,6 +357,56 @@ class ImageDataset(torch.utils.data.Dataset):
     def bad_images(self) -> int:
         """How many images were skipped so far, across all workers."""
         return int(self._bad.sum())
+
+
+class _Probe(torch.utils.data.Dataset):
+    """``(index, None)`` for an image that decodes, ``(index, why)`` for one that does not."""
+
+    def __init__(self, dataset: CaptionDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[int, str | None]:
+        try:
+            self.dataset[index].load_image()
+        except ZooError as exc:
+            return index, str(exc)
+        return index, None
+
+
+def drop_bad_images(
+    dataset: CaptionDataset, num_workers: int = 0, progress: bool = False
+) -> tuple[CaptionDataset, list[dict[str, Any]]]:
+    """``dataset`` without the images that cannot be decoded, and a list naming each one dropped
+    (``{"image_id", "path", "error"}``): training's ``skip_bad_images``.
+
+    Training needs the bad images known before it starts, unlike evaluation (which drops them batch by
+    batch): the data order, the batches and the feature cache are functions of the item list, so a skipped
+    image must leave the list rather than shrink one batch now and then. This costs one decode of every
+    image (in ``num_workers`` DataLoader workers), asked for only with ``skip_bad_images``."""
+    from tqdm.auto import tqdm
+
+    loader = torch.utils.data.DataLoader(
+        _Probe(dataset), batch_size=16, num_workers=num_workers, collate_fn=list, generator=torch.Generator()
+    )
+    bad: dict[int, str] = {}
+    with tqdm(total=len(dataset), desc=f"checking {dataset.name} images", unit="img", disable=not progress) as bar:
+        for batch in loader:
+            bad.update((i, why) for i, why in batch if why is not None)
+            bar.update(len(batch))
+    if not bad:
+        return dataset, []
+    for i in sorted(bad):
+        log.warning("skipping image %r: %s", dataset[i].image_id, bad[i])
+    kept = [item for i, item in enumerate(dataset) if i not in bad]
+    dropped = [
+        {"image_id": dataset[i].image_id, "path": None if dataset[i].path is None else str(dataset[i].path),
+         "error": bad[i]}
+        for i in sorted(bad)
+    ]
+    return CaptionDataset(dataset.name, dataset.split, kept, dataset.root, dataset.info), dropped
 
 
 def collate_skip_none(batch: list[tuple[int, Any]]) -> tuple[torch.Tensor, Any]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import copy
 import fnmatch
-from typing import Any, Iterable
+import re
+from typing import Any, Callable, Iterable
 
 from zoo.contract import check_decoder_contract
 from zoo.errors import RecipeError, ZooError
@@ -40,7 +41,8 @@ def list_models(pattern: str | Iterable[str] = "*") -> list[str]:
 
 
 def create_encoder(name: str, **kwargs: Any) -> Any:
-    return get_registry().create("encoder", name, **kwargs)
+    entry = get_registry().get("encoder", name)
+    return _build(entry, kwargs, lambda: get_registry().create("encoder", name, **kwargs))
 
 
 def create_decoder(name: str, vocab_size: int, feature_dim: int, **kwargs: Any) -> Any:
@@ -49,20 +51,76 @@ def create_decoder(name: str, vocab_size: int, feature_dim: int, **kwargs: Any) 
     ContractError naming it here rather than a failure after training or decoding."""
     entry = get_registry().get("decoder", name)
     check_option_values("decoder", entry.name, entry.plugin, kwargs)
-    try:
-        dec = entry.factory(vocab_size=vocab_size, feature_dim=feature_dim, **kwargs)
-    except TypeError as exc:
-        opts = ", ".join(k for k in entry.options() if k not in ("vocab_size", "feature_dim"))
-        raise ZooError(f"decoder {entry.name!r}: {exc}. Its options are: {opts}") from exc
+    dec = _build(entry, kwargs, lambda: entry.factory(vocab_size=vocab_size, feature_dim=feature_dim, **kwargs))
     check_decoder_contract(dec, f"{entry.name!r} (plugin {entry.plugin!r}, {type(dec).__module__}.{type(dec).__qualname__})")
     return dec
 
 
 def create_tokenizer(name: str, captions: Iterable[str], **kwargs: Any) -> Tokenizer:
     """Train tokenizer ``name`` on ``captions``."""
-    cls = get_registry().get("tokenizer", name).factory
-    tok = cls.train(captions, **kwargs)
-    return tok
+    entry = get_registry().get("tokenizer", name)
+    return _build(entry, kwargs, lambda: entry.factory.train(captions, **kwargs))
+
+
+_UNEXPECTED = re.compile(r"^(?P<callee>[\w.<>]+)\(\) got an unexpected keyword argument '(?P<option>\w+)'")
+
+
+def _build(entry: Any, kwargs: dict[str, Any], make: Callable[[], Any]) -> Any:
+    """``make()``, with every option of ``kwargs`` checked first against the part's options as ``zoo info``
+    lists them, so a typo in any part of any plugin reads like a ``train.*`` one: ``unknown option
+    decoder.hiden_size; did you mean hidden_size? ...``. A factory that takes ``**kwargs`` (timm's encoders
+    pass them on to the backbone) cannot be checked beforehand; when what it calls rejects one of them
+    (Python's "got an unexpected keyword argument"), that is reported the same way, with the options of
+    the part and those of the callee that refused it."""
+    from zoo.recipes import check_kwargs, unknown_option
+
+    check_kwargs("", entry.kind, entry, kwargs, ZooError, prefix=entry.kind)
+    try:
+        return make()
+    except (TypeError, ZooError) as exc:
+        found = _rejected_option(exc, kwargs)
+        if found is None:
+            if isinstance(exc, ZooError):
+                raise
+            raise ZooError(f"{entry.kind} {entry.name!r}: {exc}") from exc
+        option, callee_options = found
+        own, required = entry.user_options()
+        valid = sorted({*own, *required, *callee_options} - {option})
+        raise ZooError(unknown_option(entry, option, valid, entry.kind)) from exc
+
+
+def _rejected_option(exc: BaseException, kwargs: dict[str, Any]) -> tuple[str, list[str]] | None:
+    """``(option, the keyword options of the callable that refused it)`` when ``exc`` (or what caused it)
+    is Python's "X() got an unexpected keyword argument 'option'" for one of ``kwargs``; else None. The
+    callable is looked up by its qualified name among the locals of the frames it was called from."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        match = _UNEXPECTED.match(str(current)) if isinstance(current, TypeError) else None
+        if match and match["option"] in kwargs:
+            return match["option"], _callee_options(current, match["callee"])
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _callee_options(exc: BaseException, callee: str) -> list[str]:
+    import inspect
+
+    owner, _, method = callee.rpartition(".")
+    tb = exc.__traceback__
+    while tb is not None:
+        for value in list(tb.tb_frame.f_locals.values()):
+            if getattr(value, "__qualname__", None) not in (callee, owner):
+                continue
+            target = getattr(value, method, None) if owner and method == "__init__" else value
+            try:
+                params = inspect.signature(target).parameters.values()  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                continue
+            return [p.name for p in params if p.name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        tb = tb.tb_next
+    return []
 
 
 def tokenizer_from_bytes(name: str, data: bytes) -> Tokenizer:

@@ -23,7 +23,9 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -132,11 +134,14 @@ def get_or_build(
     folder = Path(root or default_cache_root()) / f"{encoder.name.replace('/', '_')}-{key_digest(key)}"
     hit = _valid(folder, key)
     if hit is not None:
+        _touch(folder)
         return hit
     if on_build is not None:
         on_build(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".partial-", dir=folder.parent))  # this build's own
+    remove_abandoned(folder.parent, folder.name)  # what killed builds of this entry left behind
+    tmp = Path(tempfile.mkdtemp(prefix=folder.name + PARTIAL, dir=folder.parent))  # this build's own
+    _write_owner(tmp)
     loader = torch.utils.data.DataLoader(
         ImageDataset(dataset, tf), batch_size=batch_size, shuffle=False, num_workers=num_workers,
         generator=torch.Generator(),  # leave the global RNG stream alone
@@ -165,8 +170,12 @@ def get_or_build(
         assert grid_mm is not None and pooled_mm is not None, "empty data set"
         grid_mm.flush()
         pooled_mm.flush()
-        meta = {"key": key, "complete": True, "grid_shape": list(grid_mm.shape), "pooled_shape": list(pooled_mm.shape)}
+        meta = {"key": key, "complete": True, "grid_shape": list(grid_mm.shape), "pooled_shape": list(pooled_mm.shape),
+                "about": {"encoder": encoder.name, "dataset": getattr(dataset, "name", None),
+                          "split": getattr(dataset, "split", None), "images": n, "dtype": dtype,
+                          "created": time.time()}}  # for `zoo cache list`; not part of the key
         del grid_mm, pooled_mm
+        (tmp / OWNER).unlink(missing_ok=True)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         _install(tmp, folder, key)
     finally:
@@ -189,10 +198,191 @@ def _install(tmp: Path, folder: Path, key: dict[str, Any]) -> None:
         except OSError:
             if _valid(folder, key) is not None:
                 return  # someone else's identical build won the race
-            stale = Path(tempfile.mkdtemp(prefix=folder.name + ".stale-", dir=folder.parent))
+            stale = Path(tempfile.mkdtemp(prefix=folder.name + STALE, dir=folder.parent))
             try:
                 os.replace(folder, stale / "old")
             except FileNotFoundError:
                 pass
             shutil.rmtree(stale, ignore_errors=True)
     os.replace(tmp, folder)
+
+
+# -- abandoned builds and cache housekeeping (``zoo cache``) ---------------------------------------------
+PARTIAL = ".partial-"  # a build in progress: ``<entry>.partial-XXXX``, renamed to ``<entry>`` when complete
+STALE = ".stale-"  # an old entry being removed
+OWNER = "owner.json"  # in a partial folder: who builds it (pid, host, process start, boot)
+#: a partial folder whose owner cannot be checked from here (another host on a shared file system, or no
+#: owner file) counts as abandoned once nothing in it has changed for this long
+ABANDONED_AFTER_S = 24 * 3600.0
+
+
+def _boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
+def _process_start(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, from /proc), so a reused pid is not taken for
+    the builder; None where /proc does not say."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the command name
+
+
+def _owner() -> dict[str, Any]:
+    return {"pid": os.getpid(), "host": socket.gethostname(), "boot": _boot_id(),
+            "process_start": _process_start(os.getpid()), "started": time.time()}
+
+
+def _write_owner(tmp: Path) -> None:
+    (tmp / OWNER).write_text(json.dumps(_owner()))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def _newest_change(folder: Path) -> float:
+    times = [folder.stat().st_mtime]
+    for p in folder.iterdir():
+        try:
+            times.append(p.stat().st_mtime)
+        except OSError:
+            pass
+    return max(times)
+
+
+def is_live_build(folder: Path, now: float | None = None) -> bool:
+    """Whether the partial build in ``folder`` may still be running. Its owner file names the process: on
+    this host (same boot), live exactly when that process exists and started when the build's did; from
+    another host, or with no owner file (a build killed before writing it, or one from an older zoo),
+    live until nothing in it has changed for ``ABANDONED_AFTER_S``."""
+    now = time.time() if now is None else now
+    try:
+        owner = json.loads((folder / OWNER).read_text())
+        if not isinstance(owner, dict) or not isinstance(owner.get("pid"), int):
+            raise ValueError(owner)
+    except (OSError, ValueError):
+        owner = None
+    if owner is not None and owner.get("host") == socket.gethostname():
+        if owner.get("boot") and _boot_id() and owner["boot"] != _boot_id():
+            return False  # the machine restarted since
+        if not _pid_alive(owner["pid"]):
+            return False
+        started = owner.get("process_start")
+        return started is None or _process_start(owner["pid"]) in (None, started)
+    try:
+        return now - _newest_change(folder) < ABANDONED_AFTER_S
+    except OSError:
+        return False
+
+
+def remove_abandoned(root: str | Path, entry: str | None = None, dry_run: bool = False) -> list[Path]:
+    """Remove what builds that died left in ``root``: partial folders whose builder is gone
+    (:func:`is_live_build`) and old entries half-way through removal; only those of ``entry`` when given.
+    A live build's folder is never touched. Returns the folders removed (or, with ``dry_run``, that would be)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    removed = []
+    for p in sorted(root.iterdir()):
+        name = p.name
+        if not p.is_dir() or (entry is not None and not name.startswith(entry + ".")):
+            continue
+        if (PARTIAL in name and not is_live_build(p)) or STALE in name:
+            removed.append(p)
+            if not dry_run:
+                shutil.rmtree(p, ignore_errors=True)
+    return removed
+
+
+def _touch(folder: Path) -> None:
+    """Record a use of an entry (``zoo cache list`` shows it; ``prune --older-than`` goes by it)."""
+    try:
+        os.utime(folder / "meta.json")
+    except OSError:
+        pass  # a read-only cache is still usable
+
+
+@dataclass
+class CacheEntry:
+    """One folder of the cache, for ``zoo cache list`` and ``prune``."""
+
+    path: Path
+    state: str  # complete, building (a live partial build), abandoned (a dead build's leftovers), unreadable
+    size: int  # bytes
+    last_used: float  # seconds since the epoch: a complete entry's last use, else its last change
+    encoder: str | None = None
+    dataset: str | None = None
+    split: str | None = None
+    images: int | None = None
+    dtype: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def _size(folder: Path) -> int:
+    total = 0
+    for p in folder.rglob("*"):
+        try:
+            if p.is_file():
+                total += p.stat().st_size
+        except OSError:
+            pass
+    return total
+
+
+def list_entries(root: str | Path | None = None) -> list[CacheEntry]:
+    """Every folder in the cache (default root: ``default_cache_root()``), complete or not, by name."""
+    root = Path(root or default_cache_root())
+    if not root.is_dir():
+        return []
+    out = []
+    for p in sorted(root.iterdir()):
+        if not p.is_dir():
+            continue
+        if PARTIAL in p.name or STALE in p.name:
+            state = "building" if PARTIAL in p.name and is_live_build(p) else "abandoned"
+            out.append(CacheEntry(p, state, _size(p), _newest_change(p)))
+            continue
+        try:
+            meta = json.loads((p / "meta.json").read_text())
+            about = meta.get("about") or {}
+            key = meta.get("key") or {}
+            used = (p / "meta.json").stat().st_mtime
+        except (OSError, ValueError, AttributeError):
+            out.append(CacheEntry(p, "unreadable", _size(p), p.stat().st_mtime))
+            continue
+        out.append(CacheEntry(
+            p, "complete" if meta.get("complete") else "unreadable", _size(p), used,
+            encoder=about.get("encoder") or key.get("encoder"), dataset=about.get("dataset"),
+            split=about.get("split"), images=about.get("images") or (meta.get("grid_shape") or [None])[0],
+            dtype=about.get("dtype") or key.get("dtype"),
+        ))
+    return out
+
+
+def remove_entry(entry: CacheEntry) -> None:
+    """Delete one cache folder: renamed aside first (one atomic step), so no reader ever sees it half gone."""
+    if entry.state == "building":
+        raise ValueError(f"{entry.path} is a build in progress; it is not removed")
+    aside = entry.path.with_name(entry.path.name + STALE + "removing")
+    try:
+        os.replace(entry.path, aside)
+    except OSError:
+        aside = entry.path
+    shutil.rmtree(aside, ignore_errors=True)

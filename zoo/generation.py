@@ -10,6 +10,10 @@ candidates finish, which live on, which images are done) is tensor operations to
 step of only the hypotheses that just finished. ``beam_search_reference`` decodes one image at a time
 with the same rules, in plain Python; it exists to check and to benchmark the batched one.
 
+Both searches take ``constraints`` (``zoo.constraints.Constraints``: minimum length, no repeated n-gram,
+no <unk>, no bad ending), applied to each step's log-probabilities before anything is ranked or drawn,
+so they follow the very same rules; forbidden tokens get -inf, allowed ones keep their log-probability.
+
 Rules (shared by both):
 * Scores are sums of log-probabilities. A hypothesis ends when it emits <eos> (the <eos> counts as a
   token) or reaches ``max_len`` tokens. Its final score is ``logprob / length ** length_penalty``
@@ -101,6 +105,15 @@ class LogitConstraints(Protocol):
     def apply(self, logp: torch.Tensor, history: torch.Tensor, eos_id: int) -> torch.Tensor: ...
 
 
+def _check_constraints(constraints: Any, max_len: int) -> None:
+    """A minimum length the maximum length leaves no room for is refused (``--min-len``)."""
+    min_len = getattr(constraints, "min_len", 0)
+    if min_len:
+        from zoo.constraints import check_constraint_options
+
+        check_constraint_options(min_len, getattr(constraints, "no_repeat_ngram", 0), max_len)
+
+
 @dataclass
 class Samples:
     """``n`` sampled captions per image. Rows ``i*n .. i*n+n-1`` are image i's."""
@@ -163,6 +176,7 @@ def sample(
     """
     check_decoding_options(1, max_len)
     check_sampling_options(n, temperature, top_k, top_p)
+    _check_constraints(constraints, max_len)
     B = features.batch_size
     R = B * n
     device = features.grid.device
@@ -235,13 +249,16 @@ def beam_search(
     max_len: int = 20,
     length_penalty: float = 1.0,
     return_attention: bool = False,
+    constraints: LogitConstraints | None = None,
 ) -> list[Hypothesis]:
-    """Best hypothesis per image, batched over images and beams.
+    """Best hypothesis per image, batched over images and beams; ``constraints`` (``zoo.constraints``)
+    forbid tokens before the candidates are ranked.
 
     ``return_attention=True`` (decoders with ``attends``, see ``zoo.decoder``) also gives each
     hypothesis its ``attention`` (T, N) on the CPU: row t is the weights the decoder used to predict
     token t of the winning hypothesis. They are tracked per beam only when asked for."""
     check_decoding_options(beam_size, max_len, length_penalty)
+    _check_constraints(constraints, max_len)
     if return_attention:
         check_attends(decoder)
     B = features.batch_size
@@ -277,6 +294,8 @@ def beam_search(
         if return_attention:
             trail = torch.cat([trail, (first_alpha if t == 0 else decoder.last_attention(state).float()).unsqueeze(1)], 1)
         logp = torch.log_softmax(logits.float(), dim=-1)  # (n*K, V)
+        if constraints is not None:
+            logp = constraints.apply(logp, history, eos_id)
         n, V = live.shape[0], logp.shape[-1]
         last = t == max_len - 1
         cand = (scores.unsqueeze(-1) + logp.view(n, K, V)).view(n, K * V)
@@ -352,9 +371,12 @@ def beam_search_reference(
     beam_size: int = 3,
     max_len: int = 20,
     length_penalty: float = 1.0,
+    constraints: Any = None,
 ) -> list[Hypothesis]:
-    """One image at a time, with lists of hypotheses: slow and plain, the yardstick for ``beam_search``."""
+    """One image at a time, with lists of hypotheses: slow and plain, the yardstick for ``beam_search``
+    (its constraints through ``Constraints.apply_reference``, one hypothesis at a time)."""
     check_decoding_options(beam_size, max_len, length_penalty)
+    _check_constraints(constraints, max_len)
     out = []
     for i in range(features.batch_size):
         feats = features.index_select(torch.tensor([i], device=features.grid.device))
@@ -368,6 +390,8 @@ def beam_search_reference(
                 logits, new_st = decoder.step(prev, st, memory)
                 check_step_logits(decoder, logits, 1)
                 logp = torch.log_softmax(logits.float(), dim=-1)[0]
+                if constraints is not None:
+                    logp = constraints.apply_reference(logp, seq, eos_id)
                 top = (s + logp).topk(min(2 * beam_size, logp.shape[0]))
                 for val, w in zip(top.values.tolist(), top.indices.tolist()):
                     cands.append((val, b, w, new_st))

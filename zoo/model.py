@@ -8,11 +8,13 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from zoo.constraints import Constraints
 from zoo.decoder import Decoder
+from zoo.decoding import DecodingOptions
 from zoo.encoder import Encoder
 from zoo.features import Features
 from zoo.attention import CaptionAttention, caption_attention, check_attends_model
-from zoo.generation import Hypothesis, beam_search
+from zoo.generation import Hypothesis, Samples, beam_search, sample
 from zoo.tokenizer import Tokenizer
 
 
@@ -66,6 +68,11 @@ class CaptionModel(nn.Module):
         return nn.functional.cross_entropy(logits.float(), target[keep], label_smoothing=label_smoothing)
 
     # -- generation -----------------------------------------------------------------------------------
+    def _features(self, images_or_features: torch.Tensor | Features) -> Features:
+        if isinstance(images_or_features, Features):
+            return images_or_features
+        return self.encoder(images_or_features)
+
     @torch.no_grad()
     def generate_hypotheses(
         self,
@@ -73,24 +80,53 @@ class CaptionModel(nn.Module):
         beam_size: int = 3,
         max_len: int = 20,
         length_penalty: float = 1.0,
+        constraints: Constraints | None = None,
         return_attention: bool = False,
     ) -> list[Hypothesis]:
+        """The best beam-search hypothesis per image (token ids, log-probability, score; with
+        ``return_attention`` its attention weights too)."""
         if return_attention:
             check_attends_model(self)
-        feats = (
-            images_or_features
-            if isinstance(images_or_features, Features)
-            else self.encoder(images_or_features)
-        )
         return beam_search(
             self.decoder,
-            feats,
+            self._features(images_or_features),
             bos_id=self.tokenizer.bos_id,
             eos_id=self.tokenizer.eos_id,
             beam_size=beam_size,
             max_len=max_len,
             length_penalty=length_penalty,
+            constraints=constraints,
             return_attention=return_attention,
+        )
+
+    @torch.no_grad()
+    def generate_samples(
+        self,
+        images_or_features: torch.Tensor | Features,
+        *,
+        n: int = 1,
+        max_len: int = 20,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        constraints: Constraints | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Samples:
+        """``n`` sampled captions per image as token ids (``zoo.generation.sample``): rows
+        ``i*n .. i*n+n-1`` are image i's. In the mode the model is in (self-critical rollouts call it)."""
+        return sample(
+            self.decoder,
+            self._features(images_or_features),
+            bos_id=self.tokenizer.bos_id,
+            eos_id=self.tokenizer.eos_id,
+            pad_id=self.tokenizer.pad_id,
+            n=n,
+            max_len=max_len,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            generator=generator,
+            constraints=constraints,
         )
 
     @torch.no_grad()
@@ -100,25 +136,72 @@ class CaptionModel(nn.Module):
         beam_size: int = 3,
         max_len: int = 20,
         length_penalty: float = 1.0,
+        *,
+        sample: bool = False,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        n: int = 1,
+        min_len: int = 0,
+        no_repeat_ngram: int = 0,
+        suppress_unk: bool = False,
+        bad_endings: bool = False,
+        generator: torch.Generator | None = None,
         return_attention: bool = False,
-    ) -> list[str] | list[CaptionAttention]:
-        """Captions for a batch of transformed images (or precomputed features); beam_size=1 is greedy.
+    ) -> list[str] | list[list[str]] | list[CaptionAttention]:
+        """Captions for a batch of transformed images (or precomputed features), in eval mode.
 
-        ``return_attention=True`` (attention decoders only, e.g. ``gru-attn``; others raise a ZooError
-        naming the decoder): a ``zoo.attention.CaptionAttention`` per image instead of a string: the
-        caption, one label per generated token, their (T, N) weights over the grid and its (h, w)."""
+        Beam search by default (``beam_size=1`` is greedy); ``sample=True`` draws captions instead, with
+        ``temperature``, ``top_k``, ``top_p`` and ``n`` captions per image (``generator`` makes the draws
+        reproducible). The constraints ``min_len``, ``no_repeat_ngram``, ``suppress_unk`` and
+        ``bad_endings`` apply to both (``zoo.constraints``). Every setting is checked before decoding
+        (``zoo.decoding.DecodingOptions``: a ``DecodingOptionError`` naming the option and its flag).
+
+        Returns one string per image; with ``n > 1``, one list of ``n`` strings per image, most probable
+        first (log-probability / length ** ``length_penalty``, as beam search ranks).
+
+        ``return_attention=True`` (beam search with attention decoders only, e.g. ``gru-attn``; others
+        raise a ZooError naming the decoder): a ``zoo.attention.CaptionAttention`` per image instead of a
+        string: the caption, one label per generated token, their (T, N) weights over the grid and its
+        (h, w)."""
+        options = DecodingOptions(
+            beam_size=beam_size, max_len=max_len, length_penalty=length_penalty, sample=sample,
+            temperature=temperature, top_k=top_k, top_p=top_p, n=n, min_len=min_len,
+            no_repeat_ngram=no_repeat_ngram, suppress_unk=suppress_unk, bad_endings=bad_endings,
+        ).check()
+        if return_attention and sample:
+            from zoo.generation import DecodingOptionError
+
+            raise DecodingOptionError(
+                "return_attention (--attention) works with beam search only; leave out sample (--sample)"
+            )
+        constraints = options.constraints(self.tokenizer)
         was_training = self.training
         self.eval()
         try:
-            hyps = self.generate_hypotheses(
-                images_or_features, beam_size, max_len, length_penalty, return_attention=return_attention
-            )
+            if not sample:
+                hyps = self.generate_hypotheses(
+                    images_or_features, beam_size, max_len, length_penalty, constraints,
+                    return_attention=return_attention,
+                )
+            else:
+                s = self.generate_samples(
+                    images_or_features, n=n, max_len=max_len, temperature=temperature, top_k=top_k,
+                    top_p=top_p, constraints=constraints, generator=generator,
+                )
         finally:
             self.train(was_training)
-        if return_attention:
-            size = None if isinstance(images_or_features, Features) else tuple(images_or_features.shape[-2:])
-            return caption_attention(self, hyps, size)
-        return [self.tokenizer.decode(h.tokens) for h in hyps]
+        if not sample:
+            if return_attention:
+                size = None if isinstance(images_or_features, Features) else tuple(images_or_features.shape[-2:])
+                return caption_attention(self, hyps, size)
+            return [self.tokenizer.decode(h.tokens) for h in hyps]
+        texts = self.tokenizer.decode_batch(s.tokens.tolist())
+        if n == 1:
+            return texts
+        score = s.logprobs.double() / s.lengths.double().clamp(min=1) ** length_penalty
+        order = score.view(-1, n).argsort(dim=1, descending=True, stable=True).tolist()
+        return [[texts[i * n + j] for j in row] for i, row in enumerate(order)]
 
     def transform(self, train: bool = False) -> Any:
         return self.encoder.transform(train=train)

@@ -151,7 +151,8 @@ def check_kwargs(
 ) -> None:
     """Option names against the registered factory's options, exactly as ``zoo info`` lists them. An
     unknown one is named ``{prefix}.{option}`` (default ``{key}.kwargs``). ``zoo compare`` uses it too, to
-    check its shared ``--set`` options before training (``error=ZooError``, ``prefix=key``)."""
+    check its shared ``--set`` options before training (``error=ZooError``, ``prefix=key``), and so does
+    ``zoo.factory`` for every part it builds (``where=""``)."""
     prefix = f"{key}.kwargs" if prefix is None else prefix
     if not kwargs or entry.accepts_any_option():
         return
@@ -159,11 +160,19 @@ def check_kwargs(
     valid = sorted([*required, *options])
     for option in kwargs:
         if option not in valid:
-            raise error(
-                f"{where}: key '{prefix}.{option}': {entry.kind} {entry.name!r} has no option "
-                f"{option!r}.{_closest(str(option), valid)} Its options are: {', '.join(valid) or 'none'} "
-                f"(see `zoo info {entry.name}`)."
-            )
+            text = unknown_option(entry, str(option), valid, prefix)
+            raise error(f"{where}: {text}" if where else text)
+
+
+def unknown_option(entry: Any, option: str, valid: list[str], prefix: str) -> str:
+    """The one wording for an option a part does not take, as ``train.*`` keys are reported: ``unknown
+    option decoder.hiden_size; did you mean hidden_size? decoder 'gru' takes: ...``."""
+    close = difflib.get_close_matches(option, valid, n=2, cutoff=0.75)
+    hint = f"; did you mean {' or '.join(close)}?" if close else "."
+    return (
+        f"unknown option {prefix}.{option}{hint} {entry.kind} {entry.name!r} takes: "
+        f"{', '.join(valid) or 'no options'} (see `zoo info {entry.name}`)."
+    )
 
 
 def _check_encoder_tag(where: str, reg: Any, name: str) -> None:

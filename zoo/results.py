@@ -40,7 +40,7 @@ from zoo.errors import ZooError
 
 DEFAULT_DB = "~/.local/share/caption-zoo/results.sqlite"
 DB_ENV = "ZOO_RESULTS_DB"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # 'CZoo' as a 32-bit big-endian integer: marks the file as ours, so a foreign SQLite file is not "migrated".
 APPLICATION_ID = 0x435A6F6F
 BUSY_TIMEOUT_S = 30.0
@@ -99,6 +99,9 @@ class EvalRecord:
     checkpoint_sha256: str | None = None
     run_name: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: how the model was trained: the objective's signature (``zoo.checkpoint.objective_signature``), e.g.
+    #: ``scst(cider-d, baseline=mean, n=5, df=train, eos=yes)``; ``xe`` for cross-entropy
+    objective: str = "xe"
     id: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -119,7 +122,8 @@ class EvalRecord:
     def validate(self) -> None:
         """Refuse a row that would mislead the leaderboard later: a ×100 metric, a non-finite score, a
         per-image table that does not match the image count, a value JSON cannot hold."""
-        for name in ("system", "encoder", "decoder", "tokenizer", "config_hash", "data", "split", "references_hash"):
+        for name in ("system", "encoder", "decoder", "tokenizer", "config_hash", "data", "split", "references_hash",
+                     "objective"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
                 raise ResultsDBError(f"evaluation record: field {name!r} must be a non-empty string, got {value!r}")
@@ -222,6 +226,23 @@ def config_hash(config: Mapping[str, Any]) -> str:
         full = {k: v for k, v in full.items() if k not in _NOT_HASHED}
     text = json.dumps(full, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def run_identity(checkpoint: str | Path) -> dict[str, str]:
+    """What a checkpoint says about the training run that wrote it, for a row's ``extra``: ``run_id`` (one
+    per ``zoo train`` run, the same in its best and last files) and ``train_hash`` (its training settings
+    without the seed). Empty for a file written otherwise or before these were recorded; the leaderboard
+    then falls back to seeds and file names, as before."""
+    from zoo.checkpoint import read_extra
+
+    try:
+        run = read_extra(checkpoint).get("run")
+    except (AttributeError, ValueError, ZooError):
+        return {}
+    if not isinstance(run, dict):
+        return {}
+    found = {"run_id": run.get("id"), "train_hash": run.get("train_hash")}
+    return {k: v for k, v in found.items() if isinstance(v, str) and v}
 
 
 def references_hash(refs: Mapping[Any, Iterable[str]]) -> str:
@@ -374,8 +395,11 @@ _V2_CAPTIONS_AND_IMAGES = (
     )""",
 )
 
+# version 3: the training objective's signature; rows recorded before were all trained with cross-entropy
+_V3_OBJECTIVE = ("ALTER TABLE evaluations ADD COLUMN objective TEXT NOT NULL DEFAULT 'xe'",)
+
 # _MIGRATIONS[i]: the statements that take a database from schema version i to i + 1 (0 = empty file).
-_MIGRATIONS: list[tuple[str, ...]] = [_V1, _V2_CAPTIONS_AND_IMAGES]
+_MIGRATIONS: list[tuple[str, ...]] = [_V1, _V2_CAPTIONS_AND_IMAGES, _V3_OBJECTIVE]
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
 _JSON_FIELDS = (
@@ -405,7 +429,49 @@ FILTERS = (
     "git_commit",
     "checkpoint_sha256",
     "device",
+    "objective",
 )
+
+
+#: what to do about a results database that cannot be written (said by every such error)
+WRITE_ADVICE = "Pass --db with a path you can write (or set $ZOO_RESULTS_DB)"
+
+
+def _cannot_write(exc: BaseException) -> bool:
+    cause = exc.__cause__
+    text = str(cause).lower() if isinstance(cause, sqlite3.Error) else ""
+    return "readonly" in text or "unable to open" in text
+
+
+def _read_only_text(path: Path) -> str:
+    """Where the read-only part is, in words: " (the file system at X is mounted read-only)", " (folder
+    X cannot be written)", or "" when nothing here says so (root ignores permissions; SQLite still may)."""
+    folder = path.parent if path.parent.exists() else next((p for p in path.parents if p.exists()), path.parent)
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return f" (the file system holding {folder} is mounted read-only)"
+    except (OSError, AttributeError):
+        pass
+    if path.exists() and not os.access(path, os.W_OK):
+        return f" (the file {path} is not writable)"
+    if not os.access(folder, os.W_OK):
+        return f" (the folder {folder} cannot be written)"
+    return ""
+
+
+def check_writable(path: str | Path | None, otherwise: str = "") -> Path:
+    """That the results database at ``path`` (``--db``; default: ``default_db_path()``) can be created or
+    opened, is ours, and can be written: call it before the work whose result is to be recorded. Returns
+    the resolved path; raises ResultsDBError saying what to do (another ``--db``, and ``otherwise``: what
+    else the command offers, e.g. "or pass --no-record ...")."""
+    try:
+        with ResultsDB(path) as db:
+            db.check_writable()
+            return db.path
+    except ResultsDBError as exc:
+        if not otherwise:
+            raise
+        raise ResultsDBError(f"{exc}; {otherwise}") from exc
 
 
 def _is_locked(exc: sqlite3.Error) -> bool:
@@ -421,6 +487,7 @@ class ResultsDB:
 
     def __init__(self, path: str | Path | None = None, create: bool = True):
         self.path = resolve_db_path(path)
+        self.read_only = False  # True when opened for reading only (a database in a read-only place)
         if self.path.is_dir():
             raise ResultsDBError(f"results database {self.path} is a folder; pass --db with a file path")
         if not self.path.exists():
@@ -432,16 +499,75 @@ class ResultsDB:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise ResultsDBError(f"cannot create the folder for results database {self.path}: {exc}") from exc
+                raise ResultsDBError(
+                    f"cannot create the folder for results database {self.path}: {exc}{_read_only_text(self.path)}. "
+                    f"{WRITE_ADVICE}"
+                ) from exc
         try:
             self._conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
         except sqlite3.Error as exc:
-            raise ResultsDBError(f"cannot open results database {self.path}: {exc}") from exc
+            where = _read_only_text(self.path)
+            raise ResultsDBError(
+                f"cannot open results database {self.path}: {exc}"
+                + (f"; cannot write it: it is read-only{where}. {WRITE_ADVICE}" if where else "")
+            ) from exc
         try:
             self._open()
+        except ResultsDBError as exc:
+            self._conn.close()
+            if create or not _cannot_write(exc):
+                raise
+            self._open_read_only()  # reading (zoo leaderboard) a database that cannot be written here
         except BaseException:
             self._conn.close()
             raise
+
+    def _open_read_only(self) -> None:
+        """Open for reading only, as SQLite does for read-only media: ``mode=ro`` first; a WAL-mode file
+        whose folder cannot hold the ``-shm``/``-wal`` files SQLite needs even to read is opened with
+        ``immutable=1`` (nobody can be writing it through a folder that cannot be written)."""
+        from urllib.parse import quote
+
+        uri = "file:" + quote(str(self.path.resolve()))
+        last: Exception | None = None
+        for query in ("mode=ro", "immutable=1"):
+            self._conn = sqlite3.connect(f"{uri}?{query}", uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            try:
+                version, app_id, tables = self._guarded(lambda: self._retry(self._inspect_snapshot))
+            except ResultsDBError as exc:
+                self._conn.close()
+                last = exc
+                continue
+            self._check_version(version)
+            self._check_ours(version, app_id, tables)
+            if version < SCHEMA_VERSION:
+                self._conn.close()
+                raise ResultsDBError(
+                    f"results database {self.path} has schema version {version} and cannot be upgraded to "
+                    f"{SCHEMA_VERSION} here: it is read-only{_read_only_text(self.path)}. Open it once where it "
+                    f"can be written (any `zoo eval` or `zoo leaderboard` there upgrades it), or copy it elsewhere."
+                )
+            self.read_only = True
+            return
+        assert last is not None
+        raise last
+
+    def check_writable(self) -> None:
+        """Take the write lock and write the header back unchanged, then roll back: what recording a row
+        needs, tried before the work whose result it records (``zoo eval`` decodes for minutes). A file
+        or folder that cannot be written is a ResultsDBError that says "cannot write" and what to do."""
+        version = self.schema_version
+
+        def probe() -> None:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.execute(f"PRAGMA user_version = {int(version)}")
+            finally:
+                self._rollback()
+
+        if self.read_only:
+            raise ResultsDBError(f"cannot write results database {self.path}: it is read-only{_read_only_text(self.path)}. {WRITE_ADVICE}")
+        self._guarded(lambda: self._retry(probe))
 
     # -- opening ---------------------------------------------------------------------------------------
     def _open(self) -> None:
@@ -526,8 +652,11 @@ class ResultsDB:
                     f"{self.path} is not an SQLite results database ({text}). Pass --db with another path, "
                     f"or move the file away."
                 ) from exc
-            if "readonly" in text or "read-only" in text:
-                raise ResultsDBError(f"results database {self.path} is read-only: {text}") from exc
+            if "readonly" in text or "read-only" in text or "unable to open" in text:
+                raise ResultsDBError(
+                    f"cannot write results database {self.path} ({text}): it is read-only"
+                    f"{_read_only_text(self.path)}. {WRITE_ADVICE}"
+                ) from exc
             raise ResultsDBError(f"results database {self.path}: {text}") from exc
 
     def _retry(self, fn: Callable[[], T]) -> T:

@@ -8,11 +8,13 @@ set's options; objective → the options of ``train.objective``), values are par
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 
@@ -74,11 +76,32 @@ class RunSpec:
     def from_file(cls, path: str | Path) -> "RunSpec":
         path = Path(path)
         try:
-            return cls(**json.loads(path.read_text()))
+            data = json.loads(path.read_text())
+            if isinstance(data, dict):
+                data = {k: v for k, v in data.items() if k not in RECORDED_KEYS}
+            return cls(**data)
         except FileNotFoundError as exc:
             raise ZooError(f"{path} does not exist: is this a run folder made by `zoo train`?") from exc
         except (TypeError, json.JSONDecodeError) as exc:
             raise ZooError(f"{path} is not a valid run description: {exc}") from exc
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path) -> "RunSpec | None":
+        """The run a checkpoint was trained in, from its own metadata (``zoo train`` writes its spec into
+        every model file), so a checkpoint copied out of its run folder still knows its data set and
+        seed; None for a checkpoint made otherwise (``zoo.save`` by hand, an old file)."""
+        from zoo.checkpoint import read_extra
+
+        try:
+            data = read_extra(path).get("run", {}).get("spec")
+        except (AttributeError, ValueError):  # extra that is not a JSON object: not ours to read
+            return None
+        if not isinstance(data, dict):
+            return None
+        try:
+            return cls(**{k: v for k, v in data.items() if k not in RECORDED_KEYS})
+        except TypeError:  # a spec from another caption-zoo version
+            return None
 
     @classmethod
     def from_recipe(cls, name: str) -> "RunSpec":
@@ -131,6 +154,33 @@ class RunSpec:
         return spec
 
 
+#: what a training hash leaves out: the seed (runs that differ only in it are seeds of one system), where
+#: the data lies on this machine, the recipe label, and the settings that change how a run is watched or
+#: where it runs but not what it learns
+_NOT_TRAINING = frozenset({"train.seed", "data_root", "recipe", "init.path", *RESUMABLE_CHANGES} - {"train.steps", "train.epochs"})
+
+
+def training_hash(spec: RunSpec) -> str:
+    """sha256 of what a run was trained with (parts, data, splits, training settings), without the seed:
+    two runs with equal hashes are two draws of one training regime; written into every checkpoint of the
+    run, so the leaderboard pools as seeds only runs of one regime, wherever their files are."""
+    import hashlib
+
+    from zoo.train import TrainConfig
+
+    full = json.loads(spec.to_json())
+    full["train"] = asdict(TrainConfig.from_dict(spec.train))  # a default spelled out hashes as left out
+    flat: dict[str, Any] = {}
+    for key, value in full.items():
+        section = SECTION_OF.get(key, key)
+        if isinstance(value, dict):
+            flat.update({f"{section}.{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    kept = {k: v for k, v in flat.items() if k not in _NOT_TRAINING}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def load_split(spec: RunSpec, split: str) -> Any:
     from zoo.data import load_dataset
 
@@ -155,18 +205,30 @@ def build_model(spec: RunSpec, train_set: Any, tokenizer: Any = None) -> Any:
 
 def execute(spec: RunSpec, out_dir: str | Path, resume: bool = False, stop_after: int | None = None,
             progress: bool = True) -> Any:
-    """Train the run described by ``spec`` into ``out_dir`` (writing ``run.json`` first)."""
+    """Train the run described by ``spec`` into ``out_dir``.
+
+    Everything a bad setting can break is built first (training settings, data sets, tokenizer, model),
+    and only then is the folder made and ``run.json`` written, so a refused run leaves nothing behind that
+    would stand in the way of the corrected command. What training itself refuses later (a ZooError before
+    the first saved state) is cleaned up too: see :func:`_refused_run_cleanup`."""
     from zoo import distributed as dist
     from zoo.checkpoint import atomic_write
     from zoo.objective import ObjectiveSchedule
-    from zoo.train import TrainConfig, train
+    from zoo.train import TrainConfig, seed_everything, train
 
     out = Path(out_dir)
     cfg = TrainConfig.from_dict({**spec.train, **({} if progress else {"progress": False})})
     ObjectiveSchedule(cfg, spec.objective_options)  # a bad objective name or option fails here
-    if not resume and out.exists() and (out / "state.safetensors").exists():
+    state = out / "state.safetensors"
+    if not resume and state.exists():
         raise ZooError(
             f"{out} already holds a training run; continue it with --resume {out}, or choose another --out"
+        )
+    if resume and not state.exists():
+        raise ZooError(
+            f"cannot resume {out}: it holds no saved training state ({state.name} does not exist), so the run "
+            f"stopped or was refused before its first checkpoint and there is nothing to continue. Start it "
+            f"again with the same --out (zoo train ... --out {out}); a new run there replaces its run.json."
         )
     if resume and (out / "run.json").exists():
         changed = [k for k in RunSpec.from_file(out / "run.json").differences(spec) if k not in RESUMABLE_CHANGES]
@@ -176,28 +238,96 @@ def execute(spec: RunSpec, out_dir: str | Path, resume: bool = False, stop_after
                 f"the values in {out / 'run.json'}. A resume may change only "
                 f"{', '.join(sorted(RESUMABLE_CHANGES))}; start a new run (another --out) for the rest."
             )
-    from zoo.train import seed_everything
-
     seed_everything(cfg.seed)  # model initialisation is part of what a seed fixes
     train_set = load_split(spec, spec.train_split)
-    if resume and (out / "state.safetensors").exists():
+    val_set = load_split(spec, spec.val_split) if spec.val_split else None
+    skipped: list[dict[str, Any]] = []
+    if cfg.skip_bad_images:
+        train_set, skipped, val_set = _without_bad_images(train_set, val_set, cfg)
+        seed_everything(cfg.seed)  # as if the check had not run
+    if resume:
         finished = _finished(out, cfg, train_set)
         if finished is not None:
             return finished  # nothing to do: the run's files are left exactly as they are
-    if dist.rank() == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write(out / "run.json", lambda tmp: Path(tmp).write_text(spec.to_json()))
-    val_set = load_split(spec, spec.val_split) if spec.val_split else None
-    tokenizer = None
-    if resume and (out / "state.safetensors").exists():
-        tokenizer = _tokenizer_from_state(out / "state.safetensors", spec.tokenizer)
-    if spec.init is not None and tokenizer is None:
-        model = load_init(spec)
-    else:
-        model = build_model(spec, train_set, tokenizer)
-    run_info = {"spec": json.loads(spec.to_json())}
-    return train(model, train_set, val_set, out, cfg, run_info=run_info, resume=resume, stop_after=stop_after,
-                 objective_options=spec.objective_options)
+    tokenizer = _tokenizer_from_state(state, spec.tokenizer) if resume else None
+    model = load_init(spec) if spec.init is not None and tokenizer is None else build_model(spec, train_set, tokenizer)
+    run_info: dict[str, Any] = {"spec": json.loads(spec.to_json()), "train_hash": training_hash(spec)}
+    record = dict(run_info["spec"])
+    if cfg.skip_bad_images:
+        run_info["skipped_images"] = record["skipped_images"] = skipped
+    with _refused_run_cleanup(out, enabled=not resume and dist.rank() == 0):
+        if dist.rank() == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write(out / "run.json", lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1, sort_keys=True)))
+        result = train(model, train_set, val_set, out, cfg, run_info=run_info, resume=resume, stop_after=stop_after,
+                       objective_options=spec.objective_options)
+    if skipped:
+        result.note = _skipped_note(skipped, out) + (f"\n{result.note}" if result.note else "")
+    return result
+
+
+#: what ``run.json`` records besides the spec (the outcome of preparing the run), ignored when it is read back
+RECORDED_KEYS = ("skipped_images",)
+
+
+def _without_bad_images(train_set: Any, val_set: Any, cfg: Any) -> tuple[Any, list[dict[str, Any]], Any]:
+    """``train.skip_bad_images``: the training and validation sets without the images that cannot be decoded
+    (each one logged), and the list of those dropped (both splits), each tagged with its split."""
+    from zoo.data import drop_bad_images
+
+    skipped: list[dict[str, Any]] = []
+    kept = []
+    for dataset in (train_set, val_set):
+        if dataset is None:
+            kept.append(None)
+            continue
+        good, bad = drop_bad_images(dataset, num_workers=cfg.num_workers, progress=cfg.progress)
+        skipped += [{"split": dataset.split, **b} for b in bad]
+        kept.append(good)
+    if len(kept[0]) == 0:
+        raise ZooError(f"no image of data set {train_set.name!r} split {train_set.split!r} can be decoded; nothing to train on")
+    return kept[0], skipped, kept[1]
+
+
+def _skipped_note(skipped: list[dict[str, Any]], out: Path) -> str:
+    names = [str(s["path"] or s["image_id"]) for s in skipped]
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return (
+        f"{len(skipped)} bad image(s) skipped (train.skip_bad_images; listed in {out / 'run.json'} under "
+        f"skipped_images): {shown}"
+    )
+
+
+@contextlib.contextmanager
+def _refused_run_cleanup(out: Path, enabled: bool) -> Iterator[None]:
+    """Undo what a fresh run wrote when training refuses it (a ZooError before its loop starts; a failure
+    inside the loop is ``zoo.run_guard``'s to report) and no training state was saved: the folder if this run made it, else the files it wrote there (``run.json``, ``log.jsonl``;
+    an earlier ``run.json`` is put back). A folder holding a saved state or a model file is never touched."""
+    if not enabled:
+        yield
+        return
+    made_folder = not out.exists()
+    old_spec = (out / "run.json").read_bytes() if (out / "run.json").is_file() else None
+    had_log = (out / "log.jsonl").exists()
+    from zoo.run_guard import RunFailed
+
+    try:
+        yield
+    except RunFailed:
+        raise  # the loop had started: its message names this folder and what to do with it
+    except ZooError:
+        kept = ("state.safetensors", "best.safetensors", "last.safetensors")
+        if out.is_dir() and not any((out / name).exists() for name in kept):
+            if made_folder:
+                shutil.rmtree(out, ignore_errors=True)
+            else:
+                if old_spec is None:
+                    (out / "run.json").unlink(missing_ok=True)
+                else:
+                    (out / "run.json").write_bytes(old_spec)
+                if not had_log:
+                    (out / "log.jsonl").unlink(missing_ok=True)
+        raise
 
 
 def init_from_checkpoint(spec: RunSpec | None, path: str | Path) -> RunSpec:

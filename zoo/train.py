@@ -33,6 +33,7 @@ import json
 import math
 import random
 import time
+import uuid
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator
@@ -79,6 +80,7 @@ class TrainConfig:
     progress: bool = True
     objective: str = "xe"  # a registered training objective (`zoo list objectives`); options: objective.KEY
     scst_after: int | None = None  # steps of xe before switching to train.objective within this run
+    skip_bad_images: bool = False  # drop images that cannot be decoded (named in run.json) instead of failing
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
@@ -527,6 +529,9 @@ def _train(
             raise ZooError(f"cannot resume: {state_path} does not exist (the run never saved a state)")
         objective_state: dict[str, torch.Tensor] = {}
         progress_state = load_state(state_path, model, opt, objective_state)
+    # one id per run, kept across resumes (it lives in the saved state): every model file of the run carries
+    # it, so the leaderboard can tell two files of one run from two runs wherever the files are copied
+    run_info = {**(run_info or {}), "id": progress_state.setdefault("run_id", uuid.uuid4().hex)}
     schedule.setup(ObjectiveContext(train_set, model.tokenizer, pairs.tokens, pairs.image_of, cfg, device,
                                     dist.rank(), world))
     if resume:
@@ -692,8 +697,11 @@ def generate_for_items(
     length_penalty: float = 1.0,
     skip_bad_images: bool = False,
     progress: bool = False,
-) -> dict[int, str]:
-    """Captions for ``dataset[indices]``, streamed in batches through DataLoader workers."""
+    decoding: dict[str, Any] | None = None,
+) -> dict[int, Any]:
+    """Captions for ``dataset[indices]``, streamed in batches through DataLoader workers. ``decoding``:
+    more ``CaptionModel.generate`` keywords (sampling, constraints; with ``n > 1`` each value is the list
+    of an image's ``n`` captions, most probable first)."""
     from tqdm.auto import tqdm
 
     from zoo.data import ImageDataset, collate_skip_none
@@ -710,7 +718,8 @@ def generate_for_items(
         for idx, images in loader:
             if images is None:  # every image of this batch was bad (and skipped)
                 continue
-            caps = model.generate(images.to(device, non_blocking=True), beam_size=beam_size, max_len=max_len, length_penalty=length_penalty)
+            caps = model.generate(images.to(device, non_blocking=True), beam_size=beam_size, max_len=max_len,
+                                  length_penalty=length_penalty, **(decoding or {}))
             for i, c in zip(idx.tolist(), caps):
                 out[int(i)] = c
             bar.update(len(idx))

@@ -8,19 +8,27 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from zoo.decoding import add_decoding_arguments
 from zoo.hookspecs import hookimpl
 
 
 @hookimpl
 def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("caption", help="caption image files with a checkpoint")
+    from zoo.data import add_image_arguments
+
+    p = subparsers.add_parser(
+        "caption", help="caption image files with a checkpoint",
+        description="Caption every image file given. A file that cannot be read is reported (standard error) "
+        "and the others are still captioned; the exit status is then 1 (2 when no file could be read).",
+    )
     p.add_argument("checkpoint", help="a .safetensors checkpoint or a run folder")
     p.add_argument("images", nargs="+", help="image files")
-    p.add_argument("--beam", type=int, default=3)
-    p.add_argument("--max-len", type=int, default=20)
-    p.add_argument("--json", action="store_true", help='print [{"file": ..., "caption": ...}]')
+    add_decoding_arguments(p)
+    p.add_argument("--json", action="store_true",
+                   help='print [{"file": ..., "caption": ...}] ({"file": ..., "error": ...} for a file that cannot be read)')
     p.add_argument("--attention", metavar="OUT.png", help="also draw each word's attention over the image "
                    "(attention decoders such as gru-attn; OUT-<n>-<image>.png for several images)")
+    add_image_arguments(p)
     p.set_defaults(func=cmd_caption)
 
 
@@ -39,7 +47,7 @@ def _open(path: str) -> Any:
         return open_image(p)
     except DataError as exc:
         cause = exc.__cause__
-        if cause is None or isinstance(cause, PermissionError) or "decompression-bomb" in str(exc):
+        if cause is None or isinstance(cause, PermissionError):
             raise  # its message is about the file alone
         raise DataError(
             f"{p} is not an image zoo caption can read ({type(cause).__name__}: {cause}): it is corrupt, "
@@ -48,23 +56,59 @@ def _open(path: str) -> Any:
 
 
 def cmd_caption(args: argparse.Namespace) -> int:
+    """Every readable file is captioned; each one that is not is reported, and the exit status is 1 (as
+    ``cp`` or ``grep`` do with several files; 2 when none could be read): one bad file in a batch must not
+    cost the other captions."""
+    import sys
+
     from zoo.checkpoint import load
     from zoo.commands.eval import resolve_checkpoint
+    from zoo.errors import DataError
 
+    from zoo.decoding import DecodingOptions
+
+    decoding = DecodingOptions.from_args(args)  # bad settings fail before any file is read
     ckpt, _ = resolve_checkpoint(args.checkpoint)  # refuses a run's state.safetensors, naming its checkpoints
-    images = [_open(p) for p in args.images]  # every file checked before the model is loaded
-    model = load(ckpt)
-    if args.attention:
-        from zoo.attention_figure import write_attention_figures
+    if args.attention and (decoding.sample or decoding != DecodingOptions(decoding.beam_size, decoding.max_len)):
+        from zoo.generation import DecodingOptionError
 
-        drawn = write_attention_figures(model, images, args.images, args.attention, beam_size=args.beam, max_len=args.max_len)
-        captions = [c for c, _ in drawn]
-        print("\n".join(f"attention: {f} -> {path}" for f, (_, path) in zip(args.images, drawn)), file=sys.stderr)
-    else:
-        captions = model.caption_images(images, beam_size=args.beam, max_len=args.max_len)
+        raise DecodingOptionError("--attention draws beam-search captions with --beam and --max-len only; "
+                                  "leave out --sample, the constraints and --length-penalty")
+    opened: dict[int, Any] = {}
+    errors: dict[int, str] = {}
+    for i, path in enumerate(args.images):  # every file checked before the model is loaded
+        try:
+            opened[i] = _open(path)
+        except DataError as exc:
+            errors[i] = str(exc)
+            print(f"zoo caption: error: {exc}", file=sys.stderr)
+    captions: dict[int, Any] = {}
+    if opened:
+        model = load(ckpt)
+        keys = sorted(opened)
+        images, names = [opened[i] for i in keys], [args.images[i] for i in keys]
+        if args.attention:
+            from zoo.attention_figure import write_attention_figures
+
+            drawn = write_attention_figures(model, images, names, args.attention, beam_size=decoding.beam_size,
+                                            max_len=decoding.max_len)
+            captions = {i: c for i, (c, _) in zip(keys, drawn)}
+            print("\n".join(f"attention: {f} -> {path}" for f, (_, path) in zip(names, drawn)), file=sys.stderr)
+        else:
+            import torch
+
+            generator = torch.Generator().manual_seed(decoding.seed) if decoding.sample else None
+            captions = dict(zip(keys, model.caption_images(images, generator=generator, **decoding.generate_kwargs())))
     if args.json:
-        print(json.dumps([{"file": f, "caption": c} for f, c in zip(args.images, captions)], indent=1))
+        print(json.dumps([{"file": f, "caption": captions[i]} if i in captions else {"file": f, "error": errors[i]}
+                          for i, f in enumerate(args.images)], indent=1))
     else:
-        for f, c in zip(args.images, captions):
-            print(f"{f}\t{c}")
+        for i, f in enumerate(args.images):
+            if i in captions:  # -n N: one line per sample, most probable first
+                for one in captions[i] if isinstance(captions[i], list) else [captions[i]]:
+                    print(f"{f}\t{one}")
+    if errors:
+        print(f"zoo caption: {len(errors)} of {len(args.images)} file(s) could not be read and were not captioned",
+              file=sys.stderr)
+        return 1 if captions else 2  # 2, as for any error, when nothing could be captioned
     return 0

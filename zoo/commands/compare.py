@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from zoo.hookspecs import hookimpl
+from zoo.decoding import add_decoding_arguments
 from zoo.results import add_db_argument
 
 
@@ -15,6 +16,8 @@ def _csv(text: str) -> list[str]:
 
 @hookimpl
 def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
+    from zoo.data import add_image_arguments
+
     p = subparsers.add_parser(
         "compare",
         help="train and rank several architectures under the same budget",
@@ -36,8 +39,7 @@ def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=None, help="training budget in epochs")
     p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 1,2")
     p.add_argument("--split", default="test", help="split to evaluate and rank on")
-    p.add_argument("--beam", type=int, default=3)
-    p.add_argument("--max-len", type=int, default=20)
+    add_decoding_arguments(p)
     p.add_argument("--pretrained", nargs="?", const=True, default=False)
     p.add_argument("--freeze", action="store_true", help="freeze the encoder (features cached once, shared by all runs)")
     p.add_argument("--metrics", default="bleu,meteor,rouge-l,cider-d,spice")
@@ -52,6 +54,7 @@ def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
                    "wants ~10x the xe learning rate lower), train.steps=300, objective.sample_n=5")
     p.add_argument("--out", default="runs/compare", help="folder for the runs")
     add_db_argument(p)
+    add_image_arguments(p)
     p.add_argument("--html", default=None, help="also write the leaderboard page here")
     p.add_argument("--plot", default=None, help="also write the plot (PNG) here")
     p.add_argument("--resamples", type=int, default=1000)
@@ -63,6 +66,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from zoo.compare import CompareConfig, compare
     from zoo.errors import ZooError
 
+    from zoo.decoding import DecodingOptions
+
+    decoding = DecodingOptions.from_args(args)  # bad settings fail before anything trains
     if args.steps is None and args.epochs is None:
         raise ZooError("give the budget: --steps N or --epochs N (the same for every run)")
     train = {"steps": args.steps} if args.steps is not None else {"epochs": args.epochs}
@@ -78,11 +84,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     cfg = CompareConfig(
         encoders=_csv(args.encoder), decoders=_csv(args.decoder), tokenizers=_csv(args.tokenizer),
         data=args.data, data_root=str(Path(args.data_root).resolve()) if args.data_root else None,
-        seeds=seeds, train=train, split=args.split, beam_size=args.beam,
-        max_len=args.max_len, metrics=tuple(_csv(args.metrics)), pretrained=args.pretrained,
+        seeds=seeds, train=train, split=args.split, beam_size=decoding.beam_size,
+        max_len=decoding.max_len, decoding=_more_decoding(decoding), metrics=tuple(_csv(args.metrics)), pretrained=args.pretrained,
         encoder_kwargs={"freeze": True} if args.freeze else {}, overrides=list(args.overrides),
         objectives=_csv(args.objective), objective_overrides=list(args.objective_overrides),
     )
+    from zoo.results import check_writable
+
+    check_writable(args.db)  # every run is recorded there: find out before training, not after
     summaries = compare(cfg, args.out, db_path=args.db, progress=not args.no_progress)
     show_leaderboard([s["record_id"] for s in summaries], args.db, resamples=args.resamples,
                      html=args.html, plot=args.plot)
@@ -109,3 +118,14 @@ def show_leaderboard(record_ids: list[int], db_path: str | None, resamples: int 
         atomic_write(html, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
         print(f"page: {html}")
     return lb
+
+
+def _more_decoding(decoding) -> dict | None:
+    """The decoding settings besides beam size and maximum length that differ from their defaults (None
+    when there are none, so a compare folder made before these settings existed stays reusable)."""
+    from dataclasses import asdict
+
+    from zoo.decoding import DEFAULTS
+
+    more = {k: v for k, v in asdict(decoding).items() if k not in ("beam_size", "max_len") and v != DEFAULTS[k]}
+    return more or None

@@ -12,6 +12,8 @@ from zoo.hookspecs import hookimpl
 
 @hookimpl
 def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
+    from zoo.data import add_image_arguments
+
     p = subparsers.add_parser(
         "train",
         help="train a recipe or encoder+decoder+tokenizer",
@@ -42,7 +44,11 @@ def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
                    "training settings taken from the checkpoint; path and sha256 are recorded in run.json")
     p.add_argument("--out", help="run folder (default runs/<recipe or parts>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run that stopped, from its last state")
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="leave out images that cannot be decoded (checked before training; counted and named in "
+                   "run.json) instead of stopping at the first; the same as --set train.skip_bad_images=true")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_image_arguments(p)
     p.set_defaults(func=cmd_train)
 
 
@@ -84,7 +90,14 @@ def spec_from_args(args: argparse.Namespace):
         spec.encoder_kwargs["freeze"] = True
     if args.objective:
         spec.train["objective"] = args.objective
-    return spec.with_overrides(args.overrides)
+    return _with_flags(spec.with_overrides(args.overrides), args)
+
+
+def _with_flags(spec, args: argparse.Namespace):
+    """The training settings that have a flag of their own (given on a resume too)."""
+    if getattr(args, "skip_bad_images", False):
+        spec.train["skip_bad_images"] = True
+    return spec
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -98,7 +111,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             out = Path(args.resume)
             if args.init:
                 raise ZooError(f"--resume {out} continues from its own saved state; leave out --init {args.init}")
-            spec = RunSpec.from_file(out / "run.json").with_overrides(args.overrides)
+            spec = _with_flags(RunSpec.from_file(out / "run.json").with_overrides(args.overrides), args)
             result = execute(spec, out, resume=True, progress=not args.no_progress)
         else:
             spec = spec_from_args(args)
