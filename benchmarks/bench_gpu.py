@@ -2,7 +2,8 @@
 
 1. training images/s of each built-in decoder from cached features at COCO scale (7x7x2048 grid, 10k
    vocabulary, batch 256, 16 tokens), fused teacher forcing, bf16 autocast — eager and torch.compile;
-2. beam-3 decoding images/s of each decoder from features;
+2. beam-3 decoding images/s of each decoder from features; SCST training images/s of each decoder (5
+   samples per image, CIDEr-D reward, one teacher-forced pass; ``bench_scst.scst_images_per_s``);
 3. the time to decode AND score 5,000 images end to end with gru-attn at beam 3: images through a frozen
    ResNet-50 (pinned-memory DataLoader), batched beam search, PTB tokenizer + BLEU/METEOR/ROUGE-L/CIDEr-D.
    Target: <= 60 s on one H200.
@@ -85,6 +86,12 @@ def main() -> None:
             sync(dev)
         figures[f"beam3_img_s_{name}"] = B * reps / (time.perf_counter() - t0)
         print(f"beam-3 {name:<12} {figures[f'beam3_img_s_{name}']:10.0f} img/s")
+        from bench_scst import scst_images_per_s
+
+        figures[f"scst_img_s_{name}"] = scst_images_per_s(name, V, C, N, B, steps=10 if not args.quick else 1,
+                                                          device=dev, amp=amp,
+                                                          **({} if not args.quick else {"embed": 32, "hidden": 32}))
+        print(f"scst   {name:<12} {figures[f'scst_img_s_{name}']:10.0f} img/s")
 
     # end to end: decode and score N images with gru-attn, beam 3
     from zoo.data import load_dataset

@@ -341,3 +341,34 @@ def test_info_shows_only_the_plugins_own_docstring_and_list_shows_the_plugin(cap
 def test_info_suggests_encoder_names_too(capsys):
     rc, _, err = run(capsys, "info", "resnet10")
     assert rc == 2 and "resnet10t" in err and "Traceback" not in err
+
+
+# -- CPU threads ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("env, cores, torch_default, expected", [
+    ({}, 8, 8, 8),                                                  # alone: every core torch would use
+    ({}, 16, 8, 8),                                                 # not more than torch's own default
+    ({"OMP_NUM_THREADS": "3"}, 8, 3, None),                         # the user's choice stands
+    ({"LOCAL_WORLD_SIZE": "2", "OMP_NUM_THREADS": "1"}, 8, 1, 4),   # torchrun's own default: cores per rank
+    ({"LOCAL_WORLD_SIZE": "4"}, 2, 2, 1),                           # never below one
+    ({"LOCAL_WORLD_SIZE": "2", "OMP_NUM_THREADS": "2"}, 8, 2, None),
+    ({"ZOO_NUM_THREADS": "1", "OMP_NUM_THREADS": "4"}, 8, 4, 1),    # the zoo's switch wins
+])
+def test_thread_count_rules(env, cores, torch_default, expected):
+    from zoo.threads import default_threads
+
+    assert default_threads(env, cores, torch_default) == expected
+
+
+def test_the_command_sets_torch_threads_and_names_a_bad_setting(monkeypatch, capsys):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("ZOO_NUM_THREADS", "1")
+        torch.set_num_threads(2)
+        assert main(["list", "decoders"]) == 0 and torch.get_num_threads() == 1
+        monkeypatch.setenv("ZOO_NUM_THREADS", "many")
+        assert main(["list", "decoders"]) == 2
+        assert "ZOO_NUM_THREADS must be a whole number" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(before)

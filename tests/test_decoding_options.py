@@ -119,3 +119,17 @@ def test_command_line_flags() -> None:
         DecodingOptions.from_args(parse("--beam", "2", "--sample"))
     with pytest.raises(ZooError, match=r"--top-p"):
         DecodingOptions.from_args(parse("--sample", "--top-p", "0"))
+
+
+def test_caption_statistics_measure_what_cider_optimisation_distorts(tmp_path) -> None:
+    from zoo.caption_stats import caption_statistics, read_caption_file
+
+    caps = ["A dog on a couch.", "a man riding a horse with", "a dog on a couch", "two cats"]
+    stats = caption_statistics(caps, train_captions=["a dog on a couch", "a cat"])
+    assert stats["bad_ending_share"] == 0.25 and stats["copied_share"] == 0.5
+    assert stats["mean_length"] == (5 + 6 + 5 + 2) / 4 and stats["vocabulary"] == 10
+    assert "copied_share" not in caption_statistics(caps)
+    (tmp_path / "t.txt").write_text("a dog\n\na cat\n")
+    assert read_caption_file(str(tmp_path / "t.txt")) == ["a dog", "a cat"]
+    with pytest.raises(ZooError, match="--train-captions"):
+        read_caption_file(str(tmp_path / "missing.txt"))

@@ -33,7 +33,12 @@ def _sentence(tok, ids) -> str:
 
 
 # -- the reward ---------------------------------------------------------------------------------------------
-def test_token_id_reward_equals_cider_d_on_the_captions_as_words():
+@pytest.mark.parametrize("hashed", [False, True], ids=["binary-search", "hash-index"])
+def test_token_id_reward_equals_cider_d_on_the_captions_as_words(hashed, monkeypatch):
+    import zoo.metrics
+
+    if hashed:  # a training corpus' tables are probed through a hash index; a small one too, here
+        monkeypatch.setattr(zoo.metrics, "_HASH_ABOVE", 0)
     rng = np.random.default_rng(0)
     words = "a red blue green circle square star triangle small big on left of the in corner above".split()
     caps = [[" ".join(rng.choice(words, rng.integers(3, 9))) for _ in range(rng.integers(1, 6))] for _ in range(60)]

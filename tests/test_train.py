@@ -338,3 +338,49 @@ def test_resuming_a_finished_run_changes_nothing_and_says_so(cache_env, tmp_path
     rc = zoo_main(["train", "--resume", str(run), "--no-progress", "--set", "train.steps=4"])
     capsys.readouterr()
     assert rc == 0 and json.loads((run / "summary.json").read_text())["steps"] == 4
+
+
+@pytest.mark.java
+def test_eval_with_sampling_and_constraints_records_every_setting(trained, tmp_path, capsys):
+    """Sampling, n per image and constraints from the command line reach the metrics JSON, the file
+    names, the results row (decoding, objective, caption statistics) and the leaderboard."""
+    from zoo.leaderboard import build_leaderboard
+    from zoo.results import ResultsDB
+
+    db, out = tmp_path / "results.sqlite", tmp_path / "ev"
+    common = ["--split", "test", "--out", str(out), "--db", str(db), "--metrics", "cider-d", "--no-progress",
+              "--report-images", "0"]
+    assert zoo_main(["eval", str(trained), *common, "--beam", "2"]) == 0
+    assert zoo_main(["eval", str(trained), *common, "--sample", "--temperature", "0.7", "-n", "3",
+                     "--no-repeat-ngram", "3", "--bad-endings", "--sample-seed", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert "sampling (T=0.7, seed 4), n 3" in printed and "caption statistics (not metrics): bad endings" in printed
+    tag = "shapes_test_sample_t0.7_n3_seed4_norep3_nobad"
+    metrics = json.loads((out / f"metrics_{tag}.json").read_text())
+    want = {"sample": True, "max_len": 20, "temperature": 0.7, "top_k": 0, "top_p": 1.0, "n": 3, "seed": 4,
+            "length_penalty": 1.0, "no_repeat_ngram": 3, "bad_endings": True}
+    assert metrics["decoding"] == want
+    stats = metrics["caption_stats"]
+    assert stats["bad_ending_share"] == 0.0 and stats["mean_length"] > 2 and stats["vocabulary"] > 3
+    assert 0.0 <= stats["copied_share"] <= 1.0  # from the shapes train split
+    samples = json.loads((out / f"samples_{tag}.json").read_text())
+    assert len(samples) == SHAPES["num_test"] and all(len(s["captions"]) == 3 for s in samples)
+    with ResultsDB(db) as rdb:
+        rows = rdb.rows(data="shapes", split="test")
+    assert [r.decoding for r in rows] == [{"beam_size": 2, "max_len": 20, "length_penalty": 1.0}, want]
+    assert [r.objective for r in rows] == ["xe", "xe"]
+    assert rows[1].extra["caption_stats"] == stats and "caption_stats" not in rows[1].metrics
+    lb = build_leaderboard(rows)
+    assert "sample" in lb.varying_decoding and "no_repeat_ngram" in lb.varying_decoding
+    table = lb.to_table()
+    assert "temperature=0.7" in table and "bad_endings=True" in table
+
+
+def test_eval_refuses_bad_decoding_flags_before_loading(tmp_path, capsys):
+    for argv, flag in ((["--sample", "--top-p", "0"], "--top-p"), (["-n", "2"], "-n/--num"),
+                       (["--beam", "2", "--sample"], "--beam and --sample"),
+                       (["--min-len", "30"], "--min-len")):
+        rc = zoo_main(["eval", str(tmp_path / "missing.safetensors"), *argv])
+        assert rc != 0
+        err = capsys.readouterr().err
+        assert flag in err and "Traceback" not in err and "does not exist" not in err

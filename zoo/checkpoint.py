@@ -261,6 +261,18 @@ def read_extra(path: str | Path) -> dict[str, Any]:
     return json.loads(meta.get("extra", "{}"))
 
 
+def objective_signature(extra: dict[str, Any]) -> str:
+    """How the model in a checkpoint was trained, as one readable signature: the ``signature`` of
+    ``extra["objective"]`` (written by the training objectives, e.g. ``scst(cider-d, baseline=mean, n=5,
+    df=train, eos=yes)``); a checkpoint without it was trained with cross-entropy: ``xe``."""
+    obj = extra.get("objective") if isinstance(extra, dict) else None
+    if isinstance(obj, dict) and isinstance(obj.get("signature"), str) and obj["signature"].strip():
+        return obj["signature"]
+    if isinstance(obj, dict) and isinstance(obj.get("name"), str):
+        return obj["name"]
+    return "xe"
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:

@@ -96,6 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = None
     debug, argv = _split_debug(argv)
     try:
+        from zoo.threads import configure_threads
+
+        configure_threads()  # ZOO_NUM_THREADS / OMP_NUM_THREADS / cores per local rank (zoo.threads)
         plugins, argv = _split_plugins(argv)
         _load_plugins(plugins)
         parser = build_parser()

@@ -42,11 +42,21 @@ class CompareConfig:
     split: str = "test"
     beam_size: int = 3
     max_len: int = 20
+    #: further decoding settings (``zoo.decoding.DecodingOptions`` fields: sampling, constraints, length
+    #: penalty); None: their defaults
+    decoding: dict[str, Any] | None = None
     metrics: tuple[str, ...] = ("bleu", "meteor", "rouge-l", "cider-d", "spice")
     pretrained: bool | str = False
     overrides: list[str] = field(default_factory=list)
     objectives: list[str] = field(default_factory=lambda: ["xe"])
     objective_overrides: list[str] = field(default_factory=list)  # for the runs of objectives other than xe
+
+
+def decoding_options(cfg: CompareConfig) -> Any:
+    """Every decoding setting of a compare as one ``zoo.decoding.DecodingOptions``."""
+    from zoo.decoding import DecodingOptions
+
+    return DecodingOptions.from_mapping({"beam_size": cfg.beam_size, "max_len": cfg.max_len, **(cfg.decoding or {})})
 
 
 def run_name(encoder: str, decoder: str, tokenizer: str, seed: int) -> str:
@@ -130,7 +140,7 @@ def compare(
             train_speed = read_train_speed(run_dir)
         ckpt = run_dir / "best.safetensors"
         model = load(ckpt)
-        ev = evaluate_model(model, test_set, beam_size=cfg.beam_size, max_len=cfg.max_len, metrics=cfg.metrics,
+        ev = evaluate_model(model, test_set, decoding=decoding_options(cfg), metrics=cfg.metrics,
                             out_dir=run_dir / "eval", progress=progress)
         assert ev is not None
         rid = record(ev, model, db_path, checkpoint=ckpt, seed=spec.train.get("seed"), run_name=name, train_images_per_s=train_speed)
@@ -150,7 +160,8 @@ def check(cfg: CompareConfig, runs: list[tuple[str, RunSpec]]) -> Any:
     encoder, decoder, tokenizer and data set name is registered (the error names the closest ones), the
     shared decoder and tokenizer options exist for every one of them, the seeds, the training settings
     (``TrainConfig``: ranges, device), the metrics and decoding options
-    (:func:`zoo.model_eval.check_request`: names, Java), and the evaluation split loads. Returns that split
+    (:func:`zoo.model_eval.check_request`: names, Java), every decoder keeps the decoder contract (a probe,
+``_probe_decoders``), and the evaluation split loads. Returns that split
     (the same data for every run)."""
     from zoo.errors import ZooError
     from zoo.manager import get_registry
@@ -174,7 +185,8 @@ def check(cfg: CompareConfig, runs: list[tuple[str, RunSpec]]) -> Any:
     for seed in cfg.seeds:
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ZooError(f"zoo compare: seeds must be whole numbers (e.g. --seeds 1,2), got {seed!r}")
-    check_request(cfg.metrics, cfg.beam_size, cfg.max_len, 1.0)
+    options = decoding_options(cfg)
+    check_request(cfg.metrics, options.beam_size, options.max_len, options.length_penalty, decoding=options)
     twice = sorted({o for o in cfg.objectives if cfg.objectives.count(o) > 1})
     if not cfg.objectives or twice:
         raise ZooError(f"zoo compare: --objective lists {', '.join(twice) or 'no objective'}"
@@ -194,7 +206,30 @@ def check(cfg: CompareConfig, runs: list[tuple[str, RunSpec]]) -> Any:
                                    ("tokenizer", spec.tokenizer, spec.tokenizer_kwargs)):
             check_kwargs("zoo compare --set", kind, reg.get(kind, name), kwargs, ZooError, prefix=kind)
         TrainConfig.from_dict(spec.train)
+    _probe_decoders(runs)
     return load_split(runs[0][1], cfg.split)
+
+
+#: the vocabulary the compare-time probe builds decoders with (the runs' tokenizers are not trained yet)
+PROBE_VOCAB = 64
+
+
+def _probe_decoders(runs: list[tuple[str, RunSpec]]) -> None:
+    """Build every decoder of the compare once, on each encoder's feature size, so one that breaks the
+    decoder contract (``zoo.contract``) stops the compare before the first run trains, not after the
+    runs listed before it. Encoders are built without weights; nothing is trained."""
+    from zoo.factory import create_decoder, create_encoder
+
+    dims: dict[tuple[str, str], int] = {}
+    done: set[tuple[str, int, str]] = set()
+    for _, spec in runs:
+        enc_key = (spec.encoder, json.dumps(spec.encoder_kwargs, sort_keys=True, default=str))
+        if enc_key not in dims:
+            dims[enc_key] = create_encoder(spec.encoder, **{**spec.encoder_kwargs, "pretrained": False}).feature_dim
+        key = (spec.decoder, dims[enc_key], json.dumps(spec.decoder_kwargs, sort_keys=True, default=str))
+        if key not in done:
+            done.add(key)
+            create_decoder(spec.decoder, PROBE_VOCAB, dims[enc_key], **spec.decoder_kwargs)
 
 
 #: the compare settings that say which runs there are; any other difference makes earlier runs stale

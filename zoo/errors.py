@@ -37,3 +37,8 @@ class DataError(ZooError):
 
 class MetricError(ZooError):
     """A metric that cannot be computed here (Java missing, SPICE models absent, ...)."""
+
+
+class ContractError(ZooError):
+    """A plugin breaks a contract the zoo relies on: a decoder's shapes (``zoo.contract``), options that
+    are not plain JSON values (``zoo.options``). The message names the plugin and what to change."""

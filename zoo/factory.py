@@ -7,9 +7,11 @@ import fnmatch
 import re
 from typing import Any, Callable, Iterable
 
+from zoo.contract import check_decoder_contract
 from zoo.errors import RecipeError, ZooError
 from zoo.manager import get_registry
 from zoo.model import CaptionModel
+from zoo.options import check_option_values
 from zoo.tokenizer import Tokenizer
 
 __all__ = [
@@ -44,8 +46,14 @@ def create_encoder(name: str, **kwargs: Any) -> Any:
 
 
 def create_decoder(name: str, vocab_size: int, feature_dim: int, **kwargs: Any) -> Any:
+    """Build decoder ``name`` and check it keeps the decoder contract (``zoo.contract``: a tiny probe
+    batch, no gradient, RNG untouched) and that its options are plain JSON, so a plugin's mistake is a
+    ContractError naming it here rather than a failure after training or decoding."""
     entry = get_registry().get("decoder", name)
-    return _build(entry, kwargs, lambda: entry.factory(vocab_size=vocab_size, feature_dim=feature_dim, **kwargs))
+    check_option_values("decoder", entry.name, entry.plugin, kwargs)
+    dec = _build(entry, kwargs, lambda: entry.factory(vocab_size=vocab_size, feature_dim=feature_dim, **kwargs))
+    check_decoder_contract(dec, f"{entry.name!r} (plugin {entry.plugin!r}, {type(dec).__module__}.{type(dec).__qualname__})")
+    return dec
 
 
 def create_tokenizer(name: str, captions: Iterable[str], **kwargs: Any) -> Tokenizer:
@@ -216,6 +224,8 @@ def create_model(
     enc = create_encoder(encoder, **enc_kw)
     dec = create_decoder(decoder, tokenizer.vocab_size, enc.feature_dim, **dec_kw)
     tok_name = registered_tokenizer_name(tokenizer)
+    for kind, name, values in (("encoder", encoder, enc.config()), ("tokenizer", tok_name, tokenizer.options())):
+        check_option_values(kind, name, reg.get(kind, name).plugin, values)
     config = {
         "recipe": recipe,
         "encoder": {"name": encoder, "kwargs": {**enc.config(), "pretrained": False}},

@@ -46,6 +46,7 @@ from typing import Any, Protocol
 
 import torch
 
+from zoo.contract import check_step_logits
 from zoo.decoder import Decoder
 from zoo.errors import ZooError
 from zoo.features import Features, select_batch
@@ -183,6 +184,7 @@ def sample(
     state = decoder.init_state(memory)
     # the first step is the same for all n samples of an image: run it once, then expand to n rows each
     logits, state = decoder.step(torch.full((B,), bos_id, dtype=torch.long, device=device), state, memory)
+    check_step_logits(decoder, logits, B)
     expand = torch.arange(B, device=device).repeat_interleave(n)
     if n > 1:
         logits = logits.index_select(0, expand)
@@ -195,6 +197,7 @@ def sample(
     for t in range(max_len):
         if t > 0:
             logits, state = decoder.step(words, state, memory)
+            check_step_logits(decoder, logits, words.shape[0])
         logp = torch.log_softmax(logits.float(), dim=-1)
         allowed = logp if constraints is None else constraints.apply(logp, tokens[live, :t], eos_id)
         words = _draw(allowed, temperature, top_k, top_p, generator)
@@ -268,6 +271,7 @@ def beam_search(
     first_logits, state = decoder.step(
         torch.full((B,), bos_id, dtype=torch.long, device=device), state, memory
     )
+    check_step_logits(decoder, first_logits, B)  # a contract violation is a ContractError, not an IndexError
     expand = torch.arange(B, device=device).repeat_interleave(K)
     if return_attention:  # weights of every live beam's tokens so far, (n*K, t, N), in history's rows
         first_alpha = decoder.last_attention(state).float().index_select(0, expand)
@@ -286,6 +290,7 @@ def beam_search(
             logits = first_logits.index_select(0, expand)
         else:
             logits, state = decoder.step(tokens, state, memory)
+            check_step_logits(decoder, logits, tokens.shape[0])
         if return_attention:
             trail = torch.cat([trail, (first_alpha if t == 0 else decoder.last_attention(state).float()).unsqueeze(1)], 1)
         logp = torch.log_softmax(logits.float(), dim=-1)  # (n*K, V)
@@ -383,6 +388,7 @@ def beam_search_reference(
             for b, (s, seq, st) in enumerate(beams):
                 prev = torch.tensor([seq[-1] if seq else bos_id], device=feats.grid.device)
                 logits, new_st = decoder.step(prev, st, memory)
+                check_step_logits(decoder, logits, 1)
                 logp = torch.log_softmax(logits.float(), dim=-1)[0]
                 if constraints is not None:
                     logp = constraints.apply_reference(logp, seq, eos_id)

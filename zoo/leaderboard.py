@@ -213,6 +213,8 @@ def _disambiguate(groups: list[list[EvalRecord]]) -> list[str]:
         if len(idx) < 2:
             continue
         hashes = {groups[i][0].config_hash for i in idx}
+        objectives = {groups[i][0].objective for i in idx}
+        short = {o.split("(")[0] for o in objectives}
         regimes = {_training_regime(groups[i][0]) for i in idx}
         decodings = [groups[i][0].decoding for i in idx]
         varying = sorted({k for d in decodings for k in d if len({json.dumps(x.get(k)) for x in decodings}) > 1})
@@ -223,6 +225,8 @@ def _disambiguate(groups: list[list[EvalRecord]]) -> list[str]:
         for i, file in zip(idx, file_of):
             first = groups[i][0]
             parts = [f"#{first.config_hash[:7]}"] if len(hashes) > 1 else []
+            if len(objectives) > 1:  # the objective's name, or its whole signature when names repeat
+                parts.append(first.objective.split("(")[0] if len(short) == len(objectives) else first.objective)
             if len(regimes) > 1:
                 parts.append(f"train #{(_training_regime(first) or 'unrecorded')[:7]}")
             parts += [f"{k}={first.decoding.get(k)}" for k in varying]
@@ -282,9 +286,10 @@ def build_leaderboard(
     if group_by == "run":
         board = [_summarise(n, [r]) for n, r in zip(_run_names(rows), rows)]
     else:
-        grouped: dict[tuple[str, str, str], list[EvalRecord]] = defaultdict(list)
-        for r in rows:  # seeds of one system: one model config, decoding and training regime
-            grouped[(r.config_hash, _decoding_key(r), _training_regime(r) or "")].append(r)
+        grouped: dict[tuple[str, str, str, str], list[EvalRecord]] = defaultdict(list)
+        for r in rows:  # seeds of one system: one model config, objective (XE and SCST: two systems),
+            # decoding and training regime
+            grouped[(r.config_hash, r.objective, _decoding_key(r), _training_regime(r) or "")].append(r)
         groups = []
         for runs in grouped.values():
             kept, same_checkpoint, same_seed = _dedupe_seeds(runs)
@@ -420,6 +425,12 @@ class Leaderboard:
         keys = sorted({k for d in decodings for k in d})
         return [k for k in keys if len({json.dumps(d.get(k), sort_keys=True) for d in decodings}) > 1]
 
+    @property
+    def varying_objective(self) -> bool:
+        """Whether rows were trained with different objectives (``xe``, ``scst(...)``): the exports then
+        show each row's objective signature in an objective column."""
+        return len({b.first.objective for b in self.rows}) > 1
+
     def decoding_text(self, b: BoardRow) -> str:
         """``b``'s values of the varying decoding settings, e.g. ``beam_size=1, max_len=20`` (— unset)."""
         d = b.first.decoding
@@ -444,6 +455,8 @@ class Leaderboard:
         ]
         if self.varying_decoding:
             cols.append(_Column("decoding", self.decoding_text, self.decoding_text, numeric=False))
+        if self.varying_objective:
+            cols.append(_Column("objective", lambda b: b.first.objective, lambda b: b.first.objective, numeric=False))
         cols += [
             _Column(f"{m} ×100", main, lambda b: b.metrics.get(m)),
             _Column(
@@ -535,6 +548,7 @@ class Leaderboard:
                     "tokenizer": {"name": first.tokenizer, "options": first.tokenizer_options},
                     "config_hash": first.config_hash,
                     "decoding": first.decoding,
+                    "objective": first.objective,
                     "seeds": b.seeds,
                     "num_images": b.num_images,
                     "metrics_x100": {k: v * 100 for k, v in b.metrics.items()},
@@ -582,7 +596,7 @@ class Leaderboard:
 
     def to_csv(self) -> str:
         metrics = self.metric_columns
-        header = ["rank", "system", "decoding", "seeds", "images"]
+        header = ["rank", "system", "decoding", "objective", "seeds", "images"]
         header += [f"{m}_x100" for m in metrics] + [f"{self.metric}_std_x100"]
         header += ["delta_x100", "delta_lo_x100", "delta_hi_x100", "significant"]
         header += ["params_encoder", "params_decoder", "train_images_per_s", "decode_images_per_s", "config_hash"]
@@ -592,7 +606,8 @@ class Leaderboard:
         for b, rec in zip(self.rows, self.records()):
             delta = rec["delta_x100"] or {}
             w.writerow(
-                [b.rank or "", b.name, json.dumps(rec["decoding"], sort_keys=True), b.seeds, b.num_images]
+                [b.rank or "", b.name, json.dumps(rec["decoding"], sort_keys=True), rec["objective"], b.seeds,
+                 b.num_images]
                 + [_blank(rec["metrics_x100"].get(m)) for m in metrics]
                 + [_blank(rec["metrics_std_x100"].get(self.metric))]
                 + [_blank(delta.get("mean")), _blank(delta.get("lo")), _blank(delta.get("hi"))]

@@ -208,10 +208,7 @@ def load_plugin(module_or_path: str | ModuleType | Any, name: str | None = None)
             else:
                 plugin = importlib.import_module(spec)
         except Exception as exc:
-            raise PluginLoadError(
-                f"plugin {spec!r} could not be loaded: {type(exc).__name__}: {exc}. Check the module name "
-                f"(importable from this Python) or the file path."
-            ) from exc
+            raise PluginLoadError(_import_failure(spec, exc)) from exc
         name = name or spec
     else:
         plugin = module_or_path
@@ -247,6 +244,26 @@ def load_plugin(module_or_path: str | ModuleType | Any, name: str | None = None)
         pm.unregister(plugin)
         raise error from failure
     return plugin
+
+
+def _import_failure(spec: str, exc: BaseException) -> str:
+    """Why ``--plugin spec`` did not import. Three different things to fix: the plugin itself is not
+    there (its name or path), it is there but one of *its* imports is missing (install that package), or
+    it is there and raised while importing (a bug in it, at its file and line)."""
+    missing = getattr(exc, "name", None) if isinstance(exc, ModuleNotFoundError) else None
+    is_file = spec.endswith(".py") or Path(spec).is_file()
+    itself = not is_file and missing is not None and (spec == missing or spec.startswith(missing + "."))
+    if isinstance(exc, FileNotFoundError) or itself:
+        return (f"plugin {spec!r} could not be loaded: {type(exc).__name__}: {exc}. Check the module name "
+                f"(importable from this Python) or the file path.")
+    found = f"the file {spec}" if is_file else f"the module {spec!r}"
+    if missing is not None:
+        return (f"plugin {spec!r} could not be loaded: {found} was found, but its dependency {missing!r} "
+                f"was not ({_describe(exc, 'importing it')}). Install the package that provides "
+                f"{missing!r} into this Python (e.g. `pip install {missing.split('.')[0]}`, or the plugin's "
+                f"own `pip install` that lists its dependencies).")
+    return (f"plugin {spec!r} could not be loaded: {found} was found, but importing it raised "
+            f"{_describe(exc, 'importing it')}. Fix the plugin at that line.")
 
 
 def reset() -> None:

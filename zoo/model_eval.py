@@ -45,6 +45,8 @@ class ModelEvaluation:
     report_path: Path | None = None  # report_*.html (zoo.report)
     thumbnails: dict[str, bytes] = field(default_factory=dict, repr=False)  # image id → JPEG, from the report
     record_id: int | None = None
+    caption_stats: dict[str, Any] = field(default_factory=dict)  # zoo.caption_stats: not metrics
+    samples: dict[Any, list[str]] = field(default_factory=dict, repr=False)  # with n > 1: every sample
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -59,11 +61,13 @@ class ModelEvaluation:
             "not_computed": self.not_computed,
             "decode_images_per_s": self.decode_images_per_s,
             "notes": self.notes,
+            "caption_stats": self.caption_stats,
         }
 
 
 def check_request(
-    metrics: tuple[str, ...] | list[str], beam_size: int, max_len: int, length_penalty: float, tokenize: bool = True
+    metrics: tuple[str, ...] | list[str], beam_size: int, max_len: int, length_penalty: float, tokenize: bool = True,
+    decoding: Any = None,
 ) -> None:
     """What :func:`evaluate_model` checks before decoding anything: the decoding settings, and that the
     metrics can be scored here (names registered, Java for the PTB tokenizer, at least one metric
@@ -73,6 +77,8 @@ def check_request(
     from zoo.generation import check_decoding_options
 
     check_decoding_options(beam_size, max_len, length_penalty)
+    if decoding is not None:  # a zoo.decoding.DecodingOptions: sampling and constraints too
+        decoding.check()
     check_metrics(metrics, tokenize=tokenize)
 
 
@@ -107,6 +113,8 @@ def evaluate_model(
     max_images: int | None = None,
     tokenize: bool = True,
     report_images: int | None = None,
+    decoding: Any = None,
+    train_captions: Any = None,
 ) -> ModelEvaluation | None:
     """Decode and score ``dataset``; returns None on ranks other than 0 under ``torchrun``.
 
@@ -120,21 +128,32 @@ def evaluate_model(
     Not the official protocol; the files are tagged ``_noptb``.
 
     With ``out_dir`` the evaluation report ``report_*.html`` is written last (:mod:`zoo.report`), with
-    thumbnails of at most ``report_images`` images (None: ``zoo.report.DEFAULT_REPORT_IMAGES``)."""
+    thumbnails of at most ``report_images`` images (None: ``zoo.report.DEFAULT_REPORT_IMAGES``).
+
+    ``decoding`` (a ``zoo.decoding.DecodingOptions``) gives every decoding setting at once (sampling,
+    constraints) in place of ``beam_size``/``max_len``/``length_penalty``; with ``n > 1`` the most probable
+    sample of each image is scored and all of them go to ``samples_*.json``. ``train_captions`` (an
+    iterable of strings) lets ``caption_stats`` count copies of training captions."""
     from zoo.errors import ZooError
     from zoo.evaluation import evaluate_captions
     from zoo.train import generate_for_items, resolve_device, simple_tokenize
 
     _check_counts(batch_size, num_workers, max_images)
-    check_request(metrics, beam_size, max_len, length_penalty, tokenize=tokenize)
+    from zoo.caption_stats import caption_statistics
+    from zoo.decoding import DecodingOptions
+
+    options = decoding if decoding is not None else DecodingOptions(beam_size, max_len, length_penalty)
+    check_request(metrics, options.beam_size, options.max_len, options.length_penalty, tokenize=tokenize,
+                  decoding=options)
     dev = torch.device(device) if device is not None else resolve_device("auto")
     model.to(dev).eval()
     n = len(dataset) if max_images is None else min(len(dataset), max_images)
     mine = dist.shard(list(range(n)))
     t0 = time.perf_counter()
     caps = generate_for_items(
-        model, dataset, mine, beam_size, max_len, dev, batch_size=batch_size, num_workers=num_workers,
-        length_penalty=length_penalty, skip_bad_images=skip_bad_images, progress=progress and dist.rank() == 0,
+        model, dataset, mine, options.beam_size, options.max_len, dev, batch_size=batch_size,
+        num_workers=num_workers, length_penalty=options.length_penalty, skip_bad_images=skip_bad_images,
+        progress=progress and dist.rank() == 0, decoding=_generate_extras(options, dev),
     )
     elapsed = time.perf_counter() - t0
     gathered = dist.all_gather_object(caps)
@@ -148,13 +167,17 @@ def evaluate_model(
     skipped = n - len(by_index)
     if skipped:
         own_notes.append(f"{skipped} bad images skipped (--skip-bad-images)")
-    res = {dataset[i].image_id: c for i, c in sorted(by_index.items())}
+    samples = {dataset[i].image_id: c for i, c in sorted(by_index.items()) if isinstance(c, list)}
+    res = {dataset[i].image_id: (c[0] if isinstance(c, list) else c) for i, c in sorted(by_index.items())}
     gts = {dataset[i].image_id: list(dataset[i].captions) for i in sorted(by_index)}
-    decoding = {"beam_size": beam_size, "max_len": max_len, "length_penalty": length_penalty}
+    decoding = options.recorded()
     tag = output_tag(dataset.name, dataset.split, decoding, max_images, tokenize=tokenize)
     paths: dict[str, Path] = {}
     if out_dir is not None:  # before scoring, which can fail (a Java crash, SPICE's jar)
         paths = write_captions(res, gts, Path(out_dir), tag)
+        if samples:
+            atomic_write(Path(out_dir) / f"samples_{tag}.json", lambda tmp: Path(tmp).write_text(
+                json.dumps([{"image_id": k, "captions": v} for k, v in samples.items()])))
     subset_of = len(dataset) if len(res) < len(dataset) else None
     try:
         if tokenize:
@@ -186,6 +209,8 @@ def evaluate_model(
         scoring=result,
         max_images=max_images,
         tokenized=tokenize,
+        caption_stats=caption_statistics(res.values(), train_captions),
+        samples=samples,
     )
     if out_dir is not None:
         ev.results_path, ev.references_path = paths["results"], paths["references"]
@@ -211,27 +236,27 @@ def _with_saved_hint(exc: Exception, paths: dict[str, Path]) -> Exception | None
         return None
 
 
-_DEFAULT_DECODING = {"max_len": 20, "length_penalty": 1.0}
-
-
-def _num(v: Any) -> str:
-    """A number for a file name, exact and short: 1.0 → '1', 0.5 → '0.5', -0.5 → 'm0.5'."""
-    text = repr(float(v)) if isinstance(v, float) else str(v)
-    text = text.removesuffix(".0")
-    return text.replace("-", "m").replace("+", "")
+def _generate_extras(options: Any, device: torch.device) -> dict[str, Any]:
+    """The ``generate`` keywords beyond beam size, length and penalty: sampling (with a generator
+    seeded from ``options.seed`` on the decoding device) and constraints."""
+    extras = {k: v for k, v in options.generate_kwargs().items()
+              if k not in ("beam_size", "max_len", "length_penalty")}
+    if options.sample:
+        extras["generator"] = torch.Generator(device=device).manual_seed(options.seed)
+    return extras
 
 
 def output_tag(
     data: str, split: str, decoding: dict[str, Any], max_images: int | None = None, tokenize: bool = True
 ) -> str:
-    """The name shared by an evaluation's files: ``{data}_{split}_beam{K}``, plus every setting that
-    differs from the default (``_len{N}``, ``_lp{P}``, ``_first{M}`` for ``max_images``, ``_noptb`` when
-    scored without the PTB tokenizer), so runs with other settings never overwrite each other's files."""
-    tag = f"{data}_{split}_beam{decoding['beam_size']}"
-    if decoding.get("max_len", 20) != _DEFAULT_DECODING["max_len"]:
-        tag += f"_len{_num(decoding['max_len'])}"
-    if float(decoding.get("length_penalty", 1.0)) != _DEFAULT_DECODING["length_penalty"]:
-        tag += f"_lp{_num(float(decoding['length_penalty']))}"
+    """The name shared by an evaluation's files: ``{data}_{split}_beam{K}`` (or ``_sample``), plus every
+    decoding setting that differs from the default (``zoo.decoding.DecodingOptions.tag``: ``_len{N}``,
+    ``_lp{P}``, ``_t{T}``, ``_n{N}``, ``_norep3``, ``_nobad`` ...), ``_first{M}`` for ``max_images``,
+    ``_noptb`` when scored without the PTB tokenizer, so runs with other settings never overwrite each
+    other's files."""
+    from zoo.decoding import DecodingOptions
+
+    tag = f"{data}_{split}_{DecodingOptions.from_recorded(decoding).tag()}"
     if max_images is not None:
         tag += f"_first{max_images}"
     if not tokenize:
@@ -262,9 +287,10 @@ def _write_metrics(ev: ModelEvaluation, path: Path) -> None:
 
 def record(ev: ModelEvaluation, model: CaptionModel, db_path: str | Path | None, *, checkpoint: str | Path | None = None,
            seed: int | None = None, run_name: str | None = None,
-           train_images_per_s: float | None = None) -> int:
-    """Add one row for this evaluation to the results database; returns its id."""
-    from zoo.checkpoint import sha256_file
+           train_images_per_s: float | None = None, objective: str | None = None) -> int:
+    """Add one row for this evaluation to the results database; returns its id. ``objective``: the
+    training objective's signature (default: read from the checkpoint's ``extra``; ``xe`` without one)."""
+    from zoo.checkpoint import objective_signature, read_extra, sha256_file
     from zoo.results import (EvalRecord, ResultsDB, config_hash, environment_info, full_config, references_hash,
                              run_identity)
 
@@ -299,7 +325,9 @@ def record(ev: ModelEvaluation, model: CaptionModel, db_path: str | Path | None,
         checkpoint_path=str(checkpoint) if checkpoint else None,
         checkpoint_sha256=sha256_file(checkpoint) if checkpoint else None,
         run_name=run_name,
-        extra=run_identity(checkpoint) if checkpoint else {},
+        objective=objective or (objective_signature(read_extra(checkpoint)) if checkpoint else "xe"),
+        extra={**(run_identity(checkpoint) if checkpoint else {}),
+               **({"caption_stats": ev.caption_stats} if ev.caption_stats else {})},
     )
     db = ResultsDB(db_path)
     try:

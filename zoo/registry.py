@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from zoo.errors import DuplicateNameError, UnknownNameError
+from zoo.options import check_option_defaults
 
 KINDS: tuple[str, ...] = ("encoder", "decoder", "tokenizer", "dataset", "metric", "objective")
 PLURALS: dict[str, str] = {k + "s": k for k in KINDS}
@@ -27,6 +28,10 @@ SUPPLIED_BY_THE_ZOO: dict[str, tuple[str, ...]] = {
     "encoder": ("name",),
     "dataset": (),
 }
+
+
+#: kinds whose options are stored (checkpoints, run.json): their factories' defaults must be plain JSON
+CHECKED_OPTIONS: tuple[str, ...] = ("encoder", "decoder", "tokenizer", "dataset")
 
 
 @dataclass(frozen=True)
@@ -141,7 +146,10 @@ class Registry:
                 f"plugin {self.current_plugin!r} ({_module_of(factory)}). Uninstall or disable one of "
                 f"them, or rename the {kind} in your plugin."
             )
-        table[key] = Entry(kind, key, factory, self.current_plugin, _module_of(factory))
+        entry = Entry(kind, key, factory, self.current_plugin, _module_of(factory))
+        if kind in CHECKED_OPTIONS:  # stored in checkpoints and run.json: plain JSON, said at once
+            check_option_defaults(kind, key, self.current_plugin, entry.options())
+        table[key] = entry
 
     def add_encoder(self, name: str, factory: Callable[..., Any]) -> None:
         self.add("encoder", name, factory)

@@ -40,7 +40,7 @@ from zoo.errors import ZooError
 
 DEFAULT_DB = "~/.local/share/caption-zoo/results.sqlite"
 DB_ENV = "ZOO_RESULTS_DB"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # 'CZoo' as a 32-bit big-endian integer: marks the file as ours, so a foreign SQLite file is not "migrated".
 APPLICATION_ID = 0x435A6F6F
 BUSY_TIMEOUT_S = 30.0
@@ -99,6 +99,9 @@ class EvalRecord:
     checkpoint_sha256: str | None = None
     run_name: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: how the model was trained: the objective's signature (``zoo.checkpoint.objective_signature``), e.g.
+    #: ``scst(cider-d, baseline=mean, n=5, df=train, eos=yes)``; ``xe`` for cross-entropy
+    objective: str = "xe"
     id: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -119,7 +122,8 @@ class EvalRecord:
     def validate(self) -> None:
         """Refuse a row that would mislead the leaderboard later: a ×100 metric, a non-finite score, a
         per-image table that does not match the image count, a value JSON cannot hold."""
-        for name in ("system", "encoder", "decoder", "tokenizer", "config_hash", "data", "split", "references_hash"):
+        for name in ("system", "encoder", "decoder", "tokenizer", "config_hash", "data", "split", "references_hash",
+                     "objective"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
                 raise ResultsDBError(f"evaluation record: field {name!r} must be a non-empty string, got {value!r}")
@@ -391,8 +395,11 @@ _V2_CAPTIONS_AND_IMAGES = (
     )""",
 )
 
+# version 3: the training objective's signature; rows recorded before were all trained with cross-entropy
+_V3_OBJECTIVE = ("ALTER TABLE evaluations ADD COLUMN objective TEXT NOT NULL DEFAULT 'xe'",)
+
 # _MIGRATIONS[i]: the statements that take a database from schema version i to i + 1 (0 = empty file).
-_MIGRATIONS: list[tuple[str, ...]] = [_V1, _V2_CAPTIONS_AND_IMAGES]
+_MIGRATIONS: list[tuple[str, ...]] = [_V1, _V2_CAPTIONS_AND_IMAGES, _V3_OBJECTIVE]
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
 _JSON_FIELDS = (
@@ -422,6 +429,7 @@ FILTERS = (
     "git_commit",
     "checkpoint_sha256",
     "device",
+    "objective",
 )
 
 

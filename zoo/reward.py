@@ -99,17 +99,19 @@ class CiderReward:
         is_cand = np.zeros(sent_total, dtype=bool)
         is_cand[doc_first] = True
         ref_sent = np.repeat(self.first_ref[docs] - (doc_first + 1), n_refs) + np.flatnonzero(~is_cand)
-        # a combined source: references first, candidates after them
-        cand_start = self.ref_ids.size + np.cumsum(cand_lengths) - cand_lengths
+        # lay the sentences out: each candidate's ids, then its image's references' ids
         lengths = np.empty(sent_total, dtype=np.int64)
-        starts = np.empty(sent_total, dtype=np.int64)
         lengths[doc_first] = cand_lengths
-        starts[doc_first] = cand_start
         lengths[~is_cand] = self.ref_lengths[ref_sent]
-        starts[~is_cand] = self.ref_start[ref_sent]
-        source = np.concatenate([self.ref_ids, np.asarray(cand_ids, dtype=np.int64) + 1])
         out_start = np.cumsum(lengths) - lengths
-        ids = source[np.repeat(starts - out_start, lengths) + np.arange(int(lengths.sum()))]
+        ids = np.empty(int(lengths.sum()), dtype=np.int64)
+        cand_out = np.repeat(out_start[doc_first] - (np.cumsum(cand_lengths) - cand_lengths), cand_lengths)
+        ids[cand_out + np.arange(cand_out.size)] = np.asarray(cand_ids, dtype=np.int64) + 1
+        ref_len = self.ref_lengths[ref_sent]
+        shift = np.repeat(out_start[~is_cand] - (np.cumsum(ref_len) - ref_len), ref_len)
+        src = np.repeat(self.ref_start[ref_sent] - (np.cumsum(ref_len) - ref_len), ref_len)
+        k = np.arange(shift.size)
+        ids[shift + k] = self.ref_ids[src + k]
         return self.scorer.score_token_ids(ids, lengths, n_refs)
 
     def references(self, image: int) -> list[np.ndarray]:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from zoo.decoding import add_decoding_arguments
 from zoo.hookspecs import hookimpl
 
 
@@ -22,8 +23,7 @@ def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("checkpoint", help="a .safetensors checkpoint or a run folder")
     p.add_argument("images", nargs="+", help="image files")
-    p.add_argument("--beam", type=int, default=3)
-    p.add_argument("--max-len", type=int, default=20)
+    add_decoding_arguments(p)
     p.add_argument("--json", action="store_true",
                    help='print [{"file": ..., "caption": ...}] ({"file": ..., "error": ...} for a file that cannot be read)')
     p.add_argument("--attention", metavar="OUT.png", help="also draw each word's attention over the image "
@@ -65,7 +65,15 @@ def cmd_caption(args: argparse.Namespace) -> int:
     from zoo.commands.eval import resolve_checkpoint
     from zoo.errors import DataError
 
+    from zoo.decoding import DecodingOptions
+
+    decoding = DecodingOptions.from_args(args)  # bad settings fail before any file is read
     ckpt, _ = resolve_checkpoint(args.checkpoint)  # refuses a run's state.safetensors, naming its checkpoints
+    if args.attention and (decoding.sample or decoding != DecodingOptions(decoding.beam_size, decoding.max_len)):
+        from zoo.generation import DecodingOptionError
+
+        raise DecodingOptionError("--attention draws beam-search captions with --beam and --max-len only; "
+                                  "leave out --sample, the constraints and --length-penalty")
     opened: dict[int, Any] = {}
     errors: dict[int, str] = {}
     for i, path in enumerate(args.images):  # every file checked before the model is loaded
@@ -74,7 +82,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
         except DataError as exc:
             errors[i] = str(exc)
             print(f"zoo caption: error: {exc}", file=sys.stderr)
-    captions: dict[int, str] = {}
+    captions: dict[int, Any] = {}
     if opened:
         model = load(ckpt)
         keys = sorted(opened)
@@ -82,18 +90,23 @@ def cmd_caption(args: argparse.Namespace) -> int:
         if args.attention:
             from zoo.attention_figure import write_attention_figures
 
-            drawn = write_attention_figures(model, images, names, args.attention, beam_size=args.beam, max_len=args.max_len)
+            drawn = write_attention_figures(model, images, names, args.attention, beam_size=decoding.beam_size,
+                                            max_len=decoding.max_len)
             captions = {i: c for i, (c, _) in zip(keys, drawn)}
             print("\n".join(f"attention: {f} -> {path}" for f, (_, path) in zip(names, drawn)), file=sys.stderr)
         else:
-            captions = dict(zip(keys, model.caption_images(images, beam_size=args.beam, max_len=args.max_len)))
+            import torch
+
+            generator = torch.Generator().manual_seed(decoding.seed) if decoding.sample else None
+            captions = dict(zip(keys, model.caption_images(images, generator=generator, **decoding.generate_kwargs())))
     if args.json:
         print(json.dumps([{"file": f, "caption": captions[i]} if i in captions else {"file": f, "error": errors[i]}
                           for i, f in enumerate(args.images)], indent=1))
     else:
         for i, f in enumerate(args.images):
-            if i in captions:
-                print(f"{f}\t{captions[i]}")
+            if i in captions:  # -n N: one line per sample, most probable first
+                for one in captions[i] if isinstance(captions[i], list) else [captions[i]]:
+                    print(f"{f}\t{one}")
     if errors:
         print(f"zoo caption: {len(errors)} of {len(args.images)} file(s) could not be read and were not captioned",
               file=sys.stderr)

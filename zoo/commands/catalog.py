@@ -128,7 +128,46 @@ def _jsonable(v):
         return repr(v)
 
 
+def checkpoint_info(path: str) -> dict | None:
+    """What ``zoo info CHECKPOINT`` shows of a checkpoint file (or a run folder's best checkpoint): its
+    parts and options, and how it was trained (the objective's signature, ``xe`` for cross-entropy);
+    None when ``path`` is not a file or folder, so the name is looked up in the registry instead."""
+    from pathlib import Path
+
+    from zoo.checkpoint import objective_signature, read_extra, read_metadata
+
+    p = Path(path)
+    if not (p.is_file() or p.is_dir()) or not (p.is_file() or (p / "best.safetensors").exists()
+                                                  or (p / "last.safetensors").exists()):
+        return None
+    if p.is_dir():
+        p = p / "best.safetensors" if (p / "best.safetensors").exists() else p / "last.safetensors"
+    meta = read_metadata(p)  # a foreign or damaged file is refused, naming it
+    config = json.loads(meta.get("config", "{}"))
+    extra = read_extra(p)
+    objective = extra.get("objective") if isinstance(extra.get("objective"), dict) else None
+    return {
+        "kind": "checkpoint", "name": str(p), "zoo_version": meta.get("zoo_version"),
+        **{part: config.get(part) for part in ("encoder", "decoder", "tokenizer") if part in config},
+        "objective": objective_signature(extra),
+        "objective_options": (objective or {}).get("options", {}),
+    }
+
+
 def cmd_info(args: argparse.Namespace) -> int:
+    info = checkpoint_info(args.name) if args.kind is None else None
+    if info is not None:
+        if args.json:
+            print(json.dumps(info, indent=2, default=_jsonable))
+            return 0
+        print(f"checkpoint {info['name']}")
+        for part in ("encoder", "decoder", "tokenizer"):
+            if info.get(part):
+                print(f"  {part}: {info[part].get('name')} {info[part].get('kwargs') or ''}")
+        print(f"  objective: {info['objective']}")
+        if info["objective_options"]:
+            print(f"  objective options: {info['objective_options']}")
+        return 0
     info = _info(args.name, args.kind)
     if args.json:
         print(json.dumps(info, indent=2, default=_jsonable))

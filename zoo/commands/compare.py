@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from zoo.hookspecs import hookimpl
+from zoo.decoding import add_decoding_arguments
 from zoo.results import add_db_argument
 
 
@@ -22,10 +23,15 @@ def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="train and rank several architectures under the same budget",
         description="Every combination of --encoder × --decoder × --tokenizer × --seeds is trained with the "
         "same data, budget and schedule, evaluated on the same split and decoding settings, recorded, "
-        "and ranked. Re-running the same command resumes: finished runs are not redone.",
+        "and ranked. Re-running the same command resumes: finished runs are not redone. Plugin decoders, "
+        "encoders and tokenizers are accepted like the built-ins (install the plugin, or load it with "
+        "`zoo --plugin MODULE compare ...`); each decoder is checked against the decoder contract before "
+        "any run trains.",
     )
     p.add_argument("--encoder", required=True, help="comma-separated encoder names")
-    p.add_argument("--decoder", required=True, help="comma-separated decoder names, e.g. gru,gru-stacked,gru-attn,lstm")
+    p.add_argument("--decoder", required=True,
+                   help="comma-separated decoder names: built-ins (gru,gru-stacked,gru-attn,lstm) or any plugin's "
+                   "(installed, or loaded with --plugin; see `zoo list decoders`), e.g. gru-attn,transformer")
     p.add_argument("--tokenizer", default="word", help="comma-separated tokenizer names")
     p.add_argument("--data", default="shapes")
     p.add_argument("--data-root", default=None)
@@ -33,8 +39,7 @@ def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=None, help="training budget in epochs")
     p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 1,2")
     p.add_argument("--split", default="test", help="split to evaluate and rank on")
-    p.add_argument("--beam", type=int, default=3)
-    p.add_argument("--max-len", type=int, default=20)
+    add_decoding_arguments(p)
     p.add_argument("--pretrained", nargs="?", const=True, default=False)
     p.add_argument("--freeze", action="store_true", help="freeze the encoder (features cached once, shared by all runs)")
     p.add_argument("--metrics", default="bleu,meteor,rouge-l,cider-d,spice")
@@ -61,6 +66,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from zoo.compare import CompareConfig, compare
     from zoo.errors import ZooError
 
+    from zoo.decoding import DecodingOptions
+
+    decoding = DecodingOptions.from_args(args)  # bad settings fail before anything trains
     if args.steps is None and args.epochs is None:
         raise ZooError("give the budget: --steps N or --epochs N (the same for every run)")
     train = {"steps": args.steps} if args.steps is not None else {"epochs": args.epochs}
@@ -76,8 +84,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     cfg = CompareConfig(
         encoders=_csv(args.encoder), decoders=_csv(args.decoder), tokenizers=_csv(args.tokenizer),
         data=args.data, data_root=str(Path(args.data_root).resolve()) if args.data_root else None,
-        seeds=seeds, train=train, split=args.split, beam_size=args.beam,
-        max_len=args.max_len, metrics=tuple(_csv(args.metrics)), pretrained=args.pretrained,
+        seeds=seeds, train=train, split=args.split, beam_size=decoding.beam_size,
+        max_len=decoding.max_len, decoding=_more_decoding(decoding), metrics=tuple(_csv(args.metrics)), pretrained=args.pretrained,
         encoder_kwargs={"freeze": True} if args.freeze else {}, overrides=list(args.overrides),
         objectives=_csv(args.objective), objective_overrides=list(args.objective_overrides),
     )
@@ -110,3 +118,14 @@ def show_leaderboard(record_ids: list[int], db_path: str | None, resamples: int 
         atomic_write(html, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
         print(f"page: {html}")
     return lb
+
+
+def _more_decoding(decoding) -> dict | None:
+    """The decoding settings besides beam size and maximum length that differ from their defaults (None
+    when there are none, so a compare folder made before these settings existed stays reusable)."""
+    from dataclasses import asdict
+
+    from zoo.decoding import DEFAULTS
+
+    more = {k: v for k, v in asdict(decoding).items() if k not in ("beam_size", "max_len") and v != DEFAULTS[k]}
+    return more or None

@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 
 from zoo.hookspecs import hookimpl
+from zoo.decoding import add_decoding_arguments
 from zoo.results import add_db_argument
 
 
@@ -50,9 +51,10 @@ def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="data.KEY=VALUE",
                    help="data set options, e.g. data.annotations=PATH")
     p.add_argument("--split", default="test")
-    p.add_argument("--beam", type=int, default=3, help="beam size (1 = greedy)")
-    p.add_argument("--max-len", type=int, default=20)
-    p.add_argument("--length-penalty", type=float, default=1.0)
+    add_decoding_arguments(p)
+    p.add_argument("--train-captions", default=None, metavar="FILE",
+                   help="training captions (COCO or Karpathy JSON, or one per line) for the share of generated "
+                   "captions that copy one (default: the data set's train split, when it loads)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="images decoded per batch (≥ 1)")
     p.add_argument("--workers", type=non_negative_int, default=0,
                    help="DataLoader workers decoding images (0: in the main process)")
@@ -107,6 +109,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from zoo.runs import RunSpec
     from zoo.train import read_train_speed
 
+    from zoo.caption_stats import format_statistics
+    from zoo.decoding import DecodingOptions
+
+    decoding = DecodingOptions.from_args(args)  # bad settings fail here, naming the flag
     dist.init_from_env()
     try:
         ckpt, run_dir = resolve_checkpoint(args.checkpoint)
@@ -132,13 +138,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if args.overrides:
             options = RunSpec("x", "x", "x", data, data_options=options).with_overrides(args.overrides).data_options
         dataset = load_dataset(data, root=root, split=args.split, **options)
+        train_captions = _train_captions(args.train_captions, data, root, options, args.split)
         metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
         out = Path(args.out) if args.out else ckpt.parent / "eval"
         with warnings.catch_warnings():
             # the small-corpus caveat is printed once, as a note under the scores, not also as a Python warning
             warnings.simplefilter("ignore", SmallCorpusWarning)
             ev = evaluate_model(
-                model, dataset, beam_size=args.beam, max_len=args.max_len, length_penalty=args.length_penalty,
+                model, dataset, decoding=decoding, train_captions=train_captions,
                 batch_size=args.batch_size, num_workers=args.workers, metrics=metrics, out_dir=out,
                 skip_bad_images=args.skip_bad_images, progress=not args.no_progress, max_images=args.max_images,
                 tokenize=not args.no_ptb, report_images=args.report_images,
@@ -159,8 +166,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(ev.summary(), indent=1))
         else:
-            print(f"{ckpt} on {ev.data}/{ev.split}: {ev.num_images} images, beam {args.beam}, max_len {args.max_len}")
+            print(f"{ckpt} on {ev.data}/{ev.split}: {ev.num_images} images, {decoding.describe()}")
             print(format_scores(ev.scoring))
+            print(format_statistics(ev.caption_stats))
             for note in ev.notes[len(ev.scoring.notes):]:
                 print(f"note: {note}")
             print(f"results: {ev.results_path}\nreferences: {ev.references_path}\nmetrics: {ev.metrics_path}")
@@ -169,3 +177,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
         dist.cleanup()
     return 0
 
+
+
+def _train_captions(path: str | None, data: str, root, options: dict, split: str) -> list[str] | None:
+    """Training captions for the copy statistic: ``--train-captions FILE``, else the data set's train
+    split (None when it does not load, or when the split evaluated is itself the train split's)."""
+    from zoo.caption_stats import read_caption_file
+    from zoo.data import load_dataset
+    from zoo.errors import ZooError
+
+    if path:
+        return read_caption_file(path)
+    try:
+        train = load_dataset(data, root=root, split="train", **options)
+        return [c for i in range(len(train)) for c in train[i].captions]
+    except (ZooError, OSError, ValueError, KeyError):
+        return None
