@@ -14,18 +14,12 @@ from zoo.constraints import BAD_ENDING_WORDS, Constraints, ends_badly
 from zoo.errors import ZooError
 from zoo.generation import beam_search, beam_search_reference, sample
 from tests.helpers import CAPTIONS
-from tests.test_beam_search import BOS, EOS, MAX_LEN, NAMES, PAD, V, features, random_captions
+from tests.test_beam_search import (  # noqa: F401 (one_thread: the module's autouse fixture)
+    BOS, EOS, MAX_LEN, NAMES, features, one_thread, partially_trained,
+)
 
 UNK = zoo.Tokenizer.unk_id
 THE = 7  # the token the hand-made decoder likes to end on
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class Loopy(zoo.Decoder):
@@ -134,20 +128,7 @@ def test_a_row_with_every_token_forbidden_may_still_end() -> None:
 
 @pytest.fixture(scope="module")
 def decoders() -> dict[str, zoo.Decoder]:
-    out = {}
-    feats, caps = features(8, seed=5), random_captions(8, seed=5)
-    for name in NAMES:
-        torch.manual_seed(0)
-        dec = zoo.create_decoder(name, V, 16, embed_size=16, hidden_size=32, dropout=0.0)
-        opt = torch.optim.Adam(dec.parameters(), lr=1e-2)
-        for _ in range(40):
-            opt.zero_grad()
-            nn.functional.cross_entropy(
-                dec(feats, caps[:, :-1]).reshape(-1, V), caps[:, 1:].reshape(-1), ignore_index=PAD
-            ).backward()
-            opt.step()
-        out[name] = dec.eval()
-    return out
+    return {name: partially_trained(name) for name in NAMES}
 
 
 ON_TRAINED = Constraints(min_len=3, no_repeat_ngram=2, suppress_unk=True, bad_ending_sequences=((5,), (9,), (6, 7)))

@@ -14,15 +14,9 @@ from torch import nn
 import zoo
 from zoo.errors import ZooError
 from zoo.generation import Samples, beam_search, sample
-from tests.test_beam_search import BOS, EOS, MAX_LEN, PAD, NAMES, V, features, random_captions
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from tests.test_beam_search import (  # noqa: F401 (one_thread: the module's autouse fixture)
+    BOS, EOS, MAX_LEN, NAMES, PAD, features, one_thread, partially_trained,
+)
 
 
 class Bigram(zoo.Decoder):
@@ -46,21 +40,7 @@ class Bigram(zoo.Decoder):
 
 @pytest.fixture(scope="module")
 def decoders() -> dict[str, zoo.Decoder]:
-    out = {}
-    feats, caps = features(8, seed=5), random_captions(8, seed=5)
-    for name in NAMES:
-        torch.manual_seed(0)
-        dec = zoo.create_decoder(name, V, 16, embed_size=16, hidden_size=32, dropout=0.0)
-        opt = torch.optim.Adam(dec.parameters(), lr=1e-2)
-        for _ in range(40):
-            opt.zero_grad()
-            logits = dec(feats, caps[:, :-1])
-            nn.functional.cross_entropy(
-                logits.reshape(-1, V), caps[:, 1:].reshape(-1), ignore_index=PAD
-            ).backward()
-            opt.step()
-        out[name] = dec.eval()
-    return out
+    return {name: partially_trained(name) for name in NAMES}
 
 
 def test_multinomial_at_temperature_one_follows_the_model() -> None:

@@ -30,15 +30,6 @@ SHOWN_BY = {
 }
 #: flags of other programs that messages quote (pip, git), not zoo's
 FOREIGN = {"prefix", "user", "force-reinstall", "porcelain", "untracked-files"}
-#: flags named by a Python API's checks before any command offers them (the sampler's and the decoding
-#: constraints' options, whose ``zoo eval``/``zoo caption`` flags are being added at the time of writing); each entry is a known gap, to be removed
-#: once a command takes the flag
-NOT_ON_A_COMMAND_YET = {
-    "zoo/generation.py": {"num", "temperature", "top-k", "top-p"},
-    "zoo/decoding.py": {"sample", "sample-seed", "min-len"},
-    "zoo/constraints.py": {"min-len"},
-    "zoo/model.py": {"sample"},
-}
 
 
 def _strings(node: ast.AST) -> list[str]:
@@ -114,7 +105,7 @@ def test_every_flag_a_message_suggests_exists_on_the_commands_that_show_it():
             shown_by: tuple[str, ...] = (name,)
         else:
             shown_by = SHOWN_BY.get(source, ())
-        for flag in sorted(flags - top - NOT_ON_A_COMMAND_YET.get(source, set())):
+        for flag in sorted(flags - top):
             if shown_by:
                 wrong += [f"{source}: --{flag} (zoo {c} has no such option)" for c in shown_by if flag not in commands[c]]
             elif not any(flag in opts for opts in commands.values()):
