@@ -25,6 +25,15 @@ def shared_path(*parts: str) -> Path:
     return p
 
 
+@pytest.fixture(scope="module")
+def cache_env(tmp_path_factory):
+    """A feature cache of the test module's own (``ZOO_FEATURE_CACHE``), shared by its tests."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ZOO_FEATURE_CACHE", str(tmp_path_factory.mktemp("features")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture
 def coco_mini() -> Path:
     return shared_path("coco-mini")

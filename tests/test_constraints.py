@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 import zoo
 from zoo.constraints import BAD_ENDING_WORDS, Constraints, ends_badly
 from zoo.errors import ZooError
 from zoo.generation import beam_search, beam_search_reference, sample
-from tests.helpers import CAPTIONS
+from tests.helpers import CAPTIONS, TableDecoder
 from tests.test_beam_search import (  # noqa: F401 (one_thread: the module's autouse fixture)
     BOS, EOS, MAX_LEN, NAMES, features, one_thread, partially_trained,
 )
@@ -22,12 +21,11 @@ UNK = zoo.Tokenizer.unk_id
 THE = 7  # the token the hand-made decoder likes to end on
 
 
-class Loopy(zoo.Decoder):
+class Loopy(TableDecoder):
     """A bigram decoder with every failure the constraints exist for: it starts with <unk>, then loops
     5 6 5 6 ..., and when it ends it ends right after THE (or after one word, too short)."""
 
     def __init__(self) -> None:
-        super().__init__(10, 4)
         t = torch.full((10, 10), -4.0)
         t[BOS, UNK], t[BOS, 5] = 3.0, 2.0
         t[UNK, 5], t[UNK, EOS] = 3.0, 2.5
@@ -36,16 +34,7 @@ class Loopy(zoo.Decoder):
         t[THE, EOS], t[THE, 9] = 4.0, 1.0
         t[8, EOS], t[9, EOS] = 2.0, 2.0
         t[8, 5], t[9, 6] = 1.0, 1.0
-        self.table = nn.Parameter(t, requires_grad=False)
-
-    def forward(self, features, tokens):
-        return self.table[tokens]
-
-    def init_state(self, memory):
-        return torch.zeros(memory.batch_size, 1)
-
-    def step(self, prev, state, memory):
-        return self.table[prev], state
+        super().__init__(t)
 
 
 ALL = Constraints(min_len=4, no_repeat_ngram=3, suppress_unk=True, bad_ending_sequences=((THE,), (8, 9)))

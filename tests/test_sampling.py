@@ -9,33 +9,22 @@ import math
 
 import pytest
 import torch
-from torch import nn
 
 import zoo
 from zoo.errors import ZooError
 from zoo.generation import Samples, beam_search, sample
+from tests.helpers import TableDecoder
 from tests.test_beam_search import (  # noqa: F401 (one_thread: the module's autouse fixture)
     BOS, EOS, MAX_LEN, NAMES, PAD, features, one_thread, partially_trained,
 )
 
 
-class Bigram(zoo.Decoder):
-    """A decoder whose next-token distribution depends only on the previous token (a fixed table), so
-    the probability of any sequence is known exactly; the image only sets the batch size."""
+class Bigram(TableDecoder):
+    """A random bigram table: the probability of any sequence is known exactly."""
 
     def __init__(self, vocab_size: int = 6, seed: int = 0) -> None:
-        super().__init__(vocab_size, 4)
         g = torch.Generator().manual_seed(seed)
-        self.table = nn.Parameter(torch.randn(vocab_size, vocab_size, generator=g), requires_grad=False)
-
-    def forward(self, features, tokens):
-        return self.table[tokens]
-
-    def init_state(self, memory):
-        return torch.zeros(memory.batch_size, 1)
-
-    def step(self, prev, state, memory):
-        return self.table[prev], state
+        super().__init__(torch.randn(vocab_size, vocab_size, generator=g))
 
 
 @pytest.fixture(scope="module")

@@ -34,14 +34,6 @@ def shapes_spec(decoder: str = "gru", steps: int = 300, **train) -> RunSpec:
 
 
 @pytest.fixture(scope="module")
-def cache_env(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("ZOO_FEATURE_CACHE", str(tmp_path_factory.mktemp("features")))
-    yield
-    mp.undo()
-
-
-@pytest.fixture(scope="module")
 def trained(cache_env, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("run") / "gru"
     execute(shapes_spec(), out, progress=False)

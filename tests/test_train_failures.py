@@ -37,14 +37,6 @@ def spec() -> RunSpec:
 
 
 @pytest.fixture(scope="module")
-def cache_env(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("ZOO_FEATURE_CACHE", str(tmp_path_factory.mktemp("features")))
-    yield
-    mp.undo()
-
-
-@pytest.fixture(scope="module")
 def straight(cache_env, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("straight") / "run"
     execute(spec(), out, progress=False)
