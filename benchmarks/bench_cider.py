@@ -1,4 +1,4 @@
-"""CIDEr-D: zoo.metrics.CiderD vs pycocoevalcap's Cider on COCO val2014, in one run.
+"""CIDEr-D: zoo.evaluation.cider.CiderD vs pycocoevalcap's Cider on COCO val2014, in one run.
 
 Every one of the 40,504 val2014 images is scored with its first human caption as the candidate and its
 other captions as the references (the README's "about 0.86"). Captions are lower-cased and split on
@@ -65,7 +65,7 @@ def main() -> None:
 
     from pycocoevalcap.cider.cider import Cider
 
-    from zoo.metrics import CiderD
+    from zoo.evaluation.cider import CiderD
 
     gts, res = load(args.data, 4000 if args.quick else None)
     print(f"{len(gts)} images, {sum(map(len, gts.values()))} references")

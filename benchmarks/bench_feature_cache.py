@@ -32,7 +32,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from zoo.runs import RunSpec, execute
+    from zoo.training.runs import RunSpec, execute
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-cache-"))
     os.environ["ZOO_FEATURE_CACHE"] = str(tmp / "cache")

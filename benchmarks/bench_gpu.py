@@ -40,7 +40,7 @@ def main() -> None:
     import torch
 
     import zoo
-    from zoo.generation import beam_search
+    from zoo.generation.search import beam_search
 
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if dev.type != "cuda" and not args.quick:
@@ -94,8 +94,8 @@ def main() -> None:
         print(f"scst   {name:<12} {figures[f'scst_img_s_{name}']:10.0f} img/s")
 
     # end to end: decode and score N images with gru-attn, beam 3
-    from zoo.data import load_dataset
-    from zoo.model_eval import evaluate_model
+    from zoo.data.datasets import load_dataset
+    from zoo.evaluation.model_eval import evaluate_model
 
     n = args.images if not args.quick else 40
     enc_name, size = ("resnet50", 224) if not args.quick else ("resnet10t", 64)

@@ -2,7 +2,7 @@
 
 Each phase runs in a fresh subprocess and reports its peak RSS (``ru_maxrss``; Java children counted
 separately): (1) our CIDEr-D over 40,504 images (one caption against the others), (2) pycocoevalcap's
-CIDEr on the same input, the reference, (3) ``zoo.model_eval.evaluate_model`` decoding 5,000 `shapes`
+CIDEr on the same input, the reference, (3) ``zoo.evaluation.model_eval.evaluate_model`` decoding 5,000 `shapes`
 images with `gru-attn` at beam 3 (streamed through a DataLoader) and scoring them with BLEU, ROUGE-L and
 CIDEr-D after the PTB tokenizer. Target: every phase under 4 GB. One JSON line at the end
 (benchmarks/results/bench_memory.json).
@@ -38,7 +38,7 @@ def refs():
     del data
     return {i: c[1:] for i, c in caps.items()}, {i: c[:1] for i, c in caps.items()}
 if phase == "ours":
-    from zoo.metrics import CiderD
+    from zoo.evaluation.cider import CiderD
     gts, res = refs()
     score, _ = CiderD().compute_score(gts, res)
     info = {"images": len(gts), "cider_d": score}
@@ -51,8 +51,8 @@ else:
     import torch
     torch.set_num_threads(2)
     import zoo
-    from zoo.data import load_dataset
-    from zoo.model_eval import evaluate_model
+    from zoo.data.datasets import load_dataset
+    from zoo.evaluation.model_eval import evaluate_model
     n = int(arg)
     ds = load_dataset("shapes", split="test", num_train=50, num_val=10, num_test=n)
     tok = zoo.create_tokenizer("word", load_dataset("shapes", split="train", num_train=500).captions(), min_count=0)

@@ -6,8 +6,8 @@ top 9,996 kept and the rest ``<unk>``, cut at 16 words as ``zoo train`` cuts the
 The val2014 images play the training set: their references give the document frequencies (40,504
 documents), and the 50 rewarded images are among them, as in training.
 
-(a) **Reward step**, target ≥ 20×: ours is ``zoo.reward.CiderReward`` (token ids laid out for the
-    vectorised ``zoo.metrics.CiderD`` machinery, document frequencies built once); the reference is a plain
+(a) **Reward step**, target ≥ 20×: ours is ``zoo.training.reward.CiderReward`` (token ids laid out for the
+    vectorised ``zoo.evaluation.cider.CiderD`` machinery, document frequencies built once); the reference is a plain
     per-caption CIDEr-D in the spirit of the official scorer (pycocoevalcap's ``cider_scorer.py`` /
     the self-critical reference implementations' ``CiderD``): a ``Counter`` of n-gram tuples per sentence,
     ``{n-gram: document count}`` dictionary for the same training document frequencies, then the tf-idf
@@ -17,7 +17,7 @@ documents), and the 50 rewarded images are among them, as in training.
     built outside the timing.
 (b) **SCST step vs XE step** on the same 50 images, target ≤ 3×: XE is ``CaptionModel.loss`` on the images'
     5 references each (250 rows) + backward; SCST is the ``scst`` objective's step (sampling 5 per image
-    with ``zoo.generation.sample``, the reward, the NSC baseline, the one teacher-forced pass) + backward.
+    with ``zoo.generation.search.sample``, the reward, the NSC baseline, the one teacher-forced pass) + backward.
     The untrained decoders' output bias on <eos> is set so that samples end after ~11 tokens on average
     (COCO's mean), or untrained samples would all run to the 16-token limit. Decoders ``gru`` and
     ``gru-attn``, embed 256, hidden 512, a 7×7×512 feature grid, 1 torch thread.
@@ -167,7 +167,7 @@ def step_models(decoder: str, vocab: int, embed: int, hidden: int, channels: int
     """A CaptionModel of ``decoder`` (a stand-in encoder: features are given) whose samples end after
     about ``mean_len`` tokens."""
     import zoo
-    from zoo.model import CaptionModel
+    from zoo.models.caption_model import CaptionModel
 
     torch.manual_seed(0)
     dec = zoo.create_decoder(decoder, vocab, channels, embed_size=embed, hidden_size=hidden, dropout=0.0)
@@ -180,7 +180,7 @@ def step_models(decoder: str, vocab: int, embed: int, hidden: int, channels: int
 
 
 def scst_objective(model, pair_tokens, pair_images, sample_n: int, seed: int = 0, device: str | torch.device = "cpu"):
-    from zoo.objective import ObjectiveContext, create_objective
+    from zoo.training.objective import ObjectiveContext, create_objective
 
     class Cfg:
         label_smoothing = 0.0
@@ -195,7 +195,7 @@ def scst_images_per_s(decoder: str, vocab: int, channels: int, grid: int, batch:
                       device: torch.device, amp: bool, embed: int = 512, hidden: int = 512) -> float:
     """SCST training images/s of ``decoder`` from given features (``bench_gpu.py``): 5 samples per image
     against 5 random references per image, the full objective step + backward + AdamW step."""
-    from zoo.objective import ObjectiveBatch
+    from zoo.training.objective import ObjectiveBatch
 
     g = torch.Generator().manual_seed(0)
     model = step_models(decoder, vocab, embed, hidden, channels, 11.0).to(device)
@@ -246,8 +246,8 @@ def main() -> None:
         sys.exit(f"bench_scst.py needs the COCO val2014 captions at {CAPTIONS} (../shared/data)")
     torch.set_num_threads(args.threads)
     import zoo  # noqa: F401  (plugins)
-    from zoo.objective import ObjectiveBatch
-    from zoo.reward import CiderReward
+    from zoo.training.objective import ObjectiveBatch
+    from zoo.training.reward import CiderReward
 
     V, IMAGES, N = 10_000, 50, 5
     repeats = 2 if args.quick else 9

@@ -52,8 +52,8 @@ def eval_example() -> Path:
 @pytest.fixture
 def fresh_registry():
     """Rebuild the plugin manager and registry around a test that loads extra plugins."""
-    import zoo.manager
+    import zoo.registry.manager
 
-    zoo.manager.reset()
+    zoo.registry.manager.reset()
     yield
-    zoo.manager.reset()
+    zoo.registry.manager.reset()

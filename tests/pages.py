@@ -6,11 +6,11 @@ from __future__ import annotations
 import zlib
 from pathlib import Path
 
-from zoo.data import load_dataset
-from zoo.evaluation import evaluate_captions
-from zoo.report import make_thumbnails
-from zoo.results import EvalRecord, ResultsDB, config_hash, references_hash
-from zoo.train import simple_tokenize
+from zoo.data.datasets import load_dataset
+from zoo.evaluation.coco import evaluate_captions
+from zoo.evaluation.report import make_thumbnails
+from zoo.results.database import EvalRecord, ResultsDB, config_hash, references_hash
+from zoo.training.train import simple_tokenize
 
 # three systems of different quality: one copies a reference, one cuts it short, one says little
 SYSTEMS = {

@@ -10,10 +10,10 @@ from PIL import Image
 
 import zoo
 from tests.helpers import CAPTIONS, images, tiny_model
-from zoo.attention_figure import upsample
+from zoo.views.attention_figure import upsample
 from zoo.cli import main
 from zoo.errors import ZooError
-from zoo.generation import beam_search
+from zoo.generation.search import beam_search
 
 # the partially trained decoders (captions of varied lengths) and the features of the beam search tests
 from tests.test_beam_search import BOS, EOS, N, features, one_thread, partially_trained  # noqa: E402,F401
@@ -147,8 +147,8 @@ def test_caption_attention_refuses_a_decoder_without_attention(checkpoints, tmp_
 
 def test_a_long_caption_title_stays_inside_the_figure() -> None:
     """A 20-word caption is wrapped, not drawn off both edges of the figure."""
-    from zoo.attention_figure import attention_figure
-    from zoo.attention import CaptionAttention
+    from zoo.views.attention_figure import attention_figure
+    from zoo.generation.attention import CaptionAttention
 
     words = ["there", "four", "<unk>", "shapes"] * 5
     a = CaptionAttention(" ".join(words), words, torch.full((20, 4), 0.25), (2, 2))

@@ -19,7 +19,7 @@ import pytest
 from tests.browser import console_problems, open_page, remote_requests, start_browser
 from tests.pages import record_systems, shapes
 from zoo.cli import main
-from zoo.metrics import SmallCorpusWarning
+from zoo.evaluation.cider import SmallCorpusWarning
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
 
@@ -139,7 +139,7 @@ def test_a_5000_image_report_builds_rows_on_demand(browser, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
-    from zoo.report import make_thumbnails, render_report
+    from zoo.evaluation.report import make_thumbnails, render_report
 
     ev = _big_evaluation(5000)
     items = {str(i): item for i, item in enumerate(shapes(8))}
@@ -175,7 +175,7 @@ def test_attention_figure_and_report_strips(browser, tmp_path):
 
     import zoo
     from tests.helpers import tiny_model
-    from zoo.model_eval import evaluate_model
+    from zoo.evaluation.model_eval import evaluate_model
 
     model = tiny_model("gru-attn")
     ckpt = zoo.save(model, tmp_path / "attn.safetensors")

@@ -16,15 +16,15 @@ import torch
 
 import zoo
 from zoo.cli import main as zoo_main
-from zoo.data import load_dataset
-from zoo.feature_cache import OWNER, PARTIAL, get_or_build, is_live_build
+from zoo.data.datasets import load_dataset
+from zoo.data.feature_cache import OWNER, PARTIAL, get_or_build, is_live_build
 
 ROOT = Path(__file__).resolve().parent.parent
 
 BUILD = """
 import os, signal, sys, torch, zoo
-from zoo.data import load_dataset
-from zoo.feature_cache import get_or_build
+from zoo.data.datasets import load_dataset
+from zoo.data.feature_cache import get_or_build
 torch.manual_seed(0)
 enc = zoo.create_encoder("resnet10t", img_size=32, freeze=True)
 ds = load_dataset("shapes", split="val", num_train=10, num_val=24, num_test=10, image_size=32)
@@ -78,7 +78,7 @@ def _fake_partial(root: Path, entry: str, owner: dict | None, age_s: float = 0.0
 def test_only_builds_whose_builder_is_gone_count_as_abandoned(tmp_path):
     import socket
 
-    from zoo.feature_cache import _owner, remove_abandoned
+    from zoo.data.feature_cache import _owner, remove_abandoned
 
     here = socket.gethostname()
     dead = subprocess.Popen(["true"])
@@ -95,7 +95,7 @@ def test_only_builds_whose_builder_is_gone_count_as_abandoned(tmp_path):
 
 
 def test_cache_list_and_prune(tmp_path, capsys):
-    from zoo.feature_cache import _owner
+    from zoo.data.feature_cache import _owner
 
     enc, ds = _encoder_and_data()
     cache = get_or_build(enc, ds, root=tmp_path, batch_size=8, progress=False)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import zoo
-from zoo.checkpoint import FORMAT_VERSION, read_metadata
+from zoo.models.checkpoint import FORMAT_VERSION, read_metadata
 from zoo.errors import CheckpointError, ZooError
 
 from .helpers import CAPTIONS, images, tiny_model
@@ -91,7 +91,7 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     model = tiny_model("gru")
     path = zoo.save(model, tmp_path / "m.safetensors")
     before = path.read_bytes()
-    import zoo.checkpoint as ck
+    import zoo.models.checkpoint as ck
 
     def boom(*a, **k):
         raise OSError("disk full")
@@ -104,7 +104,7 @@ def test_save_is_atomic(tmp_path, monkeypatch):
 
 
 def test_sha256_verification(tmp_path):
-    from zoo.checkpoint import fetch_verified, sha256_file
+    from zoo.models.checkpoint import fetch_verified, sha256_file
 
     p = zoo.save(tiny_model("gru"), tmp_path / "m.safetensors")
     good = sha256_file(p)
@@ -130,7 +130,7 @@ def test_written_files_get_the_usual_permissions(tmp_path):
 def test_a_corrupt_download_is_deleted_a_local_file_is_not(tmp_path, monkeypatch):
     import urllib.request
 
-    from zoo.checkpoint import fetch_verified
+    from zoo.models.checkpoint import fetch_verified
 
     monkeypatch.setattr(urllib.request, "urlretrieve", lambda url, dest: Path(dest).write_bytes(b"truncated"))
     dest = tmp_path / "dl.safetensors"
@@ -311,7 +311,7 @@ def test_unregistered_tokenizer_is_refused_when_the_model_is_created():
 def test_a_training_state_is_told_apart_from_a_model(tmp_path):
     """``state.safetensors`` (optimiser and data position too) is what `--resume` reads; handed to
     ``zoo.load`` it must point to the run's model files, not call itself a foreign file."""
-    from zoo.train import save_state
+    from zoo.training.train import save_state
 
     model = tiny_model("gru")
     opt = torch.optim.AdamW(model.parameters())

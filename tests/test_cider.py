@@ -1,4 +1,4 @@
-"""zoo.metrics.CiderD against pycocoevalcap's Cider, per image, on real COCO captions and on the cases
+"""zoo.evaluation.cider.CiderD against pycocoevalcap's Cider, per image, on real COCO captions and on the cases
 where a vectorised rewrite is most likely to go wrong; and its fixed-corpus mode against a plain
 transcription of the formula."""
 
@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from pycocoevalcap.cider.cider import Cider
 
-import zoo.metrics as zm
+import zoo.evaluation.cider as zm
 from zoo.errors import DataError
-from zoo.metrics import CiderD, DocumentFrequency, SmallCorpusWarning
+from zoo.evaluation.cider import CiderD, DocumentFrequency, SmallCorpusWarning
 
 TOL = 1e-9
 

@@ -84,12 +84,12 @@ def tiny_checkpoint(tmp_path):
 @pytest.fixture
 def no_decoding(monkeypatch):
     """Decoding fails the test: these requests must be refused before any image is decoded."""
-    import zoo.train
+    import zoo.training.train
 
     def decode(*a, **k):
         raise AssertionError("decoded before checking the request")
 
-    monkeypatch.setattr(zoo.train, "generate_for_items", decode)
+    monkeypatch.setattr(zoo.training.train, "generate_for_items", decode)
 
 
 def _eval_files(tmp_path):
@@ -141,7 +141,7 @@ def test_bad_decoding_options_are_errors_not_tracebacks(capsys, tmp_path, tiny_c
 @contextlib.contextmanager
 def said_once_as_a_note():
     """The CLI prints the small-corpus caveat as a note under the scores, not also as a Python warning."""
-    from zoo.metrics import SmallCorpusWarning
+    from zoo.evaluation.cider import SmallCorpusWarning
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -159,13 +159,13 @@ def _needs_java():
 @pytest.mark.java
 def test_scoring_failure_leaves_files_zoo_score_can_use(capsys, tmp_path, tiny_checkpoint, monkeypatch):
     _needs_java()
-    import zoo.evaluation
+    import zoo.evaluation.coco
     from zoo.errors import MetricError
 
     def crash(captions):
         raise MetricError("the PTB tokenizer could not run (simulated crash)")
 
-    monkeypatch.setattr(zoo.evaluation, "ptb_tokenize", crash)
+    monkeypatch.setattr(zoo.evaluation.coco, "ptb_tokenize", crash)
     with said_once_as_a_note():  # 6 images: the small-corpus caveat
         rc, _, err = run(capsys, "eval", str(tiny_checkpoint), *SHAPES, "--out", str(tmp_path / "out"), "--metrics", "cider-d")
     assert rc == 2 and "simulated crash" in err and "zoo score" in err
@@ -183,7 +183,7 @@ def test_scoring_failure_leaves_files_zoo_score_can_use(capsys, tmp_path, tiny_c
 @pytest.mark.java
 def test_eval_files_are_named_by_every_setting_and_say_the_scale(capsys, tmp_path, tiny_checkpoint):
     _needs_java()
-    from zoo.evaluation import SCALE_NOTE
+    from zoo.evaluation.coco import SCALE_NOTE
 
     common = ["eval", str(tiny_checkpoint), *SHAPES, "--out", str(tmp_path / "out"), "--metrics", "bleu,cider-d"]
     with said_once_as_a_note():
@@ -218,9 +218,9 @@ def test_eval_counts_out_of_range_fail_at_once_naming_the_flag(capsys, tmp_path,
 
 def test_evaluate_model_refuses_bad_counts_before_decoding(no_decoding):
     from tests.helpers import tiny_model
-    from zoo.data import load_dataset
+    from zoo.data.datasets import load_dataset
     from zoo.errors import ZooError
-    from zoo.model_eval import evaluate_model
+    from zoo.evaluation.model_eval import evaluate_model
 
     data = load_dataset("shapes", split="test", num_train=2, num_val=2, num_test=2, image_size=32)
     for bad, name in (({"batch_size": 0}, "batch_size"), ({"num_workers": -1}, "num_workers"), ({"max_images": 0}, "max_images")):
@@ -246,7 +246,7 @@ def test_caption_or_eval_of_a_training_state_points_to_the_checkpoints(capsys, t
 
     import zoo
     from tests.helpers import tiny_model
-    from zoo.train import save_state
+    from zoo.training.train import save_state
 
     model = tiny_model()
     run_dir = tmp_path / "run"
@@ -324,16 +324,16 @@ def zoo_register(registry):
 
 
 def test_info_shows_only_the_plugins_own_docstring_and_list_shows_the_plugin(capsys, tmp_path, fresh_registry):
-    import zoo.manager
+    import zoo.registry.manager
 
     f = tmp_path / "my_decoder.py"
     f.write_text(README_PLUGIN)
     rc, out, _ = run(capsys, "--plugin", str(f), "info", "mean-gru")
     assert rc == 0 and "doc: (no docstring)" in out and "Base class" not in out
-    zoo.manager.reset()  # each command line is a fresh process
+    zoo.registry.manager.reset()  # each command line is a fresh process
     rc, out, _ = run(capsys, "--plugin", str(f), "info", "doc-gru", "--json")
     assert rc == 0 and json.loads(out)["doc"] == "Mean decoder, documented."
-    zoo.manager.reset()
+    zoo.registry.manager.reset()
     rc, out, _ = run(capsys, "--plugin", str(f), "list", "plugins")
     assert rc == 0 and str(f) in out.split() and "zoo_user_plugin_my_decoder" in out
 
@@ -354,7 +354,7 @@ def test_info_suggests_encoder_names_too(capsys):
     ({"ZOO_NUM_THREADS": "1", "OMP_NUM_THREADS": "4"}, 8, 4, 1),    # the zoo's switch wins
 ])
 def test_thread_count_rules(env, cores, torch_default, expected):
-    from zoo.threads import default_threads
+    from zoo.runtime.threads import default_threads
 
     assert default_threads(env, cores, torch_default) == expected
 

@@ -11,7 +11,7 @@ import warnings
 import pytest
 
 from zoo.cli import main
-from zoo.data import load_dataset
+from zoo.data.datasets import load_dataset
 
 pytestmark = [pytest.mark.xdist_group("train"), pytest.mark.slow]
 
@@ -55,7 +55,7 @@ def test_pretrained_frozen_lite0_trains_evaluates_and_captions(coco_mini, tmp_pa
     run_spec = json.loads((run / "run.json").read_text())
     assert run_spec["pretrained"] is True and run_spec["encoder_kwargs"]["freeze"] is True
 
-    from zoo.metrics import SmallCorpusWarning
+    from zoo.evaluation.cider import SmallCorpusWarning
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

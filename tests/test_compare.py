@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from zoo.compare import CompareConfig, compare, plan
-from zoo.results import ResultsDB
-from zoo.runs import execute
+from zoo.results.compare import CompareConfig, compare, plan
+from zoo.results.database import ResultsDB
+from zoo.training.runs import execute
 
 pytestmark = [pytest.mark.xdist_group("train"), pytest.mark.slow]
 
@@ -65,7 +65,7 @@ def test_a_compare_folder_is_reused_only_with_the_same_settings(tmp_path):
     import json
 
     import zoo
-    from zoo.compare import _check_reuse, _settings_json
+    from zoo.results.compare import _check_reuse, _settings_json
 
     cfg, out = config(), tmp_path / "cmp"
     out.mkdir()

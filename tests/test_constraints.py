@@ -1,4 +1,4 @@
-"""Decoding constraints (``zoo.constraints``), shared by beam search and sampling: they really block
+"""Decoding constraints (``zoo.generation.constraints``), shared by beam search and sampling: they really block
 (no repeated n-gram, no bad ending, the minimum length, no <unk>), the vectorised rules equal the plain
 per-caption reference, the batched beam search still equals its reference with constraints, and beam
 search still finds at least the greedy log-probability."""
@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import zoo
-from zoo.constraints import BAD_ENDING_WORDS, Constraints, ends_badly
+from zoo.generation.constraints import BAD_ENDING_WORDS, Constraints, ends_badly
 from zoo.errors import ZooError
-from zoo.generation import beam_search, beam_search_reference, sample
+from zoo.generation.search import beam_search, beam_search_reference, sample
 from tests.helpers import CAPTIONS, TableDecoder
 from tests.test_beam_search import (  # noqa: F401 (one_thread: the module's autouse fixture)
     BOS, EOS, MAX_LEN, NAMES, features, one_thread, partially_trained,

@@ -14,7 +14,7 @@ import torch
 
 import zoo
 from zoo.errors import ContractError, PluginLoadError
-from zoo.generation import beam_search, sample
+from zoo.generation.search import beam_search, sample
 
 V, C = 30, 16
 
@@ -160,7 +160,7 @@ def test_zoo_train_stops_before_any_step(plugin, tmp_path, capsys):
 
 
 def test_zoo_compare_probes_every_decoder_before_the_first_run(plugin, tmp_path):
-    from zoo.compare import CompareConfig, compare
+    from zoo.results.compare import CompareConfig, compare
 
     cfg = CompareConfig(encoders=["resnet10t"], decoders=["gru", "tiny-broken"], tokenizers=["word"],
                         train={"steps": 1, "batch_size": 4}, encoder_kwargs={"img_size": 32, "freeze": True},

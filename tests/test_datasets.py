@@ -15,7 +15,7 @@ import PIL.Image
 import pytest
 import torch
 
-from zoo.data import CaptionDataset, ImageDataset, Item, collate_skip_none, load_dataset, open_image
+from zoo.data.datasets import CaptionDataset, ImageDataset, Item, collate_skip_none, load_dataset, open_image
 from zoo.errors import DataError
 from zoo_plugins.datasets import shapes
 from zoo_plugins.datasets.coco import coco_dataset, karpathy_dataset

@@ -11,7 +11,7 @@ from torch import nn
 
 import zoo
 import zoo.testing
-from zoo.generation import beam_search
+from zoo.generation.search import beam_search
 
 NAMES = ["gru", "gru-stacked", "gru-attn", "lstm"]
 V, C, N = 30, 16, 9  # vocab, feature dim, grid positions
@@ -135,7 +135,7 @@ def test_keep_that_is_not_a_prefix_still_gives_the_masked_logits(name: str) -> N
 def test_model_loss_skipping_padding_equals_masked_cross_entropy(name: str) -> None:
     """The training loss leaves padding out before the output layer; it must equal the textbook
     cross-entropy over all positions with ``ignore_index=pad`` (label smoothing included)."""
-    from zoo.model import CaptionModel
+    from zoo.models.caption_model import CaptionModel
 
     dec = make(name)
     model = CaptionModel(nn.Identity(), dec, zoo.create_tokenizer("word", ["a b c"], min_count=0), {})  # type: ignore[arg-type]

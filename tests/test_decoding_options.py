@@ -1,5 +1,5 @@
 """Decoding settings through the front door: ``CaptionModel.generate`` with sampling and constraints,
-``zoo.decoding.DecodingOptions`` (checked before decoding, with the flag named; what is recorded and
+``zoo.generation.options.DecodingOptions`` (checked before decoding, with the flag named; what is recorded and
 how files are named)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import argparse
 import pytest
 import torch
 
-from zoo.decoding import DecodingOptions, add_decoding_arguments
+from zoo.generation.options import DecodingOptions, add_decoding_arguments
 from zoo.errors import ZooError
 from tests.helpers import images, tiny_model
 
@@ -122,7 +122,7 @@ def test_command_line_flags() -> None:
 
 
 def test_caption_statistics_measure_what_cider_optimisation_distorts(tmp_path) -> None:
-    from zoo.caption_stats import caption_statistics, read_caption_file
+    from zoo.evaluation.caption_stats import caption_statistics, read_caption_file
 
     caps = ["A dog on a couch.", "a man riding a horse with", "a dog on a couch", "two cats"]
     stats = caption_statistics(caps, train_captions=["a dog on a couch", "a cat"])

@@ -27,9 +27,9 @@ def _worker(rank: int, world: int, port: int, out: str, cache: str) -> None:
     torch.set_num_threads(1)
     from safetensors.torch import save_file
 
-    from zoo import distributed as dist
-    from zoo.model_eval import evaluate_model
-    from zoo.runs import execute, load_split
+    from zoo.runtime import distributed as dist
+    from zoo.evaluation.model_eval import evaluate_model
+    from zoo.training.runs import execute, load_split
 
     from tests.test_train import shapes_spec
 
@@ -61,8 +61,8 @@ def test_ddp_ranks_agree_and_sharded_eval_equals_single(tmp_path):
     from safetensors.torch import load_file
 
     import zoo
-    from zoo.model_eval import evaluate_model
-    from zoo.runs import load_split
+    from zoo.evaluation.model_eval import evaluate_model
+    from zoo.training.runs import load_split
 
     from .test_train import shapes_spec
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import zoo
-from zoo.data import ImageDataset, load_dataset
-from zoo.feature_cache import get_or_build
+from zoo.data.datasets import ImageDataset, load_dataset
+from zoo.data.feature_cache import get_or_build
 
 
 @pytest.fixture

@@ -12,10 +12,10 @@ import pytest
 from tests.helpers import tiny_model
 from tests.test_datasets import _png_header
 from zoo.cli import main as zoo_main
-from zoo.data import open_image
+from zoo.data.datasets import open_image
 from zoo.errors import DataError
 
-MAX_PIXELS_ENV = "ZOO_MAX_IMAGE_PIXELS"  # the name users are told about (zoo.data.MAX_PIXELS_ENV)
+MAX_PIXELS_ENV = "ZOO_MAX_IMAGE_PIXELS"  # the name users are told about (zoo.data.datasets.MAX_PIXELS_ENV)
 
 
 @pytest.fixture(autouse=True)

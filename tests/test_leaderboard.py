@@ -10,11 +10,11 @@ import zlib
 import numpy as np
 import pytest
 
-import zoo.stats as stats
+import zoo.evaluation.bootstrap as stats
 from zoo.cli import main
 from zoo.errors import ZooError
-from zoo.leaderboard import NOT_SIGNIFICANT, build_leaderboard
-from zoo.results import EvalRecord, ResultsDB, config_hash
+from zoo.results.leaderboard import NOT_SIGNIFICANT, build_leaderboard
+from zoo.results.database import EvalRecord, ResultsDB, config_hash
 
 N = 400
 _rng = np.random.default_rng(123)

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from tests.test_leaderboard import run
-from zoo.leaderboard import build_leaderboard
+from zoo.results.leaderboard import build_leaderboard
 
 
 def _board(*rows):

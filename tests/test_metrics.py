@@ -15,7 +15,7 @@ import pytest
 
 import zoo.cli
 from zoo.errors import DataError, MetricError, UnknownNameError
-from zoo.evaluation import (
+from zoo.evaluation.coco import (
     PYCOCOEVALCAP_KEYS,
     evaluate_captions,
     format_scores,
@@ -23,8 +23,8 @@ from zoo.evaluation import (
     load_coco_results,
     score_files,
 )
-from zoo.manager import get_registry
-from zoo.metrics import SmallCorpusWarning
+from zoo.registry.manager import get_registry
+from zoo.evaluation.cider import SmallCorpusWarning
 
 pytestmark = pytest.mark.xdist_group("coco-eval-example")
 
@@ -187,9 +187,9 @@ def test_cider_small_corpus_advice_suits_the_reader():
     import torch
 
     from tests.helpers import CAPTIONS, tiny_model
-    from zoo.data import load_dataset
-    from zoo.metrics import CiderD
-    from zoo.train import TrainConfig, validate
+    from zoo.data.datasets import load_dataset
+    from zoo.evaluation.cider import CiderD
+    from zoo.training.train import TrainConfig, validate
 
     gts = {i: [c] for i, c in enumerate(CAPTIONS)}
     with pytest.warns(SmallCorpusWarning) as api:
@@ -258,7 +258,7 @@ def test_score_files_scores_only_images_with_results(tmp_path):
 def test_ptb_tokenizer_keeps_captions_on_their_image():
     """A line break inside a caption would make pycocoevalcap shift every later caption to the wrong
     image; ours become spaces first."""
-    from zoo.evaluation import ptb_tokenize
+    from zoo.evaluation.coco import ptb_tokenize
 
     if shutil.which("java") is None:
         pytest.skip("needs Java")
@@ -276,7 +276,7 @@ def test_evaluate_checks_its_inputs():
 
 
 def test_no_available_metric_says_why_and_what_to_do(example_pairs, monkeypatch, tmp_path):
-    from zoo.evaluation import check_metrics
+    from zoo.evaluation.coco import check_metrics
     from zoo_plugins.metrics import coco_metrics
 
     monkeypatch.setattr(coco_metrics, "spice_files", lambda: {"CoreNLP jar": tmp_path / "absent.jar"})

@@ -8,10 +8,10 @@ import json
 import sqlite3
 
 import zoo
-from zoo.checkpoint import objective_signature
+from zoo.models.checkpoint import objective_signature
 from zoo.cli import main as zoo_main
-from zoo.leaderboard import build_leaderboard
-from zoo.results import ResultsDB
+from zoo.results.leaderboard import build_leaderboard
+from zoo.results.database import ResultsDB
 from tests.helpers import tiny_model
 from tests.test_leaderboard import run
 

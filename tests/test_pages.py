@@ -10,12 +10,12 @@ import warnings
 
 import pytest
 
-import zoo.results as results
+import zoo.results.database as results
 from tests.pages import SYSTEMS, record_systems, shapes
-from zoo.leaderboard import build_leaderboard
-from zoo.metrics import SmallCorpusWarning
-from zoo.report import render_report, thumbnail_ids
-from zoo.results import EvalRecord, ResultsDB
+from zoo.results.leaderboard import build_leaderboard
+from zoo.evaluation.cider import SmallCorpusWarning
+from zoo.evaluation.report import render_report, thumbnail_ids
+from zoo.results.database import EvalRecord, ResultsDB
 
 
 def embedded(page: str):
@@ -33,7 +33,7 @@ def _quiet_small_sets():
 
 def _evaluate(tmp_path, n=12, **kw):
     from tests.helpers import tiny_model
-    from zoo.model_eval import evaluate_model
+    from zoo.evaluation.model_eval import evaluate_model
 
     model = tiny_model()
     data = shapes(n)
@@ -91,7 +91,7 @@ def test_report_shows_data_as_text_never_as_markup(tmp_path):
 
 
 def test_record_keeps_captions_references_and_thumbnails(tmp_path):
-    from zoo.model_eval import record
+    from zoo.evaluation.model_eval import record
 
     model, data, ev = _evaluate(tmp_path, n=8, report_images=2)
     db_path = tmp_path / "r.sqlite"
@@ -181,11 +181,11 @@ def test_a_caption_that_looks_like_a_placeholder_stays_text(tmp_path):
 
 
 def test_an_attention_decoder_gets_strips_for_its_ends_and_others_none(tmp_path, monkeypatch):
-    import zoo.report
+    import zoo.evaluation.report
 
-    monkeypatch.setattr(zoo.report, "ATTENTION_IMAGES", 2)
+    monkeypatch.setattr(zoo.evaluation.report, "ATTENTION_IMAGES", 2)
     from tests.helpers import tiny_model
-    from zoo.model_eval import evaluate_model
+    from zoo.evaluation.model_eval import evaluate_model
 
     data = shapes(5)
     ev = evaluate_model(tiny_model("gru-attn"), data, metrics=("cider-d",), tokenize=False, out_dir=tmp_path,

@@ -6,7 +6,7 @@ import pytest
 
 import zoo
 from zoo.errors import RecipeError
-from zoo.recipes import parse_file
+from zoo.registry.recipes import parse_file
 
 from .helpers import tiny_tokenizer
 
@@ -16,7 +16,7 @@ _OK = "encoder: resnet10t\ndecoder: gru\ntokenizer: word\n"
 def test_catalogue_has_the_four_decoders_on_coco():
     names = zoo.list_models()
     assert "gru-resnet50-coco" in names
-    from zoo.recipes import load_recipes
+    from zoo.registry.recipes import load_recipes
 
     recipes = load_recipes()
     coco = [r for r in recipes.values() if r.data.get("name") == "coco-karpathy"]
@@ -217,8 +217,8 @@ def test_missing_catalogue_is_reported_not_empty(fresh_registry, monkeypatch, tm
 # -- pretrained encoders: a recipe says so, training honours it, the command line overrides it -------------
 def test_coco_recipes_train_from_imagenet_weights():
     """Every COCO recipe promises an ImageNet backbone (descriptions, docs/coco.md); the toy one does not."""
-    from zoo.recipes import load_recipes
-    from zoo.runs import RunSpec
+    from zoo.registry.recipes import load_recipes
+    from zoo.training.runs import RunSpec
 
     recipes = load_recipes()
     coco = [n for n, r in recipes.items() if r.data["name"].startswith("coco")]
@@ -251,7 +251,7 @@ def test_training_a_pretrained_recipe_starts_from_the_weight_sources_weights(fre
     import timm
     import torch
 
-    from zoo.runs import RunSpec, build_model, load_split
+    from zoo.training.runs import RunSpec, build_model, load_split
 
     torch.manual_seed(7)
     served = timm.create_model("resnet10t", num_classes=0).state_dict()

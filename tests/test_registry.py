@@ -11,10 +11,10 @@ import types
 import pytest
 
 import zoo
-import zoo.manager
+import zoo.registry.manager
 from zoo.errors import DuplicateNameError, PluginLoadError, UnknownNameError
 from zoo.cli import main
-from zoo.registry import Registry
+from zoo.registry.registry import Registry
 
 
 class _Dec(zoo.Decoder):
@@ -112,7 +112,7 @@ def test_broken_plugin_is_reported_and_others_still_load(fresh_registry, tmp_pat
             """
         )
     )
-    zoo.manager.reset()
+    zoo.registry.manager.reset()
     with pytest.raises(PluginLoadError) as exc:  # loaded by hand: its failure is the caller's error
         zoo.load_plugin(str(raising), name="raising")
     assert "'raising'" in str(exc.value) and "cannot register today" in str(exc.value)
@@ -121,7 +121,7 @@ def test_broken_plugin_is_reported_and_others_still_load(fresh_registry, tmp_pat
 
 
 def test_broken_entry_point_does_not_take_others_down(fresh_registry, monkeypatch):
-    real = zoo.manager._entry_points
+    real = zoo.registry.manager._entry_points
 
     class FakeDist:
         name = "some-third-party"
@@ -134,7 +134,7 @@ def test_broken_entry_point_does_not_take_others_down(fresh_registry, monkeypatc
         def load(self):
             raise ImportError("No module named 'does_not_exist_module'")
 
-    monkeypatch.setattr(zoo.manager, "_entry_points", lambda: real() + [BrokenEP()])
+    monkeypatch.setattr(zoo.registry.manager, "_entry_points", lambda: real() + [BrokenEP()])
     monkeypatch.setenv("ZOO_DISABLE_PLUGIN_AUTOLOAD", "0")
     with pytest.warns(UserWarning, match="broken-ep"):
         reg = zoo.get_registry()
@@ -146,7 +146,7 @@ def test_broken_entry_point_does_not_take_others_down(fresh_registry, monkeypatc
 
 
 def test_autoload_switch_skips_third_party(fresh_registry, monkeypatch):
-    real = zoo.manager._entry_points
+    real = zoo.registry.manager._entry_points
 
     class FakeDist:
         name = "some-third-party"
@@ -159,7 +159,7 @@ def test_autoload_switch_skips_third_party(fresh_registry, monkeypatch):
         def load(self):  # pragma: no cover - must not be called
             raise AssertionError("third-party entry point loaded with autoload disabled")
 
-    monkeypatch.setattr(zoo.manager, "_entry_points", lambda: real() + [EP()])
+    monkeypatch.setattr(zoo.registry.manager, "_entry_points", lambda: real() + [EP()])
     monkeypatch.setenv("ZOO_DISABLE_PLUGIN_AUTOLOAD", "1")
     reg = zoo.get_registry()
     assert "third" not in reg.failed_plugins and "gru" in reg.names("decoders")
@@ -214,9 +214,9 @@ def _fake_entry_points(monkeypatch, *eps: tuple[str, str, types.ModuleType], fir
         def load(self):
             return self._module
 
-    real = zoo.manager._entry_points
+    real = zoo.registry.manager._entry_points
     fake = [EP(*ep) for ep in eps]
-    monkeypatch.setattr(zoo.manager, "_entry_points", lambda: fake + real() if first else real() + fake)
+    monkeypatch.setattr(zoo.registry.manager, "_entry_points", lambda: fake + real() if first else real() + fake)
     monkeypatch.setenv("ZOO_DISABLE_PLUGIN_AUTOLOAD", "0")
 
 

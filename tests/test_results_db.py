@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-import zoo.results as results
-from zoo.results import EvalRecord, ResultsDB, ResultsDBError, config_hash, references_hash
+import zoo.results.database as results
+from zoo.results.database import EvalRecord, ResultsDB, ResultsDBError, config_hash, references_hash
 
 
 def make_record(**kw) -> EvalRecord:
@@ -218,8 +218,8 @@ def test_none_filter_matches_unrecorded_values(tmp_path):
 def test_equal_models_hash_equal_whether_defaults_were_spelled_out_or_not(tmp_path):
     """`--set decoder.dropout=0.3` (the default) and no --set build the same model: one system, not two."""
     from tests.helpers import tiny_model
-    from zoo.leaderboard import build_leaderboard
-    from zoo.model_eval import ModelEvaluation, record
+    from zoo.results.leaderboard import build_leaderboard
+    from zoo.evaluation.model_eval import ModelEvaluation, record
 
     implicit, explicit, other = tiny_model(), tiny_model(dropout=0.3), tiny_model(dropout=0.1)
     assert "dropout" not in implicit.config["decoder"]["kwargs"]  # as the user passed it

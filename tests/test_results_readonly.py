@@ -88,7 +88,7 @@ def test_eval_into_a_file_that_is_not_a_database_fails_before_decoding(checkpoin
 
 def test_leaderboard_reads_a_database_in_a_read_only_folder(read_only, capsys):
     from tests.test_leaderboard import run
-    from zoo.results import ResultsDB
+    from zoo.results.database import ResultsDB
 
     src, view = read_only
     with ResultsDB(src / "results.sqlite") as db:  # WAL mode: reading needs -shm, which cannot be made here

@@ -14,9 +14,9 @@ from safetensors.torch import load_file
 
 import zoo
 from zoo.errors import DuplicateNameError, UnknownNameError, ZooError
-from zoo.metrics import CiderD
-from zoo.objective import ObjectiveBatch, ObjectiveContext, create_objective
-from zoo.reward import CiderReward, split_rows
+from zoo.evaluation.cider import CiderD
+from zoo.training.objective import ObjectiveBatch, ObjectiveContext, create_objective
+from zoo.training.reward import CiderReward, split_rows
 from zoo_plugins.objectives.scst import SelfCritical, leave_one_out_mean, self_critical_loss
 
 from .helpers import CAPTIONS, tiny_model, tiny_tokenizer
@@ -35,10 +35,10 @@ def _sentence(tok, ids) -> str:
 # -- the reward ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("hashed", [False, True], ids=["binary-search", "hash-index"])
 def test_token_id_reward_equals_cider_d_on_the_captions_as_words(hashed, monkeypatch):
-    import zoo.metrics
+    import zoo.evaluation.cider
 
     if hashed:  # a training corpus' tables are probed through a hash index; a small one too, here
-        monkeypatch.setattr(zoo.metrics, "_HASH_ABOVE", 0)
+        monkeypatch.setattr(zoo.evaluation.cider, "_HASH_ABOVE", 0)
     rng = np.random.default_rng(0)
     words = "a red blue green circle square star triangle small big on left of the in corner above".split()
     caps = [[" ".join(rng.choice(words, rng.integers(3, 9))) for _ in range(rng.integers(1, 6))] for _ in range(60)]
@@ -79,7 +79,7 @@ def _features(batch: int, dim: int, seed: int = 0) -> zoo.Features:
 
 @pytest.mark.parametrize("decoder", ["gru", "gru-attn"])
 def test_one_teacher_forced_pass_gives_the_reinforce_gradient_of_the_sampling_loop(decoder):
-    from zoo.generation import sample
+    from zoo.generation.search import sample
 
     model = tiny_model(decoder).eval()
     tok = model.tokenizer
@@ -197,7 +197,7 @@ def test_objectives_are_registered_plugins_with_signatures():
 def test_an_objective_registered_twice_names_both_plugins(fresh_registry, tmp_path, monkeypatch):
     (tmp_path / "my_objectives.py").write_text(textwrap.dedent('''
         import zoo
-        from zoo.objective import Objective
+        from zoo.training.objective import Objective
 
         class Another(Objective):
             """Another SCST."""
@@ -229,7 +229,7 @@ def test_objective_settings_are_checked_before_training(tmp_path, capsys):
 
 # -- in a run -----------------------------------------------------------------------------------------------
 def _spec(**train):
-    from zoo.runs import RunSpec
+    from zoo.training.runs import RunSpec
 
     return RunSpec(
         encoder="resnet10t", decoder="gru-stacked", tokenizer="word", data="shapes",
@@ -244,7 +244,7 @@ def _spec(**train):
 
 @pytest.mark.xdist_group("train")
 def test_exact_resume_in_the_middle_of_scst(tmp_path, monkeypatch):
-    from zoo.runs import execute
+    from zoo.training.runs import execute
 
     monkeypatch.setenv("ZOO_FEATURE_CACHE", str(tmp_path / "features"))
     spec = _spec()
@@ -261,15 +261,15 @@ def test_exact_resume_in_the_middle_of_scst(tmp_path, monkeypatch):
     assert all("reward" in e for e in log if e["step"] > 3) and not any("reward" in e for e in log if e["step"] <= 3)
     straight = [json.loads(x) for x in (tmp_path / "straight" / "log.jsonl").read_text().splitlines()]
     assert [e.get("reward") for e in straight] == [e.get("reward") for e in log]
-    extra = zoo.checkpoint.read_extra(tmp_path / "killed" / "last.safetensors")
+    extra = zoo.models.checkpoint.read_extra(tmp_path / "killed" / "last.safetensors")
     assert extra["objective"]["signature"] == "scst(cider-d, baseline=mean, n=3, df=train, eos=yes, max_len=8)"
 
 
 @pytest.mark.xdist_group("train")
 def test_init_starts_a_new_run_from_a_checkpoint_and_records_it(tmp_path, monkeypatch, capsys):
-    from zoo.checkpoint import read_extra, sha256_file
+    from zoo.models.checkpoint import read_extra, sha256_file
     from zoo.cli import main
-    from zoo.runs import RunSpec, execute
+    from zoo.training.runs import RunSpec, execute
 
     monkeypatch.setenv("ZOO_FEATURE_CACHE", str(tmp_path / "features"))
     xe = _spec(steps=2, objective="xe", scst_after=None)
@@ -292,7 +292,7 @@ def test_init_starts_a_new_run_from_a_checkpoint_and_records_it(tmp_path, monkey
 
 # -- zoo compare --objective --------------------------------------------------------------------------------
 def test_compare_plans_an_scst_run_after_each_xe_run_it_starts_from():
-    from zoo.compare import CompareConfig, plan
+    from zoo.results.compare import CompareConfig, plan
 
     cfg = CompareConfig(encoders=["resnet10t"], decoders=["gru", "lstm"], tokenizers=["word"], train={"steps": 10},
                         objectives=["xe", "scst"], objective_overrides=["train.lr=5e-5", "objective.sample_n=3"])
@@ -323,10 +323,10 @@ def test_bad_compare_objectives_fail_before_any_training(tmp_path, capsys, objec
 @pytest.mark.slow
 @pytest.mark.xdist_group("train")
 def test_compare_trains_scst_from_the_xe_runs_best_checkpoint(tmp_path, monkeypatch):
-    from zoo.checkpoint import read_extra, sha256_file
-    from zoo.compare import CompareConfig, compare
-    from zoo.results import ResultsDB
-    from zoo.runs import RunSpec
+    from zoo.models.checkpoint import read_extra, sha256_file
+    from zoo.results.compare import CompareConfig, compare
+    from zoo.results.database import ResultsDB
+    from zoo.training.runs import RunSpec
 
     monkeypatch.setenv("ZOO_FEATURE_CACHE", str(tmp_path / "features"))
     cfg = CompareConfig(

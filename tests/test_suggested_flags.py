@@ -19,12 +19,12 @@ FLAG = re.compile(r"(?<![\w-])--([a-z][a-z0-9]*(?:-[a-z0-9]+)*)")
 #: modules shared by several commands → the commands whose users can read its messages. A module of
 #: zoo/commands/ serves its own command; any other module's flags must exist in at least one command.
 SHOWN_BY = {
-    "zoo/data.py": ("train", "eval"),
-    "zoo/train.py": ("train",),
-    "zoo/runs.py": ("train",),
-    "zoo/model_eval.py": ("eval",),
-    "zoo/results.py": ("eval", "leaderboard", "compare"),
-    "zoo/leaderboard.py": ("leaderboard",),
+    "zoo/data/datasets.py": ("train", "eval"),
+    "zoo/training/train.py": ("train",),
+    "zoo/training/runs.py": ("train",),
+    "zoo/evaluation/model_eval.py": ("eval",),
+    "zoo/results/database.py": ("eval", "leaderboard", "compare"),
+    "zoo/results/leaderboard.py": ("leaderboard",),
     "plugins/datasets/coco.py": ("train", "eval"),
     "plugins/datasets/folder.py": ("train", "eval"),
 }
@@ -92,8 +92,8 @@ def command_flags() -> tuple[dict[str, set[str]], set[str]]:
 
 def test_the_scan_finds_the_messages_it_is_meant_to_check():
     flags = suggested_flags()
-    assert "skip-bad-images" in flags["zoo/data.py"]  # the truncated-image advice
-    assert "db" in flags["zoo/results.py"] and "resume" in flags["zoo/runs.py"]
+    assert "skip-bad-images" in flags["zoo/data/datasets.py"]  # the truncated-image advice
+    assert "db" in flags["zoo/results/database.py"] and "resume" in flags["zoo/training/runs.py"]
 
 
 def test_every_flag_a_message_suggests_exists_on_the_commands_that_show_it():

@@ -16,8 +16,8 @@ import pytest
 
 import zoo
 from zoo.errors import CheckpointError, DataError, ZooError
-from zoo.registry import Registry
-from zoo.tokenizer import BOS_ID, EOS_ID, PAD_ID, SPECIAL_TOKENS, UNK_ID
+from zoo.registry.registry import Registry
+from zoo.contracts.tokenizer import BOS_ID, EOS_ID, PAD_ID, SPECIAL_TOKENS, UNK_ID
 from zoo_plugins.tokenizers import sentencepiece_tokenizer as sp_module
 from zoo_plugins.tokenizers import word as word_module
 from zoo_plugins.tokenizers.sentencepiece_tokenizer import SentencePieceTokenizer

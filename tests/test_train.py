@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 import zoo
 from zoo.cli import main as zoo_main
-from zoo.runs import RunSpec, build_model, execute, load_split
+from zoo.training.runs import RunSpec, build_model, execute, load_split
 
 pytestmark = [pytest.mark.xdist_group("train"), pytest.mark.slow]
 
@@ -52,7 +52,7 @@ def test_training_writes_a_complete_run_folder(trained):
 
 
 def test_training_raises_heldout_cider_far_above_untrained(trained):
-    from zoo.model_eval import evaluate_model
+    from zoo.evaluation.model_eval import evaluate_model
 
     spec = RunSpec.from_file(trained / "run.json")
     test_set = load_split(spec, "test")
@@ -111,7 +111,7 @@ def test_zoo_eval_files_rescore_identically_with_pycocoevalcap(trained, tmp_path
     for k, v in official.items():
         assert metrics["metrics"][k] == pytest.approx(v, abs=1e-9), k
     # and the row landed in the results database
-    from zoo.results import ResultsDB
+    from zoo.results.database import ResultsDB
 
     with ResultsDB(db) as rdb:
         rows = rdb.rows(data="shapes", split="test")
@@ -174,7 +174,7 @@ def test_train_command_errors_are_clear(capsys, tmp_path):
 def test_training_settings_take_their_declared_types():
     """``--set train.lr=1e-3`` arrives as the string '1e-3' (YAML 1.1); it must become a float, not
     fail deep inside the schedule."""
-    from zoo.train import TrainConfig
+    from zoo.training.train import TrainConfig
 
     cfg = TrainConfig.from_dict({"lr": "1e-3", "steps": 10.0, "eval_every": None, "amp": False})
     assert cfg.lr == 1e-3 and cfg.steps == 10 and isinstance(cfg.steps, int) and cfg.amp is False
@@ -264,7 +264,7 @@ def test_bad_training_settings_fail_before_training_naming_the_setting(cache_env
 
 
 def test_cuda_device_without_cuda_says_so_and_what_to_use(monkeypatch):
-    from zoo.train import TrainConfig
+    from zoo.training.train import TrainConfig
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     for device in ("cuda", "cuda:0"):
@@ -279,7 +279,7 @@ def test_short_run_reaches_its_learning_rate_and_long_runs_are_unchanged():
     reaches train.lr; a run of 1,000 steps or more (the demo's 1,200) keeps the schedule it always had."""
     import math
 
-    from zoo.train import TrainConfig, lr_at
+    from zoo.training.train import TrainConfig, lr_at
 
     cfg = TrainConfig(lr=1e-3)  # default warmup_steps=100
     short = [lr_at(s, cfg, 30) for s in range(30)]
@@ -336,8 +336,8 @@ def test_resuming_a_finished_run_changes_nothing_and_says_so(cache_env, tmp_path
 def test_eval_with_sampling_and_constraints_records_every_setting(trained, tmp_path, capsys):
     """Sampling, n per image and constraints from the command line reach the metrics JSON, the file
     names, the results row (decoding, objective, caption statistics) and the leaderboard."""
-    from zoo.leaderboard import build_leaderboard
-    from zoo.results import ResultsDB
+    from zoo.results.leaderboard import build_leaderboard
+    from zoo.results.database import ResultsDB
 
     db, out = tmp_path / "results.sqlite", tmp_path / "ev"
     common = ["--split", "test", "--out", str(out), "--db", str(db), "--metrics", "cider-d", "--no-progress",

@@ -14,10 +14,10 @@ from safetensors.torch import load_file
 
 import zoo
 from zoo.cli import main as zoo_main
-from zoo.model import CaptionModel
-from zoo.runs import RunSpec, execute
-from zoo.run_guard import RunFailed
-from zoo.train import saved_step
+from zoo.models.caption_model import CaptionModel
+from zoo.training.runs import RunSpec, execute
+from zoo.training.run_guard import RunFailed
+from zoo.training.train import saved_step
 
 pytestmark = [pytest.mark.xdist_group("train"), pytest.mark.slow,
               pytest.mark.filterwarnings("ignore:CIDEr-D on 4 images")]
@@ -98,7 +98,7 @@ def test_a_decoder_that_breaks_at_validation_loses_nothing(straight, tmp_path, m
 
 
 def test_a_full_disk_saves_the_state_and_resumes_exactly(straight, tmp_path, monkeypatch):
-    import zoo.train
+    import zoo.training.train
 
     run = tmp_path / "run"
     full = OSError(errno.ENOSPC, "No space left on device")
@@ -119,7 +119,7 @@ def test_a_full_disk_saves_the_state_and_resumes_exactly(straight, tmp_path, mon
     assert "(written now)" in str(info.value)
     assert saved_step(run / "state.safetensors") == 6  # the failure saved the last completed step
     with monkeypatch.context() as m:  # resumed; now writing best.safetensors at step 8 fails
-        failing_once(m, zoo.train, "save", 1, full)
+        failing_once(m, zoo.training.train, "save", 1, full)
         with pytest.raises(RunFailed, match="No space left on device"):
             execute(spec(), run, resume=True, progress=False)
     assert saved_step(run / "state.safetensors") == 8
@@ -128,10 +128,10 @@ def test_a_full_disk_saves_the_state_and_resumes_exactly(straight, tmp_path, mon
 
 
 def test_a_kill_during_the_checkpoint_write_keeps_the_previous_state(straight, tmp_path, monkeypatch):
-    import zoo.train
+    import zoo.training.train
 
     run = tmp_path / "run"
-    real = zoo.train.save_file
+    real = zoo.training.train.save_file
     calls = {"n": 0}
 
     def dies_while_writing(tensors, filename, metadata=None):
@@ -142,7 +142,7 @@ def test_a_kill_during_the_checkpoint_write_keeps_the_previous_state(straight, t
         raise KeyboardInterrupt
 
     with monkeypatch.context() as m:
-        m.setattr(zoo.train, "save_file", dies_while_writing)
+        m.setattr(zoo.training.train, "save_file", dies_while_writing)
         with pytest.raises(RunFailed) as info:
             execute(spec(), run, progress=False)
     msg = str(info.value)

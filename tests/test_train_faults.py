@@ -120,8 +120,8 @@ def test_resuming_a_run_that_never_saved_a_state_says_so(tmp_path, capsys):
 
 
 def test_best_and_last_of_one_run_copied_elsewhere_are_not_pooled_as_seeds(tmp_path, capsys):
-    from zoo.checkpoint import read_extra
-    from zoo.results import ResultsDB
+    from zoo.models.checkpoint import read_extra
+    from zoo.results.database import ResultsDB
 
     out = tmp_path / "run"
     assert zoo_main(train_args(out)) == 0

@@ -10,13 +10,13 @@ The front door::
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from zoo.version import __version__
 
-from zoo.checkpoint import load, save
-from zoo.decoder import Decoder
-from zoo.encoder import Encoder
+from zoo.models.checkpoint import load, save
+from zoo.contracts.decoder import Decoder
+from zoo.contracts.encoder import Encoder
 from zoo.errors import ZooError
-from zoo.factory import (
+from zoo.models.factory import (
     create_decoder,
     create_encoder,
     create_model,
@@ -24,11 +24,12 @@ from zoo.factory import (
     list_models,
     list_names,
 )
-from zoo.features import Features
-from zoo.hookspecs import hookimpl
-from zoo.manager import get_plugin_manager, get_registry, load_plugin
-from zoo.model import CaptionModel
-from zoo.tokenizer import Tokenizer
+from zoo.contracts.features import Features
+from zoo.registry.hookspecs import hookimpl
+from zoo.registry.loading import load_plugin
+from zoo.registry.manager import get_plugin_manager, get_registry
+from zoo.models.caption_model import CaptionModel
+from zoo.contracts.tokenizer import Tokenizer
 
 __all__ = [
     "__version__",

@@ -12,7 +12,14 @@ import traceback
 import warnings
 from typing import Sequence
 
+import pluggy
+
+from zoo import commands
 from zoo.errors import ZooError
+from zoo.registry.loading import load_plugin
+from zoo.registry.manager import get_plugin_manager, plugin_failures
+from zoo.runtime.threads import configure_threads
+from zoo.version import __version__
 
 
 DEBUG_ENV = "ZOO_DEBUG"
@@ -42,8 +49,6 @@ def _load_plugins(specs: list[str]) -> None:
     """Load the user's ``--plugin`` modules; any failure is an error (the caller exits 2). A module name is
     also looked up in the current directory (appended to ``sys.path``, so installed modules win), as
     ``python -m zoo`` would; the ``zoo`` console script does not put the current directory on the path."""
-    from zoo.manager import load_plugin
-
     cwd = os.getcwd()
     if any(_is_module_name(s) for s in specs) and cwd not in sys.path and "" not in sys.path:
         sys.path.append(cwd)
@@ -52,16 +57,18 @@ def _load_plugins(specs: list[str]) -> None:
 
 
 def _warn_failed_plugins() -> None:
-    from zoo.manager import plugin_failures
-
     for plugin, why in plugin_failures().items():
         print(f"warning: plugin {plugin!r} failed to load: {why}", file=sys.stderr)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from zoo import __version__
-    from zoo.manager import get_plugin_manager
+def command_manager() -> pluggy.PluginManager:
+    """The plugin manager with the built-in sub-commands (``zoo.commands``) registered in it."""
+    pm = get_plugin_manager()
+    commands.register(pm)
+    return pm
 
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="zoo",
         description="Caption Zoo: image-captioning models by name; train, score on COCO, compare.",
@@ -83,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"on an error, print the Python traceback too (or set {DEBUG_ENV}=1); may follow the sub-command",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    get_plugin_manager().hook.zoo_add_commands(subparsers=sub)
+    command_manager().hook.zoo_add_commands(subparsers=sub)
     return parser
 
 
@@ -96,10 +103,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = None
     debug, argv = _split_debug(argv)
     try:
-        from zoo.threads import configure_threads
-
-        configure_threads()  # ZOO_NUM_THREADS / OMP_NUM_THREADS / cores per local rank (zoo.threads)
+        configure_threads()  # ZOO_NUM_THREADS / OMP_NUM_THREADS / cores per local rank (zoo.runtime.threads)
         plugins, argv = _split_plugins(argv)
+        command_manager()  # the built-in commands join right after the entry points, before any --plugin
         _load_plugins(plugins)
         parser = build_parser()
         args = parser.parse_args(argv)

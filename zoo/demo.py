@@ -42,7 +42,7 @@ SCST_OVERRIDES = [f"train.lr={SCST_LR}", "train.warmup_steps=0", "train.eval_eve
 
 def main(argv: list[str] | None = None) -> int:
     from zoo.commands.compare import show_leaderboard
-    from zoo.compare import CompareConfig, compare
+    from zoo.results.compare import CompareConfig, compare
 
     ap = argparse.ArgumentParser(prog="python -m zoo.demo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="demo")

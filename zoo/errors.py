@@ -40,5 +40,5 @@ class MetricError(ZooError):
 
 
 class ContractError(ZooError):
-    """A plugin breaks a contract the zoo relies on: a decoder's shapes (``zoo.contract``), options that
-    are not plain JSON values (``zoo.options``). The message names the plugin and what to change."""
+    """A plugin breaks a contract the zoo relies on: a decoder's shapes (``zoo.contracts.probe``), options that
+    are not plain JSON values (``zoo.registry.options``). The message names the plugin and what to change."""

@@ -4,7 +4,7 @@ copied test file (as pytest's ``pytester`` and timm's model tests give theirs).
 ``check_decoder`` builds the decoder on random ``zoo.Features`` (no encoder, no data set) and checks, in
 about a second at small sizes, what the zoo relies on:
 
-1. the decoder contract (``zoo.contract``: the shapes of ``forward``, ``keep=``, ``prepare``,
+1. the decoder contract (``zoo.contracts.probe``: the shapes of ``forward``, ``keep=``, ``prepare``,
    ``init_state``, ``step``) and that its options are plain JSON values;
 2. teacher-forced ``forward`` equals ``forward_stepwise`` (the same logits through ``step``), in eval mode;
 3. it learns: the loss on 8 fixed captions falls to a tenth of its start within ``steps`` Adam steps
@@ -35,11 +35,11 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from zoo.contract import check_decoder_contract
-from zoo.decoder import Decoder
-from zoo.features import Features
-from zoo.options import check_option_values
-from zoo.tokenizer import Tokenizer
+from zoo.contracts.probe import check_decoder_contract
+from zoo.contracts.decoder import Decoder
+from zoo.contracts.features import Features
+from zoo.registry.options import check_option_values
+from zoo.contracts.tokenizer import Tokenizer
 
 __all__ = ["DecoderReport", "check_decoder", "features", "training_batch", "caption_loss", "rescore"]
 
@@ -150,7 +150,7 @@ def check_decoder(
     )
     dec.eval()
 
-    from zoo.generation import beam_search
+    from zoo.generation.search import beam_search
 
     unseen = features(32, feature_dim, seed=11)  # 5. beam search >= greedy
     kw = dict(bos_id=BOS, eos_id=EOS, max_len=10, length_penalty=0.0)
@@ -173,7 +173,7 @@ def check_decoder(
 
 def _factory(decoder: Any) -> Callable[..., Decoder]:
     if isinstance(decoder, str):
-        from zoo.manager import get_registry
+        from zoo.registry.manager import get_registry
 
         return get_registry().get("decoder", decoder).factory
     return decoder
@@ -183,7 +183,7 @@ def _check_save_load(dec: Decoder, build: Callable[[], Decoder], feats: Features
     """As ``zoo.save``/``zoo.load``: a fresh decoder from the JSON options, the tensors from a file."""
     from safetensors.torch import load_model, save_model
 
-    from zoo.generation import beam_search
+    from zoo.generation.search import beam_search
 
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "decoder.safetensors")

@@ -9,7 +9,7 @@ why a scorer cannot run here (no Java; SPICE's CoreNLP jars absent), so an offli
 "SPICE not computed, because ..." instead of starting a download that fails, or worse, a fake number.
 
 Names: ``bleu``, ``meteor``, ``rouge-l``, ``cider-d`` (pycocoevalcap's Cider), ``cider-d-fast``
-(:class:`zoo.metrics.CiderD`, the same numbers ~40x faster) and ``spice``.
+(:class:`zoo.evaluation.cider.CiderD`, the same numbers ~40x faster) and ``spice``.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import Any, Mapping, Sequence
 
 import zoo
 from zoo.errors import DataError, MetricError
-from zoo.evaluation import JAVA_INSTALL_HINT
-from zoo.metrics import CiderD
+from zoo.evaluation.coco import JAVA_INSTALL_HINT
+from zoo.evaluation.cider import CiderD
 
 SPICE_CORENLP_URL = "http://nlp.stanford.edu/software/stanford-corenlp-full-2015-12-09.zip"
 
@@ -160,7 +160,7 @@ class CiderReference(_Scorer):
 
 
 def cider_d_fast(n: int = 4, sigma: float = 6.0) -> CiderD:
-    """CIDEr-D, exact and vectorised (zoo.metrics.CiderD): pycocoevalcap's per-image numbers within 1e-9,
+    """CIDEr-D, exact and vectorised (zoo.evaluation.cider.CiderD): pycocoevalcap's per-image numbers within 1e-9,
     document frequencies from the references being scored."""
     return CiderD(n=n, sigma=sigma)
 

@@ -3,10 +3,10 @@
 Each step, for the batch's distinct images:
 
 1. **Rollouts** without gradient: ``sample_n`` captions per image from the model
-   (``zoo.generation.sample``: multinomial at ``temperature``, up to ``max_len`` tokens), from this
+   (``zoo.generation.search.sample``: multinomial at ``temperature``, up to ``max_len`` tokens), from this
    objective's own random generator (saved in the training state, so a resumed run draws the same).
 2. **Reward**: CIDEr-D of every sample against its image's training references, on token ids, with
-   document frequencies from all training references (``zoo.reward.CiderReward``, built once per run);
+   document frequencies from all training references (``zoo.training.reward.CiderReward``, built once per run);
    <eos> counts as a word (``eos``). Optionally plus ``bleu4_weight`` × sentence BLEU-4.
 3. **Baseline**: ``mean`` (NSC, the default): each sample's baseline is the mean reward of its image's
    *other* samples (leave-one-out, so it does not depend on the sample itself and the gradient stays
@@ -29,9 +29,9 @@ import numpy as np
 import torch
 
 import zoo
-from zoo.features import Features, select_batch
-from zoo.generation import sample
-from zoo.objective import (
+from zoo.contracts.features import Features, select_batch
+from zoo.generation.search import sample
+from zoo.training.objective import (
     Objective,
     ObjectiveBatch,
     ObjectiveContext,
@@ -41,7 +41,7 @@ from zoo.objective import (
     check_number,
     format_signature,
 )
-from zoo.reward import CiderReward, bleu4, split_rows
+from zoo.training.reward import CiderReward, bleu4, split_rows
 
 
 def leave_one_out_mean(rewards: np.ndarray, n: int) -> np.ndarray:
@@ -114,7 +114,7 @@ class SelfCritical(Objective):
 
     # -- a run ------------------------------------------------------------------------------------------
     def setup(self, context: ObjectiveContext) -> None:
-        from zoo import distributed as dist
+        from zoo.runtime import distributed as dist
         from zoo.errors import ZooError
 
         tok = context.tokenizer
@@ -139,7 +139,7 @@ class SelfCritical(Objective):
 
     # -- a step -----------------------------------------------------------------------------------------
     def rewards(self, tokens: torch.Tensor, lengths: torch.Tensor, images: np.ndarray) -> np.ndarray:
-        """The reward of each sampled row (``tokens``/``lengths`` as ``zoo.generation.sample`` returns
+        """The reward of each sampled row (``tokens``/``lengths`` as ``zoo.generation.search.sample`` returns
         them; ``images`` the training-set image of each row)."""
         assert self.reward is not None, "setup() first"
         lengths = lengths.clone()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import zoo
-from zoo.objective import Objective, ObjectiveBatch, ObjectiveContext, StepOutput, check_number
+from zoo.training.objective import Objective, ObjectiveBatch, ObjectiveContext, StepOutput, check_number
 
 
 class CrossEntropy(Objective):

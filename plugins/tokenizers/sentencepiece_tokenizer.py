@@ -23,7 +23,7 @@ import sentencepiece as spm
 
 import zoo
 from zoo.errors import CheckpointError, DataError, ZooError
-from zoo.tokenizer import BOS_ID, EOS_ID, PAD_ID, SPECIAL_TOKENS, UNK_ID
+from zoo.contracts.tokenizer import BOS_ID, EOS_ID, PAD_ID, SPECIAL_TOKENS, UNK_ID
 
 MAGIC = b"zoo-sentencepiece\n"
 VERSION = 1

@@ -24,7 +24,7 @@ from typing import Any, Iterable, Sequence
 
 import zoo
 from zoo.errors import CheckpointError, DataError, ZooError
-from zoo.tokenizer import SPECIAL_TOKENS, UNK_ID
+from zoo.contracts.tokenizer import SPECIAL_TOKENS, UNK_ID
 
 FORMAT = "zoo-word-tokenizer"
 VERSION = 1

@@ -8,13 +8,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from zoo.decoding import add_decoding_arguments
-from zoo.hookspecs import hookimpl
+from zoo.generation.options import add_decoding_arguments
+from zoo.registry.hookspecs import hookimpl
 
 
 @hookimpl
 def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
-    from zoo.data import add_image_arguments
+    from zoo.data.datasets import add_image_arguments
 
     p = subparsers.add_parser(
         "caption", help="caption image files with a checkpoint",
@@ -34,8 +34,8 @@ def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 def _open(path: str) -> Any:
     """The image at ``path``; a file that is missing or not an image is a ZooError saying so, in words
-    for this command (``zoo.data.open_image``'s own advice is about data sets)."""
-    from zoo.data import open_image
+    for this command (``zoo.data.datasets.open_image``'s own advice is about data sets)."""
+    from zoo.data.datasets import open_image
     from zoo.errors import DataError
 
     p = Path(path)
@@ -61,16 +61,16 @@ def cmd_caption(args: argparse.Namespace) -> int:
     cost the other captions."""
     import sys
 
-    from zoo.checkpoint import load
+    from zoo.models.checkpoint import load
     from zoo.commands.eval import resolve_checkpoint
     from zoo.errors import DataError
 
-    from zoo.decoding import DecodingOptions
+    from zoo.generation.options import DecodingOptions
 
     decoding = DecodingOptions.from_args(args)  # bad settings fail before any file is read
     ckpt, _ = resolve_checkpoint(args.checkpoint)  # refuses a run's state.safetensors, naming its checkpoints
     if args.attention and (decoding.sample or decoding != DecodingOptions(decoding.beam_size, decoding.max_len)):
-        from zoo.generation import DecodingOptionError
+        from zoo.generation.search import DecodingOptionError
 
         raise DecodingOptionError("--attention draws beam-search captions with --beam and --max-len only; "
                                   "leave out --sample, the constraints and --length-penalty")
@@ -88,7 +88,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
         keys = sorted(opened)
         images, names = [opened[i] for i in keys], [args.images[i] for i in keys]
         if args.attention:
-            from zoo.attention_figure import write_attention_figures
+            from zoo.views.attention_figure import write_attention_figures
 
             drawn = write_attention_figures(model, images, names, args.attention, beam_size=decoding.beam_size,
                                             max_len=decoding.max_len)

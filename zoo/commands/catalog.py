@@ -7,8 +7,8 @@ import inspect
 import json
 import sys
 
-from zoo.hookspecs import hookimpl
-from zoo.registry import KINDS
+from zoo.registry.hookspecs import hookimpl
+from zoo.registry.registry import KINDS
 
 LISTABLE = [k + "s" for k in KINDS] + ["models", "weights", "plugins"]
 
@@ -27,8 +27,8 @@ def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from zoo.factory import list_names
-    from zoo.manager import get_plugin_manager, get_registry
+    from zoo.models.factory import list_names
+    from zoo.registry.manager import get_plugin_manager, get_registry
 
     get_registry()  # loads every plugin, so that those that fail are known (zoo.cli reports them)
     if args.kind == "plugins":
@@ -52,13 +52,13 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def _info(name: str, kind: str | None) -> dict:
     from zoo.errors import UnknownNameError, ZooError
-    from zoo.manager import get_registry
+    from zoo.registry.manager import get_registry
 
     reg = get_registry()
     kinds = [kind] if kind else list(KINDS) + ["model"]
     for k in kinds:
         if k == "model":
-            from zoo.recipes import load_recipes
+            from zoo.registry.recipes import load_recipes
 
             recipes = load_recipes()
             if name in recipes:
@@ -101,7 +101,7 @@ def load_recipes_quietly() -> list[str]:
     import warnings
 
     from zoo.errors import ZooError
-    from zoo.recipes import load_recipes
+    from zoo.registry.recipes import load_recipes
 
     try:
         with warnings.catch_warnings():
@@ -134,7 +134,7 @@ def checkpoint_info(path: str) -> dict | None:
     None when ``path`` is not a file or folder, so the name is looked up in the registry instead."""
     from pathlib import Path
 
-    from zoo.checkpoint import objective_signature, read_extra, read_metadata
+    from zoo.models.checkpoint import objective_signature, read_extra, read_metadata
 
     p = Path(path)
     if not (p.is_file() or p.is_dir()) or not (p.is_file() or (p / "best.safetensors").exists()

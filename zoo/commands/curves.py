@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from zoo.hookspecs import hookimpl
+from zoo.registry.hookspecs import hookimpl
 
 
 @hookimpl
@@ -19,7 +19,7 @@ def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_curves(args: argparse.Namespace) -> int:
-    from zoo.curves import compare_runs
+    from zoo.views.curves import compare_runs
 
     print(compare_runs(args.runs, args.out))
     return 0

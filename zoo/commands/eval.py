@@ -7,9 +7,9 @@ import json
 import warnings
 from pathlib import Path
 
-from zoo.hookspecs import hookimpl
-from zoo.decoding import add_decoding_arguments
-from zoo.results import add_db_argument
+from zoo.registry.hookspecs import hookimpl
+from zoo.generation.options import add_decoding_arguments
+from zoo.results.database import add_db_argument
 
 
 def _int_at_least(low: int, what: str):
@@ -34,8 +34,8 @@ non_negative_int = _int_at_least(0, "an integer ≥ 0")
 
 @hookimpl
 def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
-    from zoo.data import add_image_arguments
-    from zoo.report import DEFAULT_REPORT_IMAGES
+    from zoo.data.datasets import add_image_arguments
+    from zoo.evaluation.report import DEFAULT_REPORT_IMAGES
 
     p = subparsers.add_parser(
         "eval",
@@ -86,7 +86,7 @@ def resolve_checkpoint(path: str) -> tuple[Path, Path | None]:
     """(checkpoint file, run folder or None). The file's header is checked at once (before any data set
     loads): a run's resumable training state (``state.safetensors``) is refused, pointing to the run's
     model checkpoints."""
-    from zoo.checkpoint import read_metadata
+    from zoo.models.checkpoint import read_metadata
     from zoo.errors import ZooError
 
     p = Path(path)
@@ -100,24 +100,24 @@ def resolve_checkpoint(path: str) -> tuple[Path, Path | None]:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from zoo import distributed as dist
-    from zoo.checkpoint import load, read_extra
-    from zoo.data import load_dataset
-    from zoo.evaluation import format_scores
-    from zoo.metrics import SmallCorpusWarning
-    from zoo.model_eval import evaluate_model, record
-    from zoo.runs import RunSpec
-    from zoo.train import read_train_speed
+    from zoo.runtime import distributed as dist
+    from zoo.models.checkpoint import load, read_extra
+    from zoo.data.datasets import load_dataset
+    from zoo.evaluation.coco import format_scores
+    from zoo.evaluation.cider import SmallCorpusWarning
+    from zoo.evaluation.model_eval import evaluate_model, record
+    from zoo.training.runs import RunSpec
+    from zoo.training.train import read_train_speed
 
-    from zoo.caption_stats import format_statistics
-    from zoo.decoding import DecodingOptions
+    from zoo.evaluation.caption_stats import format_statistics
+    from zoo.generation.options import DecodingOptions
 
     decoding = DecodingOptions.from_args(args)  # bad settings fail here, naming the flag
     dist.init_from_env()
     try:
         ckpt, run_dir = resolve_checkpoint(args.checkpoint)
         if not args.no_record and not args.no_ptb:  # every rank: none may start decoding alone
-            from zoo.results import check_writable
+            from zoo.results.database import check_writable
 
             # before decoding: a database that cannot take the row fails in seconds, not after the work
             check_writable(args.db, otherwise="or pass --no-record to evaluate without recording")
@@ -182,8 +182,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def _train_captions(path: str | None, data: str, root, options: dict, split: str) -> list[str] | None:
     """Training captions for the copy statistic: ``--train-captions FILE``, else the data set's train
     split (None when it does not load, or when the split evaluated is itself the train split's)."""
-    from zoo.caption_stats import read_caption_file
-    from zoo.data import load_dataset
+    from zoo.evaluation.caption_stats import read_caption_file
+    from zoo.data.datasets import load_dataset
     from zoo.errors import ZooError
 
     if path:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from zoo.hookspecs import hookimpl
+from zoo.registry.hookspecs import hookimpl
 
 FORMATS = ("table", "md", "csv", "json", "html")
 _SUFFIX_FORMATS = {
@@ -54,7 +54,7 @@ def _closest_first(groups: list[tuple[str, str, int]], data: str | None, split: 
 
 @hookimpl
 def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
-    from zoo.results import add_db_argument
+    from zoo.results.database import add_db_argument
 
     p = subparsers.add_parser(
         "leaderboard",
@@ -79,9 +79,9 @@ def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from zoo.checkpoint import atomic_write
-    from zoo.leaderboard import build_leaderboard
-    from zoo.results import ResultsDB
+    from zoo.models.checkpoint import atomic_write
+    from zoo.results.leaderboard import build_leaderboard
+    from zoo.results.database import ResultsDB
 
     fmt = output_format(args.format, args.out)  # before reading anything: a bad --out fails at once
     with ResultsDB(args.db, create=False) as db:

@@ -11,12 +11,12 @@ import json
 import warnings
 from pathlib import Path
 
-from zoo.hookspecs import hookimpl
+from zoo.registry.hookspecs import hookimpl
 
 
 @hookimpl
 def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
-    from zoo.evaluation import DEFAULT_METRICS
+    from zoo.evaluation.coco import DEFAULT_METRICS
 
     p = subparsers.add_parser(
         "score",
@@ -52,9 +52,9 @@ def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from zoo.checkpoint import atomic_write
-    from zoo.evaluation import format_scores, score_files
-    from zoo.metrics import SmallCorpusWarning
+    from zoo.models.checkpoint import atomic_write
+    from zoo.evaluation.coco import format_scores, score_files
+    from zoo.evaluation.cider import SmallCorpusWarning
 
     metrics = [m.strip() for item in args.metrics for m in item.split(",") if m.strip()]
     with warnings.catch_warnings():

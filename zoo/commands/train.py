@@ -7,12 +7,12 @@ import json
 import sys
 from pathlib import Path
 
-from zoo.hookspecs import hookimpl
+from zoo.registry.hookspecs import hookimpl
 
 
 @hookimpl
 def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
-    from zoo.data import add_image_arguments
+    from zoo.data.datasets import add_image_arguments
 
     p = subparsers.add_parser(
         "train",
@@ -54,10 +54,10 @@ def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 def spec_from_args(args: argparse.Namespace):
     from zoo.errors import ZooError
-    from zoo.runs import RunSpec
+    from zoo.training.runs import RunSpec
 
     if args.init:
-        from zoo.runs import init_from_checkpoint
+        from zoo.training.runs import init_from_checkpoint
 
         given = [f"--{p}" for p in ("encoder", "decoder", "tokenizer") if getattr(args, p)]
         if args.recipe or given:
@@ -101,9 +101,9 @@ def _with_flags(spec, args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from zoo import distributed as dist
+    from zoo.runtime import distributed as dist
     from zoo.errors import ZooError
-    from zoo.runs import RunSpec, execute
+    from zoo.training.runs import RunSpec, execute
 
     dist.init_from_env()
     try:

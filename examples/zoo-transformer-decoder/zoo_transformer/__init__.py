@@ -1,6 +1,6 @@
 """A Transformer caption decoder as a third-party Caption Zoo plugin.
 
-Everything a decoder needs is the contract in ``zoo.decoder``: ``forward`` for teacher forcing, and
+Everything a decoder needs is the contract in ``zoo.contracts.decoder``: ``forward`` for teacher forcing, and
 ``prepare`` / ``init_state`` / ``step`` for generation. Beam search, evaluation, checkpoints and the
 leaderboard then work without any change to the zoo.
 

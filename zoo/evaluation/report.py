@@ -1,0 +1,230 @@
+"""The evaluation report: ``report_*.html``, written by ``zoo eval`` next to ``results_*.json``.
+
+A score says how good a model is; the report shows *where* it fails. One self-contained page (no
+network): the scores with their decoding settings, then every evaluated image with its generated
+caption, its references and its own CIDEr-D, sortable worst-first or best-first, with a text filter.
+
+Thumbnails are small JPEGs embedded as data URIs, ~3 KB each, for at most ``report_images`` images
+(``zoo eval --report-images N``, default :data:`DEFAULT_REPORT_IMAGES`): the N/2 lowest and N/2 highest
+CIDEr-D, where a reader looks first, so a 5,000-image COCO report with every thumbnail is about 18 MB and
+the default one about 5 MB. Every image is listed either way (its text is cheap). The same thumbnails are
+stored in the results database with the row, so the leaderboard page can show them. For an attention
+decoder, up to :data:`ATTENTION_IMAGES` of those images also get a strip: one small panel per generated
+word, that word's attention over the image.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from zoo.views import html_page
+from zoo.evaluation.coco import not_computed_reason
+
+DEFAULT_REPORT_IMAGES = 1000
+#: attention decoders: images that get a strip of per-word attention maps (the lowest and highest
+#: CIDEr-D among those with thumbnails); each strip costs a decode and ~1 KB per word, so fewer than thumbnails
+ATTENTION_IMAGES = 100
+ATTENTION_PANEL = 64  # pixels, the longer side of one word's panel
+
+
+def thumbnail_ids(per_image: Mapping[str, float], ids: Sequence[str], limit: int) -> list[str]:
+    """The images that get a thumbnail: all of ``ids`` when there are at most ``limit``, else the
+    ``limit // 2`` lowest and the rest highest by per-image score (ties in data set order), in data set
+    order. Images without a score count as lowest."""
+    if limit <= 0:
+        return []
+    if len(ids) <= limit:
+        return list(ids)
+    position = {k: i for i, k in enumerate(ids)}
+    ranked = sorted(ids, key=lambda k: (per_image.get(k, float("-inf")), position[k]))
+    low = limit // 2
+    chosen = set(ranked[:low]) | set(ranked[len(ranked) - (limit - low):])
+    return [k for k in ids if k in chosen]
+
+
+def make_thumbnails(items: Mapping[str, Any], ids: Sequence[str]) -> dict[str, bytes]:
+    """JPEG thumbnails of ``items[id]`` for ``ids``; an image that cannot be decoded gets none."""
+    out = {}
+    for k in ids:
+        jpeg = html_page.thumbnail(items[k]) if k in items else None
+        if jpeg is not None:
+            out[k] = jpeg
+    return out
+
+
+def _decoding_text(decoding: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in decoding.items())
+
+
+def render_report(
+    ev: Any,
+    system: str,
+    thumbnails: Mapping[str, bytes] | None = None,
+    attention: Mapping[str, Sequence[tuple[str, bytes]]] | None = None,
+    source: str | None = None,
+    thumbnail_limit: int | None = None,
+) -> str:
+    """The report page for ``ev`` (a :class:`zoo.evaluation.model_eval.ModelEvaluation`) as HTML text.
+
+    ``thumbnails``: image id (str) → JPEG bytes; ``attention``: image id → (word, PNG or JPEG bytes) per
+    generated word, shown as a strip under the caption; ``source``: what was evaluated (a checkpoint
+    path), shown in the header."""
+    from zoo.evaluation.coco import SCALE_NOTE
+
+    e = html_page.text
+    thumbnails = thumbnails or {}
+    attention = attention or {}
+    refs = {str(k): list(v) for k, v in ev.references.items()}
+    rows = []
+    for image_id, caption in ev.captions.items():
+        k = str(image_id)
+        row: dict[str, Any] = {
+            "id": k,
+            "caption": caption,
+            "refs": refs.get(k, []),
+            "score": ev.per_image_cider.get(k),
+            "thumb": html_page.data_uri(thumbnails.get(k)),
+        }
+        if k in attention:
+            row["attention"] = [{"word": w, "uri": html_page.image_uri(img)} for w, img in attention[k]]
+        rows.append(row)
+
+    scores = "".join(
+        f'<tr><td>{e(name)}</td><td class="num" data-v="{value!r}">{value * 100:.1f}</td>'
+        f'<td class="num" data-v="{value!r}">{value:.4f}</td></tr>'
+        for name, value in ev.metrics.items()
+    )
+    missing = "".join(
+        f"<p>{e(name)} not computed: {e(not_computed_reason(name, why))}</p>" for name, why in ev.not_computed.items()
+    )
+    notes = "".join(f"<p>Note: {e(n)}</p>" for n in ev.notes)
+    if thumbnail_limit is not None and len(thumbnails) < len(rows):
+        notes += (
+            f"<p>Thumbnails for {len(thumbnails)} of {len(rows)} images (the lowest and highest CIDEr-D; "
+            f"<code>--report-images {thumbnail_limit}</code>); every image is listed.</p>"
+        )
+    protocol = "PTB-tokenized (the official protocol)" if ev.tokenized else "NOT PTB-tokenized (--no-ptb): not comparable with published scores"
+    subset = f", the first {ev.max_images} only (not a reportable score)" if ev.max_images else ""
+    head = [
+        f"<h1>Evaluation report — {e(system)}</h1>",
+        f'<p class="sub">{e(source) + " · " if source else ""}{e(ev.data)} / {e(ev.split)}: {ev.num_images} images{e(subset)}'
+        f" · decoding: {e(_decoding_text(ev.decoding))} · {e(protocol)} · {ev.decode_images_per_s:.1f} images/s</p>",
+        '<h2>Scores</h2><table class="scores sortable"><thead><tr><th>metric</th><th class="num">×100</th>'
+        f'<th class="num">raw</th></tr></thead><tbody>{scores}</tbody></table>',
+        f'<div class="notes"><p>{e(SCALE_NOTE)}. CIDEr-D of one image uses the document frequencies of the '
+        f"whole set, so per-image scores add up (their mean is the corpus CIDEr-D) but mean little on a tiny "
+        f"set.</p>{missing}{notes}</div>",
+        "<h2>Images</h2>",
+        '<div class="controls"><label>order <select id="order">'
+        '<option value="worst">worst CIDEr-D first</option><option value="best">best CIDEr-D first</option>'
+        '<option value="data">data set order</option></select></label>'
+        '<input type="search" id="filter" placeholder="filter: words in captions, references or image id" '
+        'aria-label="filter">'
+        '<span class="count" id="count"></span></div>',
+        '<div class="rows" id="rows"></div>',
+    ]
+    return html_page.page(f"Evaluation report — {system} on {ev.data}/{ev.split}", "\n".join(head),
+                          {"images": rows}, "report.js")
+
+
+def write_report(
+    ev: Any,
+    items: Mapping[str, Any],
+    path: str | Path,
+    system: str,
+    report_images: int = DEFAULT_REPORT_IMAGES,
+    attention: Any = None,
+    source: str | None = None,
+) -> dict[str, bytes]:
+    """Write the report for ``ev`` to ``path`` (atomically); ``items``: image id (str) → data set item
+    (for the thumbnails). ``attention``: image id → strips, or a function from the ids to show them for
+    (at most :data:`ATTENTION_IMAGES` of those with thumbnails) to the strips. Returns the thumbnails made
+    (image id → JPEG), for the results database."""
+    ids = [str(k) for k in ev.captions]
+    chosen = thumbnail_ids(ev.per_image_cider, ids, report_images)
+    thumbs = make_thumbnails(items, chosen)
+    if callable(attention):  # attention(ids) → strips, for the images chosen here
+        attention = attention(thumbnail_ids(ev.per_image_cider, chosen, min(ATTENTION_IMAGES, len(chosen))))
+    page = render_report(ev, system, thumbs, attention, source=source, thumbnail_limit=report_images)
+    from zoo.models.checkpoint import atomic_write
+
+    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
+    return thumbs
+
+
+def attention_strips(
+    model: Any, items: Mapping[str, Any], ids: Sequence[str], decoding: Mapping[str, Any],
+    captions: Mapping[str, str] | None = None, batch_size: int = 16,
+) -> dict[str, list[tuple[str, bytes]]]:
+    """For an attention decoder (``attends``): image id → (word, JPEG) per generated token, the image as
+    the encoder saw it with that token's attention laid over it (``zoo.views.attention_figure.upsample``, the
+    mapping ``zoo caption --attention`` draws), decoded again with the evaluation's settings. Empty for
+    other decoders. An image that cannot be decoded gets no strip, nor one whose caption decoded again
+    differs from ``captions[id]`` (the one evaluated), so a strip never describes another caption."""
+    if not getattr(model.decoder, "attends", False) or not ids:
+        return {}
+    import inspect
+
+    import numpy as np
+    from matplotlib import colormaps
+
+    from zoo.generation.attention import attention_for_images
+    from zoo.views.attention_figure import upsample
+
+    accepted = inspect.signature(model.generate).parameters
+    kwargs = {k: v for k, v in decoding.items() if k in accepted and k != "return_attention"}
+    cmap = colormaps["inferno"]
+    out: dict[str, list[tuple[str, bytes]]] = {}
+    usable = []
+    for k in ids:
+        try:
+            usable.append((k, items[k].load_image()))
+        except Exception:  # noqa: BLE001 - a picture the report cannot show is left out, never fatal
+            continue
+    for start in range(0, len(usable), batch_size):
+        part = usable[start:start + batch_size]
+        found = attention_for_images(model, [img for _, img in part], **kwargs)
+        for (k, _), (view, att) in zip(part, found):
+            if captions is not None and captions.get(k) != att.caption:
+                continue
+            view = view.numpy() if hasattr(view, "numpy") else np.asarray(view)
+            heat = upsample(att.maps(), view.shape[:2]).numpy()
+            panels = []
+            for t, word in enumerate(att.words):
+                h = heat[t] / max(float(heat[t].max()), 1e-12)
+                blend = 0.45 * view + 0.55 * cmap(h)[..., :3]
+                panels.append((word, _jpeg(blend)))
+            out[k] = panels
+    return out
+
+
+def _jpeg(rgb: Any) -> bytes:
+    import io
+
+    import numpy as np
+    import PIL.Image
+
+    img = PIL.Image.fromarray((np.clip(rgb, 0, 1) * 255).astype("uint8"))
+    img.thumbnail((ATTENTION_PANEL, ATTENTION_PANEL), PIL.Image.Resampling.BICUBIC)
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=html_page.THUMBNAIL_QUALITY)
+    return buf.getvalue()
+
+
+def system_name(config: Mapping[str, Any]) -> str:
+    """``encoder+decoder+tokenizer``, the name the results database gives a model."""
+    return "+".join(str(config.get(part, {}).get("name", "?")) for part in ("encoder", "decoder", "tokenizer"))
+
+
+def report_evaluation(
+    ev: Any, model: Any, items: Mapping[str, Any], path: Path, report_images: int = DEFAULT_REPORT_IMAGES
+) -> None:
+    """What :func:`zoo.evaluation.model_eval.evaluate_model` calls once an evaluation is scored: write its report
+    to ``path`` (with attention strips when the decoder attends) and keep the thumbnails on ``ev``
+    (``ev.thumbnails``) for the results database."""
+    def strips(ids: Sequence[str]) -> dict[str, list[tuple[str, bytes]]]:
+        return attention_strips(model, items, ids, ev.decoding, {str(k): c for k, c in ev.captions.items()})
+
+    ev.thumbnails = write_report(ev, items, path, system_name(model.config), report_images, attention=strips)
+    ev.report_path = path

@@ -1,0 +1,220 @@
+"""``CaptionModel``: an encoder, a decoder and a tokenizer that travel together."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from zoo.generation.constraints import Constraints
+from zoo.contracts.decoder import Decoder
+from zoo.generation.options import DecodingOptions
+from zoo.contracts.encoder import Encoder
+from zoo.contracts.features import Features
+from zoo.generation.attention import CaptionAttention, caption_attention, check_attends_model
+from zoo.generation.search import Hypothesis, Samples, beam_search, sample
+from zoo.contracts.tokenizer import Tokenizer
+
+
+class CaptionModel(nn.Module):
+    """Image → caption. ``config`` holds everything ``zoo.create_model`` needs to rebuild it
+    (encoder/decoder/tokenizer names and options); the tokenizer itself is saved as bytes."""
+
+    def __init__(self, encoder: Encoder, decoder: Decoder, tokenizer: Tokenizer, config: dict[str, Any]):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+        self.tokenizer = tokenizer
+        self.config = copy.deepcopy(config)
+
+    # -- training -------------------------------------------------------------------------------------
+    def encode(self, images: torch.Tensor) -> Features:
+        if self.encoder.frozen:
+            with torch.no_grad():
+                return self.encoder(images)
+        return self.encoder(images)
+
+    def forward(
+        self,
+        images_or_features: torch.Tensor | Features,
+        tokens: torch.Tensor,
+        keep: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Teacher-forcing logits (B, T, V) for input ``tokens`` (B, T) that start with <bos>; with a
+        (B, T) bool mask ``keep``, only the logits at those positions, (K, V) in row-major order (decoders
+        with ``skips_padding`` never compute the others)."""
+        feats = images_or_features if isinstance(images_or_features, Features) else self.encode(images_or_features)
+        if keep is None:
+            return self.decoder(feats, tokens)
+        if self.decoder.skips_padding:
+            return self.decoder(feats, tokens, keep=keep)
+        return self.decoder(feats, tokens)[keep]
+
+    def loss(
+        self,
+        images_or_features: torch.Tensor | Features,
+        captions: torch.Tensor,
+        label_smoothing: float = 0.0,
+        net: nn.Module | None = None,
+    ) -> torch.Tensor:
+        """Mean token cross-entropy; ``captions`` is ``tokenizer.batch_encode`` output (<bos> … <eos> pad).
+        Padding is left out before the output layer, not masked after it. ``net`` is the module to call
+        in place of this one: its DistributedDataParallel or ``torch.compile`` wrapper in training."""
+        target = captions[:, 1:]
+        keep = target != self.tokenizer.pad_id
+        logits = (net if net is not None else self)(images_or_features, captions[:, :-1], keep)
+        return nn.functional.cross_entropy(logits.float(), target[keep], label_smoothing=label_smoothing)
+
+    # -- generation -----------------------------------------------------------------------------------
+    def _features(self, images_or_features: torch.Tensor | Features) -> Features:
+        if isinstance(images_or_features, Features):
+            return images_or_features
+        return self.encoder(images_or_features)
+
+    @torch.no_grad()
+    def generate_hypotheses(
+        self,
+        images_or_features: torch.Tensor | Features,
+        beam_size: int = 3,
+        max_len: int = 20,
+        length_penalty: float = 1.0,
+        constraints: Constraints | None = None,
+        return_attention: bool = False,
+    ) -> list[Hypothesis]:
+        """The best beam-search hypothesis per image (token ids, log-probability, score; with
+        ``return_attention`` its attention weights too)."""
+        if return_attention:
+            check_attends_model(self)
+        return beam_search(
+            self.decoder,
+            self._features(images_or_features),
+            bos_id=self.tokenizer.bos_id,
+            eos_id=self.tokenizer.eos_id,
+            beam_size=beam_size,
+            max_len=max_len,
+            length_penalty=length_penalty,
+            constraints=constraints,
+            return_attention=return_attention,
+        )
+
+    @torch.no_grad()
+    def generate_samples(
+        self,
+        images_or_features: torch.Tensor | Features,
+        *,
+        n: int = 1,
+        max_len: int = 20,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        constraints: Constraints | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Samples:
+        """``n`` sampled captions per image as token ids (``zoo.generation.search.sample``): rows
+        ``i*n .. i*n+n-1`` are image i's. In the mode the model is in (self-critical rollouts call it)."""
+        return sample(
+            self.decoder,
+            self._features(images_or_features),
+            bos_id=self.tokenizer.bos_id,
+            eos_id=self.tokenizer.eos_id,
+            pad_id=self.tokenizer.pad_id,
+            n=n,
+            max_len=max_len,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            generator=generator,
+            constraints=constraints,
+        )
+
+    @torch.no_grad()
+    def generate(
+        self,
+        images_or_features: torch.Tensor | Features,
+        beam_size: int = 3,
+        max_len: int = 20,
+        length_penalty: float = 1.0,
+        *,
+        sample: bool = False,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        n: int = 1,
+        min_len: int = 0,
+        no_repeat_ngram: int = 0,
+        suppress_unk: bool = False,
+        bad_endings: bool = False,
+        generator: torch.Generator | None = None,
+        return_attention: bool = False,
+    ) -> list[str] | list[list[str]] | list[CaptionAttention]:
+        """Captions for a batch of transformed images (or precomputed features), in eval mode.
+
+        Beam search by default (``beam_size=1`` is greedy); ``sample=True`` draws captions instead, with
+        ``temperature``, ``top_k``, ``top_p`` and ``n`` captions per image (``generator`` makes the draws
+        reproducible). The constraints ``min_len``, ``no_repeat_ngram``, ``suppress_unk`` and
+        ``bad_endings`` apply to both (``zoo.generation.constraints``). Every setting is checked before decoding
+        (``zoo.generation.options.DecodingOptions``: a ``DecodingOptionError`` naming the option and its flag).
+
+        Returns one string per image; with ``n > 1``, one list of ``n`` strings per image, most probable
+        first (log-probability / length ** ``length_penalty``, as beam search ranks).
+
+        ``return_attention=True`` (beam search with attention decoders only, e.g. ``gru-attn``; others
+        raise a ZooError naming the decoder): a ``zoo.generation.attention.CaptionAttention`` per image instead of a
+        string: the caption, one label per generated token, their (T, N) weights over the grid and its
+        (h, w)."""
+        options = DecodingOptions(
+            beam_size=beam_size, max_len=max_len, length_penalty=length_penalty, sample=sample,
+            temperature=temperature, top_k=top_k, top_p=top_p, n=n, min_len=min_len,
+            no_repeat_ngram=no_repeat_ngram, suppress_unk=suppress_unk, bad_endings=bad_endings,
+        ).check()
+        if return_attention and sample:
+            from zoo.generation.search import DecodingOptionError
+
+            raise DecodingOptionError(
+                "return_attention (--attention) works with beam search only; leave out sample (--sample)"
+            )
+        constraints = options.constraints(self.tokenizer)
+        was_training = self.training
+        self.eval()
+        try:
+            if not sample:
+                hyps = self.generate_hypotheses(
+                    images_or_features, beam_size, max_len, length_penalty, constraints,
+                    return_attention=return_attention,
+                )
+            else:
+                s = self.generate_samples(
+                    images_or_features, n=n, max_len=max_len, temperature=temperature, top_k=top_k,
+                    top_p=top_p, constraints=constraints, generator=generator,
+                )
+        finally:
+            self.train(was_training)
+        if not sample:
+            if return_attention:
+                size = None if isinstance(images_or_features, Features) else tuple(images_or_features.shape[-2:])
+                return caption_attention(self, hyps, size)
+            return [self.tokenizer.decode(h.tokens) for h in hyps]
+        texts = self.tokenizer.decode_batch(s.tokens.tolist())
+        if n == 1:
+            return texts
+        score = s.logprobs.double() / s.lengths.double().clamp(min=1) ** length_penalty
+        order = score.view(-1, n).argsort(dim=1, descending=True, stable=True).tolist()
+        return [[texts[i * n + j] for j in row] for i, row in enumerate(order)]
+
+    def transform(self, train: bool = False) -> Any:
+        return self.encoder.transform(train=train)
+
+    @torch.no_grad()
+    def caption_images(self, images: Sequence[Any], **kwargs: Any) -> list[str]:
+        """Captions for PIL images (transforms them with the encoder's data config)."""
+        tf = self.transform(train=False)
+        dev = next(self.parameters()).device
+        batch = torch.stack([tf(img.convert("RGB")) for img in images]).to(dev)
+        return self.generate(batch, **kwargs)
+
+    def num_parameters(self) -> dict[str, int]:
+        enc = sum(p.numel() for p in self.encoder.parameters())
+        dec = sum(p.numel() for p in self.decoder.parameters())
+        return {"encoder": enc, "decoder": dec, "total": enc + dec}

@@ -1,0 +1,39 @@
+"""Results: every evaluation as a database row, ranked; and ``compare``, which trains and ranks.
+
+- ``database``: the SQLite results database (schema versions and migrations, atomic writes, one row per
+  evaluation).
+- ``record``: an evaluation turned into a row.
+- ``leaderboard``: ranking: systems grouped, seeds summarised, paired-bootstrap intervals to the leader.
+- ``compare``: architectures trained under one budget, evaluated and recorded.
+
+May import: every layer below (``zoo.training``, ``zoo.evaluation``, ``zoo.views``, ``zoo.models``, …).
+The database's names are re-exported here, where ``zoo.results`` always had them.
+"""
+
+from zoo.results.database import (
+    DB_ENV,
+    DEFAULT_DB,
+    SCHEMA_VERSION,
+    EvalRecord,
+    ResultsDB,
+    ResultsDBError,
+    config_hash,
+    environment_info,
+    full_config,
+    references_hash,
+    resolve_db_path,
+)
+
+__all__ = [
+    "DB_ENV",
+    "DEFAULT_DB",
+    "SCHEMA_VERSION",
+    "EvalRecord",
+    "ResultsDB",
+    "ResultsDBError",
+    "config_hash",
+    "environment_info",
+    "full_config",
+    "references_hash",
+    "resolve_db_path",
+]

@@ -1,0 +1,270 @@
+"""``zoo compare``: train several architectures under one budget and rank them.
+
+Every combination of the listed encoders × decoders × tokenizers × seeds is trained with the same data,
+budget, schedule and seed list, evaluated on the same split with the same decoding settings, and recorded
+in the results database; the leaderboard is printed at the end. Each run has its own folder under
+``--out``; a run whose ``eval.json`` exists is finished and is not redone, a run with a saved training
+state is resumed, so an interrupted compare picks up where it stopped.
+
+``objectives`` (``--objective xe,scst``) trains each combination once per training objective: the ``xe``
+run as always, then each other objective's run (``<run>-scst``) starting from that ``xe`` run's
+``best.safetensors`` (``--init``), with ``objective_overrides`` (``--objective-set``, e.g. a lower
+``train.lr`` and fewer ``train.steps``) on top of the shared settings. XE and SCST versions of one
+architecture are separate rows (systems) on the leaderboard.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from zoo.models.checkpoint import atomic_write
+from zoo.training.runs import RunSpec
+
+
+@dataclass
+class CompareConfig:
+    encoders: list[str]
+    decoders: list[str]
+    tokenizers: list[str]
+    data: str = "shapes"
+    data_root: str | None = None
+    data_options: dict[str, Any] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    train: dict[str, Any] = field(default_factory=dict)
+    encoder_kwargs: dict[str, Any] = field(default_factory=dict)
+    decoder_kwargs: dict[str, Any] = field(default_factory=dict)  # shared by all decoders
+    tokenizer_kwargs: dict[str, Any] = field(default_factory=dict)
+    split: str = "test"
+    beam_size: int = 3
+    max_len: int = 20
+    #: further decoding settings (``zoo.generation.options.DecodingOptions`` fields: sampling, constraints, length
+    #: penalty); None: their defaults
+    decoding: dict[str, Any] | None = None
+    metrics: tuple[str, ...] = ("bleu", "meteor", "rouge-l", "cider-d", "spice")
+    pretrained: bool | str = False
+    overrides: list[str] = field(default_factory=list)
+    objectives: list[str] = field(default_factory=lambda: ["xe"])
+    objective_overrides: list[str] = field(default_factory=list)  # for the runs of objectives other than xe
+
+
+def decoding_options(cfg: CompareConfig) -> Any:
+    """Every decoding setting of a compare as one ``zoo.generation.options.DecodingOptions``."""
+    from zoo.generation.options import DecodingOptions
+
+    return DecodingOptions.from_mapping({"beam_size": cfg.beam_size, "max_len": cfg.max_len, **(cfg.decoding or {})})
+
+
+def run_name(encoder: str, decoder: str, tokenizer: str, seed: int) -> str:
+    return f"{encoder}-{decoder}-{tokenizer}-seed{seed}".replace("/", "_")
+
+
+def plan(cfg: CompareConfig) -> list[tuple[str, RunSpec]]:
+    """Every run, in training order: a combination's ``xe`` run before the runs that start from it (their
+    ``spec.init`` is ``{"run": <the xe run's name>}`` until :func:`resolve_init` fills in its checkpoint)."""
+    runs = []
+    for enc, dec, tok, seed in itertools.product(cfg.encoders, cfg.decoders, cfg.tokenizers, cfg.seeds):
+        spec = RunSpec(
+            encoder=enc, decoder=dec, tokenizer=tok, data=cfg.data, data_root=cfg.data_root,
+            data_options=dict(cfg.data_options), encoder_kwargs=dict(cfg.encoder_kwargs),
+            decoder_kwargs=dict(cfg.decoder_kwargs), tokenizer_kwargs=dict(cfg.tokenizer_kwargs),
+            train={**cfg.train, "seed": seed}, pretrained=cfg.pretrained,
+        ).with_overrides(cfg.overrides)
+        name = run_name(enc, dec, tok, seed)
+        for objective in cfg.objectives:
+            if objective == "xe":
+                runs.append((name, spec))
+                continue
+            other = copy.deepcopy(spec)
+            other.train["objective"] = objective
+            other = other.with_overrides(cfg.objective_overrides)
+            other.pretrained = False  # every weight comes from the xe run's checkpoint
+            other.init = {"run": name}
+            runs.append((f"{name}-{objective}", other))
+    return runs
+
+
+def resolve_init(spec: RunSpec, out: Path) -> RunSpec:
+    """``spec`` with ``init`` naming the xe run's ``best.safetensors`` in ``out`` and its sha256."""
+    from zoo.models.checkpoint import sha256_file
+
+    if spec.init is None or "run" not in spec.init:
+        return spec
+    ckpt = (out / spec.init["run"] / "best.safetensors").resolve()
+    resolved = copy.deepcopy(spec)
+    resolved.init = {"run": spec.init["run"], "path": str(ckpt), "sha256": sha256_file(ckpt) if ckpt.exists() else None}
+    return resolved
+
+
+def compare(
+    cfg: CompareConfig,
+    out_dir: str | Path,
+    db_path: str | Path | None = None,
+    progress: bool = True,
+    say: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """Train and evaluate every planned run (skipping finished ones); returns one summary per run."""
+    from zoo.models.checkpoint import load
+    from zoo.models.checkpoint import read_extra as zoo_read_extra
+    from zoo.evaluation.model_eval import evaluate_model, record
+    from zoo.training.runs import execute
+    from zoo.training.train import read_train_speed
+
+    out = Path(out_dir)
+    runs = plan(cfg)
+    test_set = check(cfg, runs)  # everything that can be checked fails here, before any run trains
+    _check_reuse(cfg, runs, out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "compare.json", lambda tmp: Path(tmp).write_text(_settings_json(cfg)))
+    summaries = []
+    for i, (name, spec) in enumerate(runs, 1):
+        run_dir = out / name
+        done = run_dir / "eval.json"
+        if done.exists():
+            say(f"[{i}/{len(runs)}] {name}: finished earlier, skipped")
+            summaries.append(json.loads(done.read_text()))
+            continue
+        resume = (run_dir / "state.safetensors").exists()
+        finished_training = (run_dir / "last.safetensors").exists()
+        say(f"[{i}/{len(runs)}] {name}: {'evaluating' if finished_training else 'resuming' if resume else 'training'}")
+        train_speed = None
+        spec = resolve_init(spec, out)
+        if not finished_training:
+            result = execute(spec, run_dir, resume=resume, progress=progress)
+            train_speed = result.train_images_per_s
+        else:
+            train_speed = read_train_speed(run_dir)
+        ckpt = run_dir / "best.safetensors"
+        model = load(ckpt)
+        ev = evaluate_model(model, test_set, decoding=decoding_options(cfg), metrics=cfg.metrics,
+                            out_dir=run_dir / "eval", progress=progress)
+        assert ev is not None
+        rid = record(ev, model, db_path, checkpoint=ckpt, seed=spec.train.get("seed"), run_name=name, train_images_per_s=train_speed)
+        from zoo.training.objective import checkpoint_objective
+
+        objective = checkpoint_objective(zoo_read_extra(ckpt))["signature"]
+        row = {"run": name, "system": spec.system, "objective": objective, "seed": spec.train.get("seed"), "record_id": rid,
+               "metrics": ev.metrics, "not_computed": ev.not_computed,
+               "train_images_per_s": train_speed, "decode_images_per_s": ev.decode_images_per_s}
+        atomic_write(done, lambda tmp: Path(tmp).write_text(json.dumps(row, indent=1)))
+        summaries.append(row)
+    return summaries
+
+
+def check(cfg: CompareConfig, runs: list[tuple[str, RunSpec]]) -> Any:
+    """Check a compare before anything trains, so a typo does not surface after the first runs: every
+    encoder, decoder, tokenizer and data set name is registered (the error names the closest ones), the
+    shared decoder and tokenizer options exist for every one of them, the seeds, the training settings
+    (``TrainConfig``: ranges, device), the metrics and decoding options
+    (:func:`zoo.evaluation.model_eval.check_request`: names, Java), every decoder keeps the decoder contract (a probe,
+``_probe_decoders``), and the evaluation split loads. Returns that split
+    (the same data for every run)."""
+    from zoo.errors import ZooError
+    from zoo.registry.manager import get_registry
+    from zoo.evaluation.model_eval import check_request
+    from zoo.registry.recipes import check_kwargs
+    from zoo.training.runs import load_split
+    from zoo.training.train import TrainConfig
+
+    reg = get_registry()
+    for kind, flag, names in (("encoder", "--encoder", cfg.encoders), ("decoder", "--decoder", cfg.decoders),
+                              ("tokenizer", "--tokenizer", cfg.tokenizers), ("seed", "--seeds", cfg.seeds)):
+        if not names:
+            raise ZooError(f"zoo compare: {flag} lists no {kind}; give at least one (comma-separated)")
+        twice = sorted({str(n) for n in names if names.count(n) > 1})
+        if twice:
+            raise ZooError(f"zoo compare: {flag} lists {', '.join(twice)} more than once; each run is trained once")
+    for kind, names in (("encoder", cfg.encoders), ("decoder", cfg.decoders), ("tokenizer", cfg.tokenizers),
+                        ("dataset", [cfg.data])):
+        for name in names:
+            reg.get(kind, name)  # an unknown name raises, naming the closest registered ones
+    for seed in cfg.seeds:
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ZooError(f"zoo compare: seeds must be whole numbers (e.g. --seeds 1,2), got {seed!r}")
+    options = decoding_options(cfg)
+    check_request(cfg.metrics, options.beam_size, options.max_len, options.length_penalty, decoding=options)
+    twice = sorted({o for o in cfg.objectives if cfg.objectives.count(o) > 1})
+    if not cfg.objectives or twice:
+        raise ZooError(f"zoo compare: --objective lists {', '.join(twice) or 'no objective'}"
+                       f"{' more than once' if twice else ''}; give each once, e.g. --objective xe,scst")
+    for objective in cfg.objectives:
+        reg.get("objective", objective)
+    if any(o != "xe" for o in cfg.objectives) and "xe" not in cfg.objectives:
+        raise ZooError(f"zoo compare --objective {','.join(cfg.objectives)}: these runs start from the xe run's "
+                       "best checkpoint; list xe too, e.g. --objective xe,scst")
+    from zoo.training.objective import ObjectiveSchedule
+
+    for _, spec in runs:
+        ObjectiveSchedule(TrainConfig.from_dict(spec.train), spec.objective_options)  # names, options
+    for _, spec in runs:
+        for kind, name, kwargs in (("encoder", spec.encoder, spec.encoder_kwargs),
+                                   ("decoder", spec.decoder, spec.decoder_kwargs),
+                                   ("tokenizer", spec.tokenizer, spec.tokenizer_kwargs)):
+            check_kwargs("zoo compare --set", kind, reg.get(kind, name), kwargs, ZooError, prefix=kind)
+        TrainConfig.from_dict(spec.train)
+    _probe_decoders(runs)
+    return load_split(runs[0][1], cfg.split)
+
+
+#: the vocabulary the compare-time probe builds decoders with (the runs' tokenizers are not trained yet)
+PROBE_VOCAB = 64
+
+
+def _probe_decoders(runs: list[tuple[str, RunSpec]]) -> None:
+    """Build every decoder of the compare once, on each encoder's feature size, so one that breaks the
+    decoder contract (``zoo.contracts.probe``) stops the compare before the first run trains, not after the
+    runs listed before it. Encoders are built without weights; nothing is trained."""
+    from zoo.models.factory import create_decoder, create_encoder
+
+    dims: dict[tuple[str, str], int] = {}
+    done: set[tuple[str, int, str]] = set()
+    for _, spec in runs:
+        enc_key = (spec.encoder, json.dumps(spec.encoder_kwargs, sort_keys=True, default=str))
+        if enc_key not in dims:
+            dims[enc_key] = create_encoder(spec.encoder, **{**spec.encoder_kwargs, "pretrained": False}).feature_dim
+        key = (spec.decoder, dims[enc_key], json.dumps(spec.decoder_kwargs, sort_keys=True, default=str))
+        if key not in done:
+            done.add(key)
+            create_decoder(spec.decoder, PROBE_VOCAB, dims[enc_key], **spec.decoder_kwargs)
+
+
+#: the compare settings that say which runs there are; any other difference makes earlier runs stale
+_COMBINATIONS = ("encoders", "decoders", "tokenizers", "seeds", "objectives", "objective_overrides")
+
+
+def _settings_json(cfg: CompareConfig) -> str:
+    return json.dumps(cfg.__dict__, indent=1, default=list)
+
+
+def _check_reuse(cfg: CompareConfig, runs: list[tuple[str, RunSpec]], out: Path) -> None:
+    """Runs in ``out`` are reused (skipped when evaluated, resumed when interrupted) only when they were
+    made with the same settings: a different budget, data, split or decoding would put stale results on
+    the leaderboard. Adding encoders, decoders, tokenizers or seeds is fine: those are new runs."""
+    from zoo.errors import ZooError
+
+    previous = out / "compare.json"
+    if previous.exists():
+        try:
+            before = json.loads(previous.read_text())
+        except json.JSONDecodeError as exc:
+            raise ZooError(f"{previous} is not valid JSON ({exc}); delete it or choose another --out") from exc
+        now = json.loads(_settings_json(cfg))
+        changed = sorted(k for k in set(before) | set(now) if k not in _COMBINATIONS and before.get(k) != now.get(k))
+        if changed:
+            raise ZooError(
+                f"{out} holds a compare made with other settings ({', '.join(changed)} differ; see "
+                f"{previous}); its runs would be stale. Choose another --out, or delete {out} to start over."
+            )
+    for name, spec in runs:
+        saved = out / name / "run.json"
+        if saved.exists():
+            changed = RunSpec.from_file(saved).differences(resolve_init(spec, out))
+            if changed:
+                raise ZooError(
+                    f"{out / name} was trained with other settings ({', '.join(changed)} differ); choose "
+                    f"another --out, or delete that folder to train it again."
+                )

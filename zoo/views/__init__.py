@@ -1,0 +1,13 @@
+"""What people look at, drawn from plain data: figures, curves, attention figures, HTML pages.
+
+- ``figures``: matplotlib on the Agg canvas (no pyplot), figures saved atomically.
+- ``curves``: training curves from a run's ``log.jsonl`` (``curves.png``, ``zoo curves`` overlays).
+- ``attention_figure``: attention maps upsampled onto the image, one panel per word.
+- ``html_page`` and ``templates/``: what the pages share (skeleton, CSS, scripts, JSON embedded safely,
+  thumbnails).
+- ``leaderboard``: a ranked leaderboard as a terminal table, Markdown, JSON and a plot.
+- ``leaderboard_page``: the leaderboard's HTML page (drill-down to images, two systems side by side).
+
+May import: ``zoo.generation`` (attention), ``zoo.files``, ``zoo.errors``, matplotlib, PIL. Views take
+what they draw as arguments: training, evaluation and results call them, never the other way round.
+"""
