@@ -10,7 +10,7 @@ from zoo.data.datasets import load_dataset
 from zoo.evaluation.coco import evaluate_captions
 from zoo.evaluation.report import make_thumbnails
 from zoo.results.database import EvalRecord, ResultsDB, config_hash, references_hash
-from zoo.training.train import simple_tokenize
+from zoo.evaluation.captioning import simple_tokenize
 
 # three systems of different quality: one copies a reference, one cuts it short, one says little
 SYSTEMS = {

@@ -104,7 +104,8 @@ def test_save_is_atomic(tmp_path, monkeypatch):
 
 
 def test_sha256_verification(tmp_path):
-    from zoo.models.checkpoint import fetch_verified, sha256_file
+    from zoo.models.checkpoint import fetch_verified
+    from zoo.files import sha256_file
 
     p = zoo.save(tiny_model("gru"), tmp_path / "m.safetensors")
     good = sha256_file(p)

@@ -84,12 +84,12 @@ def tiny_checkpoint(tmp_path):
 @pytest.fixture
 def no_decoding(monkeypatch):
     """Decoding fails the test: these requests must be refused before any image is decoded."""
-    import zoo.training.train
+    import zoo.evaluation.model_eval
 
     def decode(*a, **k):
         raise AssertionError("decoded before checking the request")
 
-    monkeypatch.setattr(zoo.training.train, "generate_for_items", decode)
+    monkeypatch.setattr(zoo.evaluation.model_eval, "generate_for_items", decode)
 
 
 def _eval_files(tmp_path):

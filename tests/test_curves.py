@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from zoo.cli import main
-from zoo.views.curves import RunMonitor, curves_figure, read_log
+from zoo.views.curves import curves_figure, read_log
+from zoo.training.monitor import RunMonitor
 from zoo.training.runs import RunSpec, execute
 
 pytestmark = [pytest.mark.xdist_group("train"), pytest.mark.filterwarnings("ignore:CIDEr-D on 4 images")]
@@ -53,15 +54,15 @@ def log_entries(steps: int, loss0: float, speed: float, scst: bool = False) -> l
 
 def test_training_writes_curves_redrawn_at_each_validation(cache_env, tmp_path, monkeypatch):
     drawn: list[int] = []
-    import zoo.views.curves
+    import zoo.training.monitor
 
-    real = zoo.views.curves.write_curves
+    real = zoo.training.monitor.write_curves
 
     def counting(runs, path):
         drawn.append(len(runs[0][1]))
         return real(runs, path)
 
-    monkeypatch.setattr(zoo.views.curves, "write_curves", counting)
+    monkeypatch.setattr(zoo.training.monitor, "write_curves", counting)
     out = tmp_path / "run"
     execute(tiny_spec(steps=4, eval_every=2), out, progress=False)
     with Image.open(out / "curves.png") as im:
@@ -73,12 +74,12 @@ def test_training_writes_curves_redrawn_at_each_validation(cache_env, tmp_path, 
 
 
 def test_a_plotting_failure_warns_and_training_goes_on(cache_env, tmp_path, monkeypatch):
-    import zoo.views.curves
+    import zoo.training.monitor
 
     def broken(runs, path):
         raise RuntimeError("no fonts")
 
-    monkeypatch.setattr(zoo.views.curves, "write_curves", broken)
+    monkeypatch.setattr(zoo.training.monitor, "write_curves", broken)
     out = tmp_path / "run"
     with pytest.warns(RuntimeWarning, match="training goes on.*curves.png.*no fonts"):
         execute(tiny_spec(steps=4, eval_every=2), out, progress=False)

@@ -91,7 +91,7 @@ def test_report_shows_data_as_text_never_as_markup(tmp_path):
 
 
 def test_record_keeps_captions_references_and_thumbnails(tmp_path):
-    from zoo.evaluation.model_eval import record
+    from zoo.results.record import record
 
     model, data, ev = _evaluate(tmp_path, n=8, report_images=2)
     db_path = tmp_path / "r.sqlite"

@@ -219,7 +219,8 @@ def test_equal_models_hash_equal_whether_defaults_were_spelled_out_or_not(tmp_pa
     """`--set decoder.dropout=0.3` (the default) and no --set build the same model: one system, not two."""
     from tests.helpers import tiny_model
     from zoo.results.leaderboard import build_leaderboard
-    from zoo.evaluation.model_eval import ModelEvaluation, record
+    from zoo.evaluation.model_eval import ModelEvaluation
+    from zoo.results.record import record
 
     implicit, explicit, other = tiny_model(), tiny_model(dropout=0.3), tiny_model(dropout=0.1)
     assert "dropout" not in implicit.config["decoder"]["kwargs"]  # as the user passed it

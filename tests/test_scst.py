@@ -267,7 +267,8 @@ def test_exact_resume_in_the_middle_of_scst(tmp_path, monkeypatch):
 
 @pytest.mark.xdist_group("train")
 def test_init_starts_a_new_run_from_a_checkpoint_and_records_it(tmp_path, monkeypatch, capsys):
-    from zoo.models.checkpoint import read_extra, sha256_file
+    from zoo.models.checkpoint import read_extra
+    from zoo.files import sha256_file
     from zoo.cli import main
     from zoo.training.runs import RunSpec, execute
 
@@ -323,7 +324,8 @@ def test_bad_compare_objectives_fail_before_any_training(tmp_path, capsys, objec
 @pytest.mark.slow
 @pytest.mark.xdist_group("train")
 def test_compare_trains_scst_from_the_xe_runs_best_checkpoint(tmp_path, monkeypatch):
-    from zoo.models.checkpoint import read_extra, sha256_file
+    from zoo.models.checkpoint import read_extra
+    from zoo.files import sha256_file
     from zoo.results.compare import CompareConfig, compare
     from zoo.results.database import ResultsDB
     from zoo.training.runs import RunSpec

@@ -101,7 +101,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def show_leaderboard(record_ids: list[int], db_path: str | None, resamples: int = 1000,
                      html: str | None = None, plot: str | None = None) -> object:
     """Print the leaderboard of exactly these rows (not older rows of the same database)."""
-    from zoo.models.checkpoint import atomic_write
+    from zoo.files import atomic_write
     from zoo.results.leaderboard import build_leaderboard
     from zoo.results.database import ResultsDB
 

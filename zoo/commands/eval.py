@@ -105,7 +105,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from zoo.data.datasets import load_dataset
     from zoo.evaluation.coco import format_scores
     from zoo.evaluation.cider import SmallCorpusWarning
-    from zoo.evaluation.model_eval import evaluate_model, record
+    from zoo.evaluation.model_eval import evaluate_model
+    from zoo.results.record import record
     from zoo.training.runs import RunSpec
     from zoo.training.train import read_train_speed
 

@@ -79,7 +79,7 @@ def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from zoo.models.checkpoint import atomic_write
+    from zoo.files import atomic_write
     from zoo.results.leaderboard import build_leaderboard
     from zoo.results.database import ResultsDB
 

@@ -52,7 +52,7 @@ def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from zoo.models.checkpoint import atomic_write
+    from zoo.files import atomic_write
     from zoo.evaluation.coco import format_scores, score_files
     from zoo.evaluation.cider import SmallCorpusWarning
 

@@ -7,7 +7,7 @@ reports each, so an evaluation shows them next to its scores. They are descripti
 as such (the results row's ``extra``), never as metrics to rank by.
 
 Captions are compared after the same light normalisation as training validation (lower case,
-punctuation stripped: ``zoo.training.train.simple_tokenize``), so "A dog." copies "a dog".
+punctuation stripped: ``zoo.evaluation.captioning.simple_tokenize``), so "A dog." copies "a dog".
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from zoo.generation.constraints import ends_badly
 
 
 def _normalise(text: str) -> str:
-    from zoo.training.train import simple_tokenize
+    from zoo.evaluation.captioning import simple_tokenize
 
     return simple_tokenize(text)
 

@@ -15,10 +15,17 @@ from typing import Any
 
 import torch
 
-from zoo.runtime import distributed as dist
-from zoo.models.checkpoint import atomic_write
-from zoo.evaluation.coco import SCALE_NOTE
+from zoo.errors import ZooError
+from zoo.evaluation.caption_stats import caption_statistics
+from zoo.evaluation.captioning import generate_for_items, simple_tokenize
+from zoo.evaluation.coco import SCALE_NOTE, check_metrics, evaluate_captions
+from zoo.evaluation.report import DEFAULT_REPORT_IMAGES, report_evaluation
+from zoo.files import atomic_write
+from zoo.generation.options import DecodingOptions
+from zoo.generation.search import check_decoding_options
 from zoo.models.caption_model import CaptionModel
+from zoo.runtime import distributed as dist
+from zoo.runtime.device import resolve_device
 
 DEFAULT_METRICS = ("bleu", "meteor", "rouge-l", "cider-d", "spice")
 
@@ -73,9 +80,6 @@ def check_request(
     metrics can be scored here (names registered, Java for the PTB tokenizer, at least one metric
     available) with the same checks :func:`zoo.evaluation.coco.evaluate_captions` makes, so a bad request fails
     in seconds rather than after decoding the whole split."""
-    from zoo.evaluation.coco import check_metrics
-    from zoo.generation.search import check_decoding_options
-
     check_decoding_options(beam_size, max_len, length_penalty)
     if decoding is not None:  # a zoo.generation.options.DecodingOptions: sampling and constraints too
         decoding.check()
@@ -83,8 +87,6 @@ def check_request(
 
 
 def _check_counts(batch_size: int, num_workers: int, max_images: int | None) -> None:
-    from zoo.errors import ZooError
-
     def bad(value: Any, low: int) -> bool:
         return isinstance(value, bool) or not isinstance(value, int) or value < low
 
@@ -134,13 +136,7 @@ def evaluate_model(
     constraints) in place of ``beam_size``/``max_len``/``length_penalty``; with ``n > 1`` the most probable
     sample of each image is scored and all of them go to ``samples_*.json``. ``train_captions`` (an
     iterable of strings) lets ``caption_stats`` count copies of training captions."""
-    from zoo.errors import ZooError
-    from zoo.evaluation.coco import evaluate_captions
-    from zoo.training.train import generate_for_items, resolve_device, simple_tokenize
-
     _check_counts(batch_size, num_workers, max_images)
-    from zoo.evaluation.caption_stats import caption_statistics
-    from zoo.generation.options import DecodingOptions
 
     options = decoding if decoding is not None else DecodingOptions(beam_size, max_len, length_penalty)
     check_request(metrics, options.beam_size, options.max_len, options.length_penalty, tokenize=tokenize,
@@ -215,7 +211,6 @@ def evaluate_model(
     if out_dir is not None:
         ev.results_path, ev.references_path = paths["results"], paths["references"]
         _write_metrics(ev, Path(out_dir) / f"metrics_{tag}.json")
-        from zoo.evaluation.report import DEFAULT_REPORT_IMAGES, report_evaluation
 
         items = {str(dataset[i].image_id): dataset[i] for i in sorted(by_index)}
         limit = DEFAULT_REPORT_IMAGES if report_images is None else report_images
@@ -254,8 +249,6 @@ def output_tag(
     ``_lp{P}``, ``_t{T}``, ``_n{N}``, ``_norep3``, ``_nobad`` ...), ``_first{M}`` for ``max_images``,
     ``_noptb`` when scored without the PTB tokenizer, so runs with other settings never overwrite each
     other's files."""
-    from zoo.generation.options import DecodingOptions
-
     tag = f"{data}_{split}_{DecodingOptions.from_recorded(decoding).tag()}"
     if max_images is not None:
         tag += f"_first{max_images}"
@@ -283,57 +276,3 @@ def write_captions(res: dict[Any, str], gts: dict[Any, list[str]], out: Path, ta
 def _write_metrics(ev: ModelEvaluation, path: Path) -> None:
     ev.metrics_path = path
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(ev.summary(), indent=1)))
-
-
-def record(ev: ModelEvaluation, model: CaptionModel, db_path: str | Path | None, *, checkpoint: str | Path | None = None,
-           seed: int | None = None, run_name: str | None = None,
-           train_images_per_s: float | None = None, objective: str | None = None) -> int:
-    """Add one row for this evaluation to the results database; returns its id. ``objective``: the
-    training objective's signature (default: read from the checkpoint's ``extra``; ``xe`` without one)."""
-    from zoo.models.checkpoint import objective_signature, read_extra, sha256_file
-    from zoo.results.database import (EvalRecord, ResultsDB, config_hash, environment_info, full_config, references_hash,
-                             run_identity)
-
-    cfg = full_config(model.config)  # the options stored are the ones hashed: given ones plus defaults
-    params = model.num_parameters()
-    env = environment_info()
-    rec = EvalRecord(
-        system=f"{cfg['encoder']['name']}+{cfg['decoder']['name']}+{cfg['tokenizer']['name']}",
-        encoder=cfg["encoder"]["name"],
-        decoder=cfg["decoder"]["name"],
-        tokenizer=cfg["tokenizer"]["name"],
-        encoder_options=cfg["encoder"].get("kwargs", {}),
-        decoder_options=cfg["decoder"].get("kwargs", {}),
-        tokenizer_options=cfg["tokenizer"].get("kwargs", {}),
-        config_hash=config_hash(model.config),
-        params_encoder=params["encoder"],
-        params_decoder=params["decoder"],
-        data=ev.data,
-        split=ev.split,
-        num_images=ev.num_images,
-        references_hash=references_hash(ev.references),
-        decoding=ev.decoding,
-        metrics=ev.metrics,
-        per_image_cider=ev.per_image_cider,
-        captions={str(k): v for k, v in ev.captions.items()},
-        train_images_per_s=train_images_per_s,
-        decode_images_per_s=ev.decode_images_per_s,
-        device=env.get("device", "cpu"),
-        versions=env.get("versions", {}),
-        git_commit=env.get("git_commit"),
-        seed=seed,
-        checkpoint_path=str(checkpoint) if checkpoint else None,
-        checkpoint_sha256=sha256_file(checkpoint) if checkpoint else None,
-        run_name=run_name,
-        objective=objective or (objective_signature(read_extra(checkpoint)) if checkpoint else "xe"),
-        extra={**(run_identity(checkpoint) if checkpoint else {}),
-               **({"caption_stats": ev.caption_stats} if ev.caption_stats else {})},
-    )
-    db = ResultsDB(db_path)
-    try:
-        ev.record_id = db.record(rec)
-        # the references and thumbnails of this reference set, for the leaderboard page's drill-down
-        db.record_images(rec.references_hash, {str(k): v for k, v in ev.references.items()}, ev.thumbnails)
-    finally:
-        db.close()
-    return ev.record_id

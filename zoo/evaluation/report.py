@@ -147,7 +147,7 @@ def write_report(
     if callable(attention):  # attention(ids) → strips, for the images chosen here
         attention = attention(thumbnail_ids(ev.per_image_cider, chosen, min(ATTENTION_IMAGES, len(chosen))))
     page = render_report(ev, system, thumbs, attention, source=source, thumbnail_limit=report_images)
-    from zoo.models.checkpoint import atomic_write
+    from zoo.files import atomic_write
 
     atomic_write(Path(path), lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
     return thumbs

@@ -8,11 +8,9 @@ crash never leaves half a checkpoint behind under the real name.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 import struct
-import tempfile
 import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +19,7 @@ import torch
 from safetensors.torch import load_model, save_model
 
 from zoo.errors import CheckpointError
+from zoo.files import atomic_write, sha256_file
 
 if TYPE_CHECKING:  # pragma: no cover
     from zoo.models.caption_model import CaptionModel
@@ -35,40 +34,6 @@ def _zoo_version() -> str:
     from zoo.version import __version__
 
     return __version__
-
-
-def atomic_write(path: str | Path, write: Any) -> Path:
-    """Call ``write(tmp_path)`` then rename onto ``path``: readers see the old file or the new, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def _umask() -> int:
-    """The process umask, read without changing it where Linux allows (``os.umask`` can only set it,
-    which would briefly loosen it for other threads)."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o077)
-    os.umask(mask)
-    return mask
 
 
 def save(model: "CaptionModel", path: str | Path, extra: dict[str, Any] | None = None) -> Path:
@@ -271,14 +236,6 @@ def objective_signature(extra: dict[str, Any]) -> str:
     if isinstance(obj, dict) and isinstance(obj.get("name"), str):
         return obj["name"]
     return "xe"
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def cache_dir() -> Path:

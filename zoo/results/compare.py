@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from zoo.models.checkpoint import atomic_write
+from zoo.files import atomic_write
 from zoo.training.runs import RunSpec
 
 
@@ -90,7 +90,7 @@ def plan(cfg: CompareConfig) -> list[tuple[str, RunSpec]]:
 
 def resolve_init(spec: RunSpec, out: Path) -> RunSpec:
     """``spec`` with ``init`` naming the xe run's ``best.safetensors`` in ``out`` and its sha256."""
-    from zoo.models.checkpoint import sha256_file
+    from zoo.files import sha256_file
 
     if spec.init is None or "run" not in spec.init:
         return spec
@@ -110,7 +110,8 @@ def compare(
     """Train and evaluate every planned run (skipping finished ones); returns one summary per run."""
     from zoo.models.checkpoint import load
     from zoo.models.checkpoint import read_extra as zoo_read_extra
-    from zoo.evaluation.model_eval import evaluate_model, record
+    from zoo.evaluation.model_eval import evaluate_model
+    from zoo.results.record import record
     from zoo.training.runs import execute
     from zoo.training.train import read_train_speed
 

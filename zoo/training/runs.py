@@ -212,7 +212,7 @@ def execute(spec: RunSpec, out_dir: str | Path, resume: bool = False, stop_after
     would stand in the way of the corrected command. What training itself refuses later (a ZooError before
     the first saved state) is cleaned up too: see :func:`_refused_run_cleanup`."""
     from zoo.runtime import distributed as dist
-    from zoo.models.checkpoint import atomic_write
+    from zoo.files import atomic_write
     from zoo.training.objective import ObjectiveSchedule
     from zoo.training.train import TrainConfig, seed_everything, train
 
@@ -335,7 +335,8 @@ def init_from_checkpoint(spec: RunSpec | None, path: str | Path) -> RunSpec:
     architecture and tokenizer are the checkpoint's; the data set and training settings are those of the
     run that made it (its ``run.json``, recorded in the checkpoint) unless ``spec`` gives them. The
     checkpoint's path and sha256 go into ``spec.init`` (and so into ``run.json``)."""
-    from zoo.models.checkpoint import read_extra, read_metadata, sha256_file
+    from zoo.models.checkpoint import read_extra, read_metadata
+    from zoo.files import sha256_file
 
     path = Path(path).resolve()
     if path.is_dir():
@@ -368,7 +369,8 @@ def init_from_checkpoint(spec: RunSpec | None, path: str | Path) -> RunSpec:
 def load_init(spec: RunSpec) -> Any:
     """The model of ``spec.init``, checked against the sha256 recorded when the run was planned (a file
     that changed since would silently start the run from other weights)."""
-    from zoo.models.checkpoint import load, sha256_file
+    from zoo.models.checkpoint import load
+    from zoo.files import sha256_file
 
     assert spec.init is not None
     path = Path(spec.init["path"])

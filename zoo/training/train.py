@@ -43,10 +43,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from zoo.runtime import distributed as dist
-from zoo.models.checkpoint import atomic_write, save
+from zoo.models.checkpoint import save
+from zoo.files import atomic_write
 from zoo.errors import CheckpointError, ZooError
+from zoo.evaluation.captioning import generate_for_items, simple_tokenize
 from zoo.data.feature_cache import DTYPES as CACHE_DTYPES
 from zoo.models.caption_model import CaptionModel
+from zoo.runtime.device import resolve_device
 from zoo.training.run_guard import RunGuard
 
 
@@ -202,14 +205,6 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     model: Any = None  # the trained model object (every rank's own, under torchrun)
     note: str | None = None  # said to the user: e.g. a resumed run that was already complete (nothing done)
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        if dist.is_distributed():
-            return dist.local_device()
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def seed_everything(seed: int) -> None:
@@ -548,7 +543,7 @@ def _train(
     if is_main:  # a validation the state still owes is run (and logged) again below
         _trim_log(log_path, progress_state["step"] if resume else None, progress_state.get("val_pending", False))
     history: list[dict[str, Any]] = []
-    from zoo.views.curves import RunMonitor
+    from zoo.training.monitor import RunMonitor
 
     monitor = RunMonitor(out, active=is_main)  # elapsed, curves.png at each validation, TensorBoard
 
@@ -659,13 +654,6 @@ def _train(
     return TrainResult(out, step, best, last_loss, speed, history, model)
 
 
-def simple_tokenize(text: str) -> str:
-    """Lower-case, punctuation stripped: the fast stand-in for the PTB tokenizer during validation."""
-    import re
-
-    return " ".join(re.sub(r"[^a-z0-9 ]+", " ", text.lower()).split())
-
-
 @torch.no_grad()
 def validate(model: CaptionModel, val_set: Any, cfg: TrainConfig, device: torch.device) -> float:
     """Greedy (``val_beam_size``) CIDEr-D on up to ``val_images`` validation images, with our vectorised
@@ -682,48 +670,6 @@ def validate(model: CaptionModel, val_set: Any, cfg: TrainConfig, device: torch.
         return 0.0
     score, _ = CiderD().compute_score(gts, res)
     return float(score)
-
-
-@torch.no_grad()
-def generate_for_items(
-    model: CaptionModel,
-    dataset: Any,
-    indices: list[int],
-    beam_size: int,
-    max_len: int,
-    device: torch.device,
-    batch_size: int = 64,
-    num_workers: int = 0,
-    length_penalty: float = 1.0,
-    skip_bad_images: bool = False,
-    progress: bool = False,
-    decoding: dict[str, Any] | None = None,
-) -> dict[int, Any]:
-    """Captions for ``dataset[indices]``, streamed in batches through DataLoader workers. ``decoding``:
-    more ``CaptionModel.generate`` keywords (sampling, constraints; with ``n > 1`` each value is the list
-    of an image's ``n`` captions, most probable first)."""
-    from tqdm.auto import tqdm
-
-    from zoo.data.datasets import ImageDataset, collate_skip_none
-
-    model.eval()
-    ds = ImageDataset(dataset, model.encoder.transform(train=False), skip_bad_images=skip_bad_images)
-    sub = torch.utils.data.Subset(ds, indices)
-    # its own generator: evaluating in the middle of training must not draw from the global RNG
-    loader = torch.utils.data.DataLoader(sub, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                                         collate_fn=collate_skip_none, generator=torch.Generator(),
-                                         pin_memory=device.type == "cuda")
-    out: dict[int, str] = {}
-    with tqdm(total=len(indices), desc="decode", unit="img", disable=not progress) as bar:
-        for idx, images in loader:
-            if images is None:  # every image of this batch was bad (and skipped)
-                continue
-            caps = model.generate(images.to(device, non_blocking=True), beam_size=beam_size, max_len=max_len,
-                                  length_penalty=length_penalty, **(decoding or {}))
-            for i, c in zip(idx.tolist(), caps):
-                out[int(i)] = c
-            bar.update(len(idx))
-    return out
 
 
 def read_train_speed(run_dir: str | Path | None) -> float | None:

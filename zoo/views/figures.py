@@ -39,7 +39,7 @@ def check_figure_path(path: str | Path, what: str = "figure") -> Path:
 def save_figure(fig: Any, path: str | Path, *, dpi: int = 100, what: str = "figure") -> Path:
     """Write ``fig`` to ``path`` atomically (readers never see half a file). An unknown suffix is a
     ZooError naming the file and the formats."""
-    from zoo.models.checkpoint import atomic_write
+    from zoo.files import atomic_write
 
     path = check_figure_path(path, what)
     fmt = path.suffix.lower()
