@@ -1,4 +1,4 @@
-"""Beam search: the batched ``zoo.generation.search.beam_search`` vs the one-image-at-a-time
+"""Beam search: the batched ``zoo.generation.beam_search`` vs the one-image-at-a-time
 ``beam_search_reference``, same decoder, same images, same rules; captions must be identical.
 
 Decoder: ``gru-attn`` (vocab 10,000, embed 256, hidden 512, attention 512, grid 49×512), random weights.
@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 import zoo
-from zoo.generation.search import beam_search, beam_search_reference
+from zoo.generation.beam import beam_search, beam_search_reference
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, report  # noqa: E402

@@ -40,7 +40,7 @@ def main() -> None:
     import torch
 
     import zoo
-    from zoo.generation.search import beam_search
+    from zoo.generation.beam import beam_search
 
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if dev.type != "cuda" and not args.quick:

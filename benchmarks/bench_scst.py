@@ -17,7 +17,7 @@ documents), and the 50 rewarded images are among them, as in training.
     built outside the timing.
 (b) **SCST step vs XE step** on the same 50 images, target ≤ 3×: XE is ``CaptionModel.loss`` on the images'
     5 references each (250 rows) + backward; SCST is the ``scst`` objective's step (sampling 5 per image
-    with ``zoo.generation.search.sample``, the reward, the NSC baseline, the one teacher-forced pass) + backward.
+    with ``zoo.generation.sample``, the reward, the NSC baseline, the one teacher-forced pass) + backward.
     The untrained decoders' output bias on <eos> is set so that samples end after ~11 tokens on average
     (COCO's mean), or untrained samples would all run to the 16-token limit. Decoders ``gru`` and
     ``gru-attn``, embed 256, hidden 512, a 7×7×512 feature grid, 1 torch thread.

@@ -13,7 +13,7 @@ from tests.helpers import CAPTIONS, images, tiny_model
 from zoo.views.attention_figure import upsample
 from zoo.cli import main
 from zoo.errors import ZooError
-from zoo.generation.search import beam_search
+from zoo.generation.beam import beam_search
 
 # the partially trained decoders (captions of varied lengths) and the features of the beam search tests
 from tests.test_beam_search import BOS, EOS, N, features, one_thread, partially_trained  # noqa: E402,F401

@@ -1,4 +1,4 @@
-"""The batched beam search (``zoo.generation.search.beam_search``) against its plain per-image reference, on the
+"""The batched beam search (``zoo.generation.beam_search``) against its plain per-image reference, on the
 four built-in decoders (briefly trained so that captions end at different lengths), plus the state
 handling it relies on: expanding, reordering and dropping rows of a batch-first state."""
 
@@ -11,7 +11,7 @@ from torch import nn
 import zoo
 from zoo.errors import ZooError
 from zoo.contracts.features import select_batch
-from zoo.generation.search import Hypothesis, beam_search, beam_search_reference
+from zoo.generation.beam import Hypothesis, beam_search, beam_search_reference
 
 NAMES = ["gru", "gru-stacked", "gru-attn", "lstm"]
 V, C, N = 30, 16, 5

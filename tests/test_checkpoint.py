@@ -104,7 +104,7 @@ def test_save_is_atomic(tmp_path, monkeypatch):
 
 
 def test_sha256_verification(tmp_path):
-    from zoo.models.checkpoint import fetch_verified
+    from zoo.models.hub import fetch_verified
     from zoo.files import sha256_file
 
     p = zoo.save(tiny_model("gru"), tmp_path / "m.safetensors")
@@ -131,7 +131,7 @@ def test_written_files_get_the_usual_permissions(tmp_path):
 def test_a_corrupt_download_is_deleted_a_local_file_is_not(tmp_path, monkeypatch):
     import urllib.request
 
-    from zoo.models.checkpoint import fetch_verified
+    from zoo.models.hub import fetch_verified
 
     monkeypatch.setattr(urllib.request, "urlretrieve", lambda url, dest: Path(dest).write_bytes(b"truncated"))
     dest = tmp_path / "dl.safetensors"

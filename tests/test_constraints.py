@@ -11,7 +11,8 @@ import torch
 import zoo
 from zoo.generation.constraints import BAD_ENDING_WORDS, Constraints, ends_badly
 from zoo.errors import ZooError
-from zoo.generation.search import beam_search, beam_search_reference, sample
+from zoo.generation.sampling import sample
+from zoo.generation.beam import beam_search, beam_search_reference
 from tests.helpers import CAPTIONS, TableDecoder
 from tests.test_beam_search import (  # noqa: F401 (one_thread: the module's autouse fixture)
     BOS, EOS, MAX_LEN, NAMES, features, one_thread, partially_trained,

@@ -14,7 +14,8 @@ import torch
 
 import zoo
 from zoo.errors import ContractError, PluginLoadError
-from zoo.generation.search import beam_search, sample
+from zoo.generation.sampling import sample
+from zoo.generation.beam import beam_search
 
 V, C = 30, 16
 

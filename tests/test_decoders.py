@@ -11,7 +11,7 @@ from torch import nn
 
 import zoo
 import zoo.testing
-from zoo.generation.search import beam_search
+from zoo.generation.beam import beam_search
 
 NAMES = ["gru", "gru-stacked", "gru-attn", "lstm"]
 V, C, N = 30, 16, 9  # vocab, feature dim, grid positions

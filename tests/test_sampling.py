@@ -1,4 +1,4 @@
-"""``zoo.generation.search.sample``: the batched sampler (the rollouts of self-critical training and
+"""``zoo.generation.sample``: the batched sampler (the rollouts of self-critical training and
 ``generate(sample=True)``): its draws follow the model's distribution, ``top_k=1`` is greedy, a
 generator makes it reproducible, rows ``i*n .. i*n+n-1`` belong to image i, and bad settings are refused
 with the flag named."""
@@ -12,7 +12,8 @@ import torch
 
 import zoo
 from zoo.errors import ZooError
-from zoo.generation.search import Samples, beam_search, sample
+from zoo.generation.sampling import Samples, sample
+from zoo.generation.beam import beam_search
 from tests.helpers import TableDecoder
 from tests.test_beam_search import (  # noqa: F401 (one_thread: the module's autouse fixture)
     BOS, EOS, MAX_LEN, NAMES, PAD, features, one_thread, partially_trained,

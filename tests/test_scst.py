@@ -79,7 +79,7 @@ def _features(batch: int, dim: int, seed: int = 0) -> zoo.Features:
 
 @pytest.mark.parametrize("decoder", ["gru", "gru-attn"])
 def test_one_teacher_forced_pass_gives_the_reinforce_gradient_of_the_sampling_loop(decoder):
-    from zoo.generation.search import sample
+    from zoo.generation.sampling import sample
 
     model = tiny_model(decoder).eval()
     tok = model.tokenizer

@@ -10,26 +10,19 @@ The front door::
 
 from __future__ import annotations
 
-from zoo.version import __version__
-
-from zoo.models.checkpoint import load, save
 from zoo.contracts.decoder import Decoder
 from zoo.contracts.encoder import Encoder
-from zoo.errors import ZooError
-from zoo.models.factory import (
-    create_decoder,
-    create_encoder,
-    create_model,
-    create_tokenizer,
-    list_models,
-    list_names,
-)
 from zoo.contracts.features import Features
+from zoo.contracts.tokenizer import Tokenizer
+from zoo.errors import ZooError
+from zoo.models.builder import create_decoder, create_encoder, create_tokenizer
+from zoo.models.caption_model import CaptionModel
+from zoo.models.checkpoint import load, save
+from zoo.models.factory import create_model, list_models, list_names
 from zoo.registry.hookspecs import hookimpl
 from zoo.registry.loading import load_plugin
 from zoo.registry.manager import get_plugin_manager, get_registry
-from zoo.models.caption_model import CaptionModel
-from zoo.contracts.tokenizer import Tokenizer
+from zoo.version import __version__
 
 __all__ = [
     "__version__",

@@ -21,7 +21,6 @@ from zoo.registry.manager import get_plugin_manager, plugin_failures
 from zoo.runtime.threads import configure_threads
 from zoo.version import __version__
 
-
 DEBUG_ENV = "ZOO_DEBUG"
 
 

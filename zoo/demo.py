@@ -18,6 +18,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from zoo.commands.compare import show_leaderboard
+from zoo.results.compare import CompareConfig, compare
+
 DECODERS = ["gru", "gru-stacked", "gru-attn", "lstm"]
 ENCODER = "resnet10t"
 STEPS = 1200
@@ -41,9 +44,6 @@ SCST_OVERRIDES = [f"train.lr={SCST_LR}", "train.warmup_steps=0", "train.eval_eve
 
 
 def main(argv: list[str] | None = None) -> int:
-    from zoo.commands.compare import show_leaderboard
-    from zoo.results.compare import CompareConfig, compare
-
     ap = argparse.ArgumentParser(prog="python -m zoo.demo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="demo")
     ap.add_argument("--steps", type=int, default=STEPS)

@@ -33,13 +33,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from safetensors.torch import load_model, save_model
 from torch import nn
 
-from zoo.contracts.probe import check_decoder_contract
 from zoo.contracts.decoder import Decoder
 from zoo.contracts.features import Features
-from zoo.registry.options import check_option_values
+from zoo.contracts.probe import check_decoder_contract
 from zoo.contracts.tokenizer import Tokenizer
+from zoo.generation.beam import beam_search
+from zoo.registry.manager import get_registry
+from zoo.registry.options import check_option_values
 
 __all__ = ["DecoderReport", "check_decoder", "features", "training_batch", "caption_loss", "rescore"]
 
@@ -150,7 +153,6 @@ def check_decoder(
     )
     dec.eval()
 
-    from zoo.generation.search import beam_search
 
     unseen = features(32, feature_dim, seed=11)  # 5. beam search >= greedy
     kw = dict(bos_id=BOS, eos_id=EOS, max_len=10, length_penalty=0.0)
@@ -173,17 +175,12 @@ def check_decoder(
 
 def _factory(decoder: Any) -> Callable[..., Decoder]:
     if isinstance(decoder, str):
-        from zoo.registry.manager import get_registry
-
         return get_registry().get("decoder", decoder).factory
     return decoder
 
 
 def _check_save_load(dec: Decoder, build: Callable[[], Decoder], feats: Features, label: str, kw: dict) -> None:
     """As ``zoo.save``/``zoo.load``: a fresh decoder from the JSON options, the tensors from a file."""
-    from safetensors.torch import load_model, save_model
-
-    from zoo.generation.search import beam_search
 
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "decoder.safetensors")

@@ -3,7 +3,7 @@
 Each step, for the batch's distinct images:
 
 1. **Rollouts** without gradient: ``sample_n`` captions per image from the model
-   (``zoo.generation.search.sample``: multinomial at ``temperature``, up to ``max_len`` tokens), from this
+   (``zoo.generation.sample``: multinomial at ``temperature``, up to ``max_len`` tokens), from this
    objective's own random generator (saved in the training state, so a resumed run draws the same).
 2. **Reward**: CIDEr-D of every sample against its image's training references, on token ids, with
    document frequencies from all training references (``zoo.training.reward.CiderReward``, built once per run);
@@ -30,7 +30,7 @@ import torch
 
 import zoo
 from zoo.contracts.features import Features, select_batch
-from zoo.generation.search import sample
+from zoo.generation.sampling import sample
 from zoo.training.objective import (
     Objective,
     ObjectiveBatch,
@@ -139,7 +139,7 @@ class SelfCritical(Objective):
 
     # -- a step -----------------------------------------------------------------------------------------
     def rewards(self, tokens: torch.Tensor, lengths: torch.Tensor, images: np.ndarray) -> np.ndarray:
-        """The reward of each sampled row (``tokens``/``lengths`` as ``zoo.generation.search.sample`` returns
+        """The reward of each sampled row (``tokens``/``lengths`` as ``zoo.generation.sample`` returns
         them; ``images`` the training-set image of each row)."""
         assert self.reward is not None, "setup() first"
         lengths = lengths.clone()

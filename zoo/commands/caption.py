@@ -70,7 +70,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
     decoding = DecodingOptions.from_args(args)  # bad settings fail before any file is read
     ckpt, _ = resolve_checkpoint(args.checkpoint)  # refuses a run's state.safetensors, naming its checkpoints
     if args.attention and (decoding.sample or decoding != DecodingOptions(decoding.beam_size, decoding.max_len)):
-        from zoo.generation.search import DecodingOptionError
+        from zoo.generation.checks import DecodingOptionError
 
         raise DecodingOptionError("--attention draws beam-search captions with --beam and --max-len only; "
                                   "leave out --sample, the constraints and --length-penalty")

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from zoo.contracts.decoder import Decoder
-from zoo.errors import ContractError, ZooError
 from zoo.contracts.features import Features, select_batch
+from zoo.errors import ContractError, ZooError
 
 PROBE_BATCH, PROBE_GRID, PROBE_LEN = 3, 5, 4
 DOCS = "See 'The decoder contract' in docs/plugins.md."

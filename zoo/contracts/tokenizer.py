@@ -8,6 +8,8 @@ from typing import ClassVar, Iterable, Sequence
 
 import torch
 
+from zoo.errors import ZooError
+
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<unk>")
 
@@ -72,8 +74,6 @@ class Tokenizer(ABC):
     def content_ids(self, ids: Iterable[int]) -> list[int]:
         """The ids a ``decode`` renders: those before the first <eos>, without <pad>/<bos>. An id outside
         the vocabulary means the ids came from a model built for another tokenizer: that is an error."""
-        from zoo.errors import ZooError
-
         n = self.vocab_size
         keep: list[int] = []
         for i in ids:

@@ -13,8 +13,10 @@ transform run in the loader's worker processes.
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -27,8 +29,10 @@ from typing import Any, Callable, Iterator, Sequence, overload
 import PIL.Image
 import torch
 import torch.utils.data
+from tqdm.auto import tqdm
 
 from zoo.errors import DataError, ZooError
+from zoo.registry.manager import get_registry
 
 __all__ = [
     "CaptionDataset",
@@ -106,8 +110,6 @@ def max_image_pixels() -> int | None:
 
 def pixel_count(text: str) -> int:
     """An argparse ``type`` for ``--max-image-pixels``: an integer ≥ 0 (``1e8``, ``400_000_000`` too)."""
-    import argparse
-
     try:
         value = int(float(text.replace("_", "").replace(",", "")))
     except ValueError:
@@ -120,8 +122,6 @@ def pixel_count(text: str) -> int:
 def add_image_arguments(parser: Any) -> None:
     """``--max-image-pixels N`` for a command that decodes images. It sets ``$ZOO_MAX_IMAGE_PIXELS`` as
     the command line is read, so the command's DataLoader workers (forked or spawned) follow it too."""
-    import argparse
-
     class _SetLimit(argparse.Action):
         def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None) -> None:
             os.environ[MAX_PIXELS_ENV] = str(values)
@@ -386,8 +386,6 @@ def drop_bad_images(
     batch): the data order, the batches and the feature cache are functions of the item list, so a skipped
     image must leave the list rather than shrink one batch now and then. This costs one decode of every
     image (in ``num_workers`` DataLoader workers), asked for only with ``skip_bad_images``."""
-    from tqdm.auto import tqdm
-
     loader = torch.utils.data.DataLoader(
         _Probe(dataset), batch_size=16, num_workers=num_workers, collate_fn=list, generator=torch.Generator()
     )
@@ -441,8 +439,6 @@ def load_dataset(name: str, root: str | Path | None = None, split: str = "train"
 
     ``options`` go to its factory; an option the factory does not take is reported with the ones it does
     (``zoo info <name>`` lists them too)."""
-    from zoo.registry.manager import get_registry
-
     registry = get_registry()
     entry = registry.get("dataset", name)
     accepted = entry.options()
@@ -464,8 +460,6 @@ def load_dataset(name: str, root: str | Path | None = None, split: str = "train"
 
 
 def _takes_var_keyword(factory: Callable[..., Any]) -> bool:
-    import inspect
-
     target = factory.__init__ if inspect.isclass(factory) else factory  # type: ignore[misc]
     try:
         params = inspect.signature(target).parameters.values()

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from zoo.contracts.features import Features
+from zoo.data.datasets import ImageDataset
 
 CACHE_FORMAT = 2  # 2: weights digest and encoder options in the key
 DTYPES = {"float32": np.float32, "float16": np.float16}
@@ -125,8 +126,6 @@ def get_or_build(
     on_build: Callable[[Path], None] | None = None,
 ) -> CachedFeatures:
     """The cached features of ``dataset`` under ``encoder``, computed now if absent, stale or partial."""
-    from zoo.data.datasets import ImageDataset
-
     if dtype not in DTYPES:
         raise ValueError(f"feature cache dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     tf = encoder.transform(train=False)

@@ -22,7 +22,7 @@ from zoo.evaluation.coco import SCALE_NOTE, check_metrics, evaluate_captions
 from zoo.evaluation.report import DEFAULT_REPORT_IMAGES, report_evaluation
 from zoo.files import atomic_write
 from zoo.generation.options import DecodingOptions
-from zoo.generation.search import check_decoding_options
+from zoo.generation.checks import check_decoding_options
 from zoo.models.caption_model import CaptionModel
 from zoo.runtime import distributed as dist
 from zoo.runtime.device import resolve_device

@@ -1,8 +1,10 @@
 """Caption generation, as a package models use (like transformers' ``generation/``).
 
-- ``search``: the one batched beam search (and its one-image reference) and the batched sampler every
-  decoder gets, through the decoder contract only.
-- ``constraints``: decoding constraints both share (min length, no repeated n-gram, no ``<unk>``, bad
+- ``beam``: the one batched beam search every decoder gets, through the decoder contract only, and its
+  plain one-image-at-a-time reference.
+- ``sampling``: the batched sampler (temperature, top-k, nucleus; the rollouts of self-critical training).
+- ``checks``: decoding settings refused before any image is decoded, naming the flag.
+- ``constraints``: decoding constraints both searches share (min length, no repeated n-gram, no ``<unk>``, bad
   endings).
 - ``options``: :class:`DecodingOptions`, every decoding setting, checked by flag, recorded with scores,
   and the shared command-line flags.
@@ -12,6 +14,7 @@ May import: ``zoo.contracts``, ``zoo.errors``, torch. A model (``zoo.models``) c
 here imports a model.
 """
 
-from zoo.generation.search import Hypothesis, Samples, beam_search, beam_search_reference, sample
+from zoo.generation.beam import Hypothesis, beam_search, beam_search_reference
+from zoo.generation.sampling import Samples, sample
 
 __all__ = ["Hypothesis", "Samples", "beam_search", "beam_search_reference", "sample"]

@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
+from zoo.generation.checks import check_attends
+
 if TYPE_CHECKING:
-    from zoo.generation.search import Hypothesis
+    from zoo.generation.beam import Hypothesis
     from zoo.models.caption_model import CaptionModel
 
 END = "<end>"  # the label of the <eos> token's row
@@ -72,6 +74,4 @@ def attention_for_images(
 
 def check_attends_model(model: "CaptionModel") -> None:
     """A ZooError naming the model's decoder when it has no attention to show."""
-    from zoo.generation.search import check_attends
-
     check_attends(model.decoder, model.config.get("decoder", {}).get("name"))

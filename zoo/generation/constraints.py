@@ -1,8 +1,8 @@
 """Decoding constraints shared by beam search and sampling: tokens a caption may not take next.
 
 ``Constraints.apply(logp, history, eos_id)`` sets the log-probability of every forbidden next token to
--inf, for all rows at once (``history`` holds each row's tokens so far), so ``zoo.generation.search.beam_search``
-and ``zoo.generation.search.sample`` use the very same rules. Allowed tokens keep the model's log-probability
+-inf, for all rows at once (``history`` holds each row's tokens so far), so ``zoo.generation.beam_search``
+and ``zoo.generation.sample`` use the very same rules. Allowed tokens keep the model's log-probability
 (nothing is renormalised), so a constrained caption's score is still its log-probability under the model.
 
 * ``min_len``: <eos> is forbidden until the caption has ``min_len`` tokens (words or pieces).
@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Protocol, Sequence
 
 import torch
 
 from zoo.contracts.tokenizer import UNK_ID
+from zoo.generation.checks import DecodingOptionError
 
 #: words a caption should not end on (articles, prepositions, conjunctions, auxiliaries), after the list the
 #: widely used self-critical captioning code blocks, with "and", "or", "by", "from", "into", "onto",
@@ -46,8 +47,6 @@ def ends_badly(caption: str) -> bool:
 
 def check_constraint_options(min_len: int, no_repeat_ngram: int, max_len: int | None = None) -> None:
     """Refuse constraint settings before decoding; the message names the option and its flag."""
-    from zoo.generation.search import DecodingOptionError
-
     for name, flag, value, what in (
         ("min_len", "--min-len", min_len, "tokens before <eos> is allowed; 0 = no minimum"),
         ("no_repeat_ngram", "--no-repeat-ngram", no_repeat_ngram, "0 = off, 3 = no repeated trigram"),
@@ -168,3 +167,17 @@ class Constraints:
         if all(v == float("-inf") for v in out.tolist()):
             out[eos_id] = logp[eos_id]
         return out
+
+
+class LogitConstraints(Protocol):
+    """What both searches ask of a ``constraints`` object (a :class:`Constraints`, or a plugin's own): the
+    log-probabilities of the next token with forbidden tokens set to -inf, given each row's history."""
+
+    def apply(self, logp: torch.Tensor, history: torch.Tensor, eos_id: int) -> torch.Tensor: ...
+
+
+def check_constraints(constraints: Any, max_len: int) -> None:
+    """What both searches check of the ``constraints`` they are given: a minimum length the maximum length leaves no room for is refused (``--min-len``)."""
+    min_len = getattr(constraints, "min_len", 0)
+    if min_len:
+        check_constraint_options(min_len, getattr(constraints, "no_repeat_ngram", 0), max_len)

@@ -18,9 +18,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import numbers
 from dataclasses import dataclass
 from typing import Any, Mapping
+
+from zoo.generation.checks import (
+    DecodingOptionError,
+    check_decoding_options,
+    check_sampling_options,
+)
+from zoo.generation.constraints import Constraints, check_constraint_options
 
 #: the defaults every recorded setting is compared with
 DEFAULTS: dict[str, Any] = {
@@ -60,9 +68,6 @@ class DecodingOptions:
     def check(self) -> "DecodingOptions":
         """Refuse settings no search can use, before any image is decoded: a ``DecodingOptionError``
         naming the option and its flag. Returns ``self``."""
-        from zoo.generation.constraints import check_constraint_options
-        from zoo.generation.search import DecodingOptionError, check_decoding_options, check_sampling_options
-
         check_decoding_options(self.beam_size, self.max_len, self.length_penalty)
         for name in ("sample", "suppress_unk", "bad_endings"):
             if not isinstance(getattr(self, name), bool):
@@ -84,13 +89,9 @@ class DecodingOptions:
     def from_mapping(cls, values: Mapping[str, Any]) -> "DecodingOptions":
         """Options from keyword values (``generate``'s, or a recorded ``decoding`` dict); an unknown name is
         refused with the closest known ones."""
-        from zoo.generation.search import DecodingOptionError
-
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            import difflib
-
             close = difflib.get_close_matches(unknown[0], sorted(known), n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise DecodingOptionError(
@@ -102,8 +103,6 @@ class DecodingOptions:
     def from_args(cls, args: argparse.Namespace) -> "DecodingOptions":
         """The options of a command that called :func:`add_decoding_arguments`; ``--beam`` with
         ``--sample`` is refused (beam search and sampling exclude each other)."""
-        from zoo.generation.search import DecodingOptionError
-
         if args.sample and args.beam is not None:
             raise DecodingOptionError("--beam and --sample exclude each other: sampling draws each caption, "
                                       "beam search searches for it; give one of them")
@@ -174,8 +173,6 @@ class DecodingOptions:
 
     def constraints(self, tokenizer: Any) -> Any:
         """The ``zoo.generation.constraints.Constraints`` for ``tokenizer``'s ids, or None when none is set."""
-        from zoo.generation.constraints import Constraints
-
         return Constraints.for_tokenizer(
             tokenizer, min_len=self.min_len, no_repeat_ngram=self.no_repeat_ngram,
             suppress_unk=self.suppress_unk, bad_endings=self.bad_endings,

@@ -8,14 +8,20 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from zoo.generation.constraints import Constraints
 from zoo.contracts.decoder import Decoder
-from zoo.generation.options import DecodingOptions
 from zoo.contracts.encoder import Encoder
 from zoo.contracts.features import Features
-from zoo.generation.attention import CaptionAttention, caption_attention, check_attends_model
-from zoo.generation.search import Hypothesis, Samples, beam_search, sample
 from zoo.contracts.tokenizer import Tokenizer
+from zoo.generation.attention import (
+    CaptionAttention,
+    caption_attention,
+    check_attends_model,
+)
+from zoo.generation.beam import Hypothesis, beam_search
+from zoo.generation.checks import DecodingOptionError
+from zoo.generation.constraints import Constraints
+from zoo.generation.options import DecodingOptions
+from zoo.generation.sampling import Samples, sample
 
 
 class CaptionModel(nn.Module):
@@ -112,7 +118,7 @@ class CaptionModel(nn.Module):
         constraints: Constraints | None = None,
         generator: torch.Generator | None = None,
     ) -> Samples:
-        """``n`` sampled captions per image as token ids (``zoo.generation.search.sample``): rows
+        """``n`` sampled captions per image as token ids (``zoo.generation.sample``): rows
         ``i*n .. i*n+n-1`` are image i's. In the mode the model is in (self-critical rollouts call it)."""
         return sample(
             self.decoder,
@@ -170,8 +176,6 @@ class CaptionModel(nn.Module):
             no_repeat_ngram=no_repeat_ngram, suppress_unk=suppress_unk, bad_endings=bad_endings,
         ).check()
         if return_attention and sample:
-            from zoo.generation.search import DecodingOptionError
-
             raise DecodingOptionError(
                 "return_attention (--attention) works with beam search only; leave out sample (--sample)"
             )

@@ -9,21 +9,21 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import struct
-import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load_model, save_model
 
-from zoo.errors import CheckpointError
-from zoo.files import atomic_write, sha256_file
+from zoo.errors import CheckpointError, UnknownNameError, ZooError
+from zoo.files import atomic_write
+from zoo.models.builder import create_decoder, create_encoder, tokenizer_from_bytes
+from zoo.models.caption_model import CaptionModel
+from zoo.version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover
     from zoo.models.caption_model import CaptionModel
-    from zoo.registry.recipes import Recipe
 
 FORMAT_NAME = "caption-zoo"
 FORMAT_VERSION = 1
@@ -31,8 +31,6 @@ _MAX_HEADER = 100 * 1024 * 1024
 
 
 def _zoo_version() -> str:
-    from zoo.version import __version__
-
     return __version__
 
 
@@ -161,9 +159,6 @@ def _config_part(config: Any, key: str, path: Any, meta: dict[str, str]) -> tupl
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> "CaptionModel":
     """Rebuild a model from the file alone (no network, no other file)."""
-    from zoo.models.factory import create_decoder, create_encoder, tokenizer_from_bytes
-    from zoo.models.caption_model import CaptionModel
-
     meta = read_metadata(path)
     entry = "config"
     try:
@@ -199,8 +194,6 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> "Caption
 
 def _rebuild_tokenizer(from_bytes: Any, name: str, data: bytes, path: Any, meta: dict[str, str]) -> Any:
     """The checkpoint's tokenizer; every failure is a CheckpointError naming the file and the tokenizer."""
-    from zoo.errors import UnknownNameError, ZooError
-
     try:
         return from_bytes(name, data)
     except UnknownNameError as exc:
@@ -236,48 +229,3 @@ def objective_signature(extra: dict[str, Any]) -> str:
     if isinstance(obj, dict) and isinstance(obj.get("name"), str):
         return obj["name"]
     return "xe"
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("ZOO_CACHE", Path.home() / ".cache" / "caption-zoo"))
-
-
-def fetch_verified(url: str, sha256: str, dest: Path | None = None) -> Path:
-    """Download (or reuse) ``url`` and check its sha256. A mismatching download is deleted (the next
-    call downloads again); a mismatching local file (``file://`` or a path) is left alone and named."""
-    local = url.startswith("file://") or "://" not in url
-    if local:
-        src = Path(url[len("file://") :] if url.startswith("file://") else url)
-        if not src.exists():
-            raise CheckpointError(f"weights file {src} does not exist")
-        path = src
-    else:
-        path = dest or cache_dir() / "weights" / f"{sha256[:16]}-{Path(url).name}"
-        if not path.exists():
-            try:
-
-                def write(tmp: str) -> None:
-                    urllib.request.urlretrieve(url, tmp)  # noqa: S310 - URLs come from registry.yaml
-
-                atomic_write(path, write)
-            except OSError as exc:
-                raise CheckpointError(f"could not download {url}: {exc}. Offline? Put the file at {path}.") from exc
-    got = sha256_file(path)
-    if got != sha256.lower():
-        if local:
-            raise CheckpointError(
-                f"sha256 mismatch for {path}: expected {sha256}, got {got}. It is not the file "
-                f"registry.yaml names (or it is corrupt); point the entry at the right file or fix its sha256."
-            )
-        path.unlink(missing_ok=True)
-        raise CheckpointError(
-            f"sha256 mismatch for the download of {url}: expected {sha256}, got {got}. The corrupt copy "
-            f"was deleted; run again to download it afresh."
-        )
-    return path
-
-
-def load_from_recipe(recipe: "Recipe") -> "CaptionModel":
-    assert recipe.weights is not None
-    path = fetch_verified(recipe.weights["url"], recipe.weights["sha256"])
-    return load(path)

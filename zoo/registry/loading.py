@@ -16,7 +16,12 @@ from types import ModuleType
 from typing import Any
 
 from zoo.errors import DuplicateNameError, PluginLoadError, ZooError
-from zoo.registry.manager import _call_register, _describe, get_plugin_manager, get_registry
+from zoo.registry.manager import (
+    _call_register,
+    _describe,
+    get_plugin_manager,
+    get_registry,
+)
 from zoo.registry.recipes import load_recipes
 
 

@@ -21,8 +21,8 @@ from typing import Any
 
 import pluggy
 
-from zoo.registry import hookspecs
 from zoo.errors import PluginLoadError
+from zoo.registry import hookspecs
 from zoo.registry.registry import Registry
 
 ENTRY_POINT_GROUP = "zoo"

@@ -21,7 +21,8 @@ from typing import Any
 
 import yaml
 
-from zoo.errors import RecipeError
+from zoo.errors import RecipeError, UnknownNameError
+from zoo.registry.manager import get_registry
 
 RECIPE_KEYS = {
     "description",
@@ -244,9 +245,6 @@ def parse_recipe(name: str, body: Any, source: str, check_names: bool = True) ->
     scores = _check_scores(where, body.get("scores") or [])
     data = dict(body.get("data") or {})
     if check_names:
-        from zoo.errors import UnknownNameError
-        from zoo.registry.manager import get_registry
-
         reg = get_registry()
         for kind, value, kwargs in (("encoder", enc, enc_kw), ("decoder", dec, dec_kw), ("tokenizer", tok, tok_kw)):
             try:
@@ -311,8 +309,6 @@ def load_recipes() -> dict[str, Recipe]:
     """All recipes from every plugin's recipe files. A file that fails validation, or defines a recipe
     name an earlier file already did, is skipped and recorded in ``failed_plugins`` under the plugin that
     added it (naming both plugins for a duplicate); the other files still load."""
-    from zoo.registry.manager import get_registry
-
     reg = get_registry()
     recipes: dict[str, Recipe] = {}
     owners: dict[str, str] = {}
@@ -336,8 +332,6 @@ def load_recipes() -> dict[str, Recipe]:
 
 
 def get_recipe(name: str) -> Recipe:
-    from zoo.registry.manager import get_registry
-
     recipes = load_recipes()
     if name not in recipes:
         close = difflib.get_close_matches(name, list(recipes), n=5, cutoff=0.4)

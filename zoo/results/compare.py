@@ -219,7 +219,7 @@ def _probe_decoders(runs: list[tuple[str, RunSpec]]) -> None:
     """Build every decoder of the compare once, on each encoder's feature size, so one that breaks the
     decoder contract (``zoo.contracts.probe``) stops the compare before the first run trains, not after the
     runs listed before it. Encoders are built without weights; nothing is trained."""
-    from zoo.models.factory import create_decoder, create_encoder
+    from zoo.models.builder import create_decoder, create_encoder
 
     dims: dict[tuple[str, str], int] = {}
     done: set[tuple[str, int, str]] = set()

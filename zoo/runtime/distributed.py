@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 import torch.distributed as tdist
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 
 def is_distributed() -> bool:
@@ -60,8 +61,6 @@ def wrap_ddp(model: torch.nn.Module, device: torch.device, find_unused_parameter
     """``find_unused_parameters``: set it when some trainable parameters may get no gradient (a
     fine-tuned timm backbone whose classifier-side layers the features never reach); DDP otherwise
     stops at the second step waiting for their gradients."""
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
     ids = [device.index] if device.type == "cuda" else None
     return DDP(model, device_ids=ids, find_unused_parameters=find_unused_parameters)
 

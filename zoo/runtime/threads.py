@@ -22,6 +22,10 @@ from __future__ import annotations
 import os
 from typing import Mapping
 
+import torch
+
+from zoo.errors import ZooError
+
 ENV = "ZOO_NUM_THREADS"
 
 
@@ -34,8 +38,6 @@ def _cores() -> int:
 
 def default_threads(environ: Mapping[str, str], cores: int, torch_default: int) -> int | None:
     """The thread count the rules above give, or None to leave torch as it is."""
-    from zoo.errors import ZooError
-
     if environ.get(ENV, "").strip():
         try:
             n = int(environ[ENV])
@@ -54,8 +56,6 @@ def default_threads(environ: Mapping[str, str], cores: int, torch_default: int) 
 
 def configure_threads() -> int:
     """Apply :func:`default_threads` to torch; returns the thread count in use."""
-    import torch
-
     n = default_threads(os.environ, _cores(), torch.get_num_threads())
     if n is not None and n != torch.get_num_threads():
         torch.set_num_threads(n)

@@ -190,7 +190,8 @@ def load_split(spec: RunSpec, split: str) -> Any:
 def build_model(spec: RunSpec, train_set: Any, tokenizer: Any = None) -> Any:
     """The untrained model of a run: tokenizer trained on the training captions (unless given, as when
     resuming), encoder, decoder."""
-    from zoo.models.factory import create_model, create_tokenizer
+    from zoo.models.factory import create_model
+    from zoo.models.builder import create_tokenizer
 
     tok = tokenizer or create_tokenizer(spec.tokenizer, train_set.captions(), **spec.tokenizer_kwargs)
     return create_model(
@@ -412,7 +413,7 @@ def _finished(out: Path, cfg: Any, train_set: Any) -> Any:
 def _tokenizer_from_state(path: Path, name: str) -> Any:
     import base64
 
-    from zoo.models.factory import tokenizer_from_bytes
+    from zoo.models.builder import tokenizer_from_bytes
     from zoo.training.train import read_state_metadata
 
     meta = read_state_metadata(path)
