@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import zoo
-from zoo.data.datasets import CaptionDataset, Item, int_option, read_json
+from zoo.data import CaptionDataset, Item, int_option, read_json
 from zoo.errors import DataError
 
 log = logging.getLogger("zoo.data")

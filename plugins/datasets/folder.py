@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import zoo
-from zoo.data.datasets import CaptionDataset, Item, int_option
+from zoo.data import CaptionDataset, Item, int_option
 from zoo.errors import DataError
 
 CAPTION_FILES = ("captions.jsonl", "captions.csv")

@@ -47,7 +47,7 @@ from typing import Callable
 from PIL import Image, ImageDraw
 
 import zoo
-from zoo.data.datasets import CaptionDataset, Item, int_option
+from zoo.data import CaptionDataset, Item, int_option
 from zoo.errors import DataError
 
 GENERATOR_VERSION = 1

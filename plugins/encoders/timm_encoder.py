@@ -28,6 +28,7 @@ from typing import Any, Callable, Mapping
 
 import timm
 import torch
+from safetensors.torch import load_file
 from timm.data import create_transform, resolve_data_config
 from torch import nn
 
@@ -462,8 +463,6 @@ def load_weights_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     suffix = path.suffix.lower()
     try:
         if suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             obj: Any = load_file(str(path), device="cpu")
         elif suffix in WEIGHT_FILE_SUFFIXES:
             obj = torch.load(str(path), map_location="cpu", weights_only=True)

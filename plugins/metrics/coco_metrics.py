@@ -22,7 +22,7 @@ from typing import Any, Mapping, Sequence
 
 import zoo
 from zoo.errors import DataError, MetricError
-from zoo.evaluation.coco import JAVA_INSTALL_HINT
+from zoo.evaluation import JAVA_INSTALL_HINT
 from zoo.evaluation.cider import CiderD
 
 SPICE_CORENLP_URL = "http://nlp.stanford.edu/software/stanford-corenlp-full-2015-12-09.zip"
@@ -81,7 +81,7 @@ class Bleu(_Scorer):
         self.counts: dict[str, Any] | None = None
 
     def compute_score(self, gts, res):
-        from pycocoevalcap.bleu.bleu_scorer import BleuScorer
+        from pycocoevalcap.bleu.bleu_scorer import BleuScorer  # lazy: pycocoevalcap loads only when a metric scores
 
         _check_inputs(gts, res)
         scorer = BleuScorer(n=self.n)
@@ -105,7 +105,7 @@ class Meteor(_Scorer):
     requires_java = True
 
     def compute_score(self, gts, res):
-        from pycocoevalcap.meteor.meteor import Meteor as _Meteor
+        from pycocoevalcap.meteor.meteor import Meteor as _Meteor  # lazy: pycocoevalcap loads only when a metric scores
 
         self.check_available()
         _check_inputs(gts, res)
@@ -136,7 +136,7 @@ class Rouge(_Scorer):
     keys = ["ROUGE-L"]
 
     def compute_score(self, gts, res):
-        from pycocoevalcap.rouge.rouge import Rouge as _Rouge
+        from pycocoevalcap.rouge.rouge import Rouge as _Rouge  # lazy: pycocoevalcap loads only when a metric scores
 
         _check_inputs(gts, res)
         return _Rouge().compute_score(gts, res)
@@ -153,7 +153,7 @@ class CiderReference(_Scorer):
         self.n, self.sigma = n, sigma
 
     def compute_score(self, gts, res):
-        from pycocoevalcap.cider.cider import Cider
+        from pycocoevalcap.cider.cider import Cider  # lazy: pycocoevalcap loads only when a metric scores
 
         _check_inputs(gts, res)
         return Cider(n=self.n, sigma=self.sigma).compute_score(gts, res)
@@ -212,7 +212,7 @@ class Spice(_Scorer):
     def compute_score(self, gts, res):
         self.check_available()
         _check_inputs(gts, res)
-        from pycocoevalcap.spice.spice import Spice as _Spice
+        from pycocoevalcap.spice.spice import Spice as _Spice  # lazy: pycocoevalcap loads only when a metric scores
 
         try:
             score, per_image = _Spice().compute_score(gts, res)

@@ -29,8 +29,10 @@ import numpy as np
 import torch
 
 import zoo
-from zoo.contracts.features import Features, select_batch
-from zoo.generation.sampling import sample
+from zoo.contracts import Features, select_batch
+from zoo.errors import ZooError
+from zoo.generation import sample
+from zoo.runtime import distributed as dist
 from zoo.training.objective import (
     Objective,
     ObjectiveBatch,
@@ -114,9 +116,6 @@ class SelfCritical(Objective):
 
     # -- a run ------------------------------------------------------------------------------------------
     def setup(self, context: ObjectiveContext) -> None:
-        from zoo.runtime import distributed as dist
-        from zoo.errors import ZooError
-
         tok = context.tokenizer
         self._tokenizer = tok
         words = list(tok.words) if isinstance(getattr(tok, "words", None), (list, tuple)) else None
