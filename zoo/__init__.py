@@ -22,7 +22,10 @@ from zoo.models.factory import create_model, list_models, list_names
 from zoo.registry.hookspecs import hookimpl
 from zoo.registry.loading import load_plugin
 from zoo.registry.manager import get_plugin_manager, get_registry
+from zoo import _compat
 from zoo.version import __version__
+
+_compat.install()  # the module paths of 0.1 (zoo.objective, zoo.tokenizer, …) keep working
 
 __all__ = [
     "__version__",
