@@ -17,8 +17,8 @@ from typing import Any
 
 from zoo.errors import DuplicateNameError, PluginLoadError, ZooError
 from zoo.registry.manager import (
-    _call_register,
-    _describe,
+    call_register,
+    describe_failure,
     get_plugin_manager,
     get_registry,
 )
@@ -68,7 +68,7 @@ def load_plugin(module_or_path: str | ModuleType | Any, name: str | None = None)
     except Exception as exc:
         raise PluginLoadError(f"plugin {name!r} could not be registered: {exc}") from exc
     error: ZooError | None = None
-    failure = _call_register(reg, pm, plugin, name, warn=False)  # raised below instead
+    failure = call_register(reg, pm, plugin, name, warn=False)  # raised below instead
     if failure is not None:
         why = reg.failed_plugins.pop(name)
         cls = DuplicateNameError if isinstance(failure, DuplicateNameError) else PluginLoadError
@@ -99,8 +99,8 @@ def _import_failure(spec: str, exc: BaseException) -> str:
     found = f"the file {spec}" if is_file else f"the module {spec!r}"
     if missing is not None:
         return (f"plugin {spec!r} could not be loaded: {found} was found, but its dependency {missing!r} "
-                f"was not ({_describe(exc, 'importing it')}). Install the package that provides "
+                f"was not ({describe_failure(exc, 'importing it')}). Install the package that provides "
                 f"{missing!r} into this Python (e.g. `pip install {missing.split('.')[0]}`, or the plugin's "
                 f"own `pip install` that lists its dependencies).")
     return (f"plugin {spec!r} could not be loaded: {found} was found, but importing it raised "
-            f"{_describe(exc, 'importing it')}. Fix the plugin at that line.")
+            f"{describe_failure(exc, 'importing it')}. Fix the plugin at that line.")

@@ -74,7 +74,7 @@ def get_plugin_manager() -> pluggy.PluginManager:
             try:
                 plugin = ep.load()
             except Exception as exc:  # noqa: BLE001 - any import error is reported, never fatal
-                failures[name] = _describe(exc, f"entry point {ep.name} = {ep.value} of {dist}")
+                failures[name] = describe_failure(exc, f"entry point {ep.name} = {ep.value} of {dist}")
                 continue
             if pm.is_registered(plugin):
                 continue  # the very same module listed twice: nothing is lost
@@ -92,7 +92,7 @@ def get_plugin_manager() -> pluggy.PluginManager:
     return _pm
 
 
-def _describe(exc: BaseException, where: str) -> str:
+def describe_failure(exc: BaseException, where: str) -> str:
     """``Type: message (where at file:line)``, the line being the plugin's own deepest frame (the call to
     ``add_decoder`` rather than the registry's ``raise``) when there is one."""
     frames = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ else []
@@ -107,7 +107,7 @@ def _register(pm: pluggy.PluginManager, plugin: Any, name: str, failures: dict[s
     try:
         pm.register(plugin, name=name)
     except Exception as exc:  # noqa: BLE001
-        failures[name] = _describe(exc, "registering hooks")
+        failures[name] = describe_failure(exc, "registering hooks")
         return False
     return True
 
@@ -125,7 +125,7 @@ def get_registry() -> Registry:
         reg.failed_plugins.update(_pending_failures)
         for name, plugin in pm.list_name_plugin():
             if plugin is not None:
-                _call_register(reg, pm, plugin, name)
+                call_register(reg, pm, plugin, name)
         _registry = reg
     return _registry
 
@@ -134,7 +134,7 @@ def _register_impls(pm: pluggy.PluginManager, plugin: Any) -> list[Any]:
     return [impl for impl in pm.hook.zoo_register.get_hookimpls() if impl.plugin is plugin]
 
 
-def _call_register(
+def call_register(
     reg: Registry, pm: pluggy.PluginManager, plugin: Any, name: str, warn: bool = True
 ) -> Exception | None:
     """Run ``plugin``'s ``zoo_register`` implementation(s) as pluggy registered them (so
@@ -150,7 +150,7 @@ def _call_register(
             impl.function(*[kwargs[arg] for arg in impl.argnames])
     except Exception as exc:  # noqa: BLE001 - a duplicate name included: one plugin never takes the rest down
         reg.discard_plugin(name)
-        reg.failed_plugins[name] = _describe(exc, "zoo_register")
+        reg.failed_plugins[name] = describe_failure(exc, "zoo_register")
         if warn:
             warnings.warn(f"zoo plugin {name!r} raised in zoo_register and was skipped: {exc}", stacklevel=3)
         return exc
