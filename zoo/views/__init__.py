@@ -5,7 +5,8 @@
 - ``attention_figure``: attention maps upsampled onto the image, one panel per word.
 - ``html_page`` and ``templates/``: what the pages share (skeleton, CSS, scripts, JSON embedded safely,
   thumbnails).
-- ``leaderboard``: a ranked leaderboard as a terminal table, Markdown, JSON and a plot.
+- ``leaderboard_columns``: what every view of a ranked leaderboard shows: its columns, title and legend.
+- ``leaderboard``: a ranked leaderboard as a terminal table, Markdown, CSV, JSON and a plot.
 - ``leaderboard_page``: the leaderboard's HTML page (drill-down to images, two systems side by side).
 
 May import: ``zoo.generation`` (attention), ``zoo.files``, ``zoo.errors``, matplotlib, PIL. Views take
