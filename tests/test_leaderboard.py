@@ -14,7 +14,9 @@ import zoo.evaluation.bootstrap as stats
 from zoo.cli import main
 from zoo.errors import ZooError
 from zoo.results.leaderboard import build_leaderboard
-from zoo.results.database import EvalRecord, ResultsDB, config_hash
+from zoo.results.database import ResultsDB
+from zoo.results.evalrecord import EvalRecord
+from zoo.results.provenance import config_hash
 from zoo.views.leaderboard_columns import NOT_SIGNIFICANT
 
 N = 400

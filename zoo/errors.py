@@ -39,6 +39,11 @@ class MetricError(ZooError):
     """A metric that cannot be computed here (Java missing, SPICE models absent, ...)."""
 
 
+class ResultsDBError(ZooError):
+    """A results database that cannot be opened, read or written, or a row it refuses (the message names
+    the file or the field; raised by ``zoo.results.database`` and ``zoo.results.evalrecord``)."""
+
+
 class LeaderboardError(ZooError):
     """Rows that cannot be ranked together, an unknown metric, too few resamples, a plot file in no format
     matplotlib writes (raised by ``zoo.results.leaderboard`` and by ``zoo.views.leaderboard``)."""

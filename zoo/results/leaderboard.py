@@ -31,7 +31,7 @@ from zoo.evaluation.bootstrap import (
     mean_std,
     paired_bootstrap,
 )
-from zoo.results.database import EvalRecord
+from zoo.results.evalrecord import EvalRecord
 from zoo.views import leaderboard as views
 from zoo.views import leaderboard_page
 
