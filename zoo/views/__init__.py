@@ -9,6 +9,8 @@
 - ``leaderboard``: a ranked leaderboard as a terminal table, Markdown, CSV, JSON and a plot.
 - ``leaderboard_page``: the leaderboard's HTML page (drill-down to images, two systems side by side).
 
-May import: ``zoo.generation`` (attention), ``zoo.files``, ``zoo.errors``, matplotlib, PIL. Views take
-what they draw as arguments: training, evaluation and results call them, never the other way round.
+May import: ``zoo.generation`` (attention), ``zoo.files``, ``zoo.errors``, numpy, torch, PIL, and matplotlib
+inside the functions that draw (importing a view costs no matplotlib). Views take what they draw as
+arguments: training, evaluation and results call them, never the other way round; the types they draw
+(``zoo.results.leaderboard.Leaderboard``) are imported for annotations only, under ``TYPE_CHECKING``.
 """
