@@ -9,7 +9,9 @@ from pathlib import Path
 from zoo.data.datasets import load_dataset
 from zoo.evaluation.coco import evaluate_captions
 from zoo.evaluation.report import make_thumbnails
-from zoo.results.database import EvalRecord, ResultsDB, config_hash, references_hash
+from zoo.results.database import ResultsDB
+from zoo.results.evalrecord import EvalRecord
+from zoo.results.provenance import config_hash, references_hash
 from zoo.evaluation.captioning import simple_tokenize
 
 # three systems of different quality: one copies a reference, one cuts it short, one says little

@@ -13,8 +13,11 @@ import pytest
 import zoo.evaluation.bootstrap as stats
 from zoo.cli import main
 from zoo.errors import ZooError
-from zoo.results.leaderboard import NOT_SIGNIFICANT, build_leaderboard
-from zoo.results.database import EvalRecord, ResultsDB, config_hash
+from zoo.results.leaderboard import build_leaderboard
+from zoo.results.database import ResultsDB
+from zoo.results.evalrecord import EvalRecord
+from zoo.results.provenance import config_hash
+from zoo.views.leaderboard_columns import NOT_SIGNIFICANT
 
 N = 400
 _rng = np.random.default_rng(123)

@@ -15,7 +15,9 @@ from tests.pages import SYSTEMS, record_systems, shapes
 from zoo.results.leaderboard import build_leaderboard
 from zoo.evaluation.cider import SmallCorpusWarning
 from zoo.evaluation.report import render_report, thumbnail_ids
-from zoo.results.database import EvalRecord, ResultsDB
+from zoo.errors import ResultsDBError
+from zoo.results.database import ResultsDB
+from zoo.results.evalrecord import EvalRecord
 
 
 def embedded(page: str):
@@ -135,10 +137,10 @@ def test_a_version_1_database_gains_captions_and_images(tmp_path, monkeypatch):
 def test_captions_must_match_the_images(tmp_path):
     rec = EvalRecord(system="s", encoder="e", decoder="d", tokenizer="t", config_hash="h", data="x", split="test",
                      references_hash="r", metrics={"CIDEr-D": 0.5}, num_images=2, captions={"1": "a dog"})
-    with pytest.raises(results.ResultsDBError, match="captions has 1 entries but num_images is 2"):
+    with pytest.raises(ResultsDBError, match="captions has 1 entries but num_images is 2"):
         rec.validate()
     rec.captions = {1: "a dog", "2": "a cat"}
-    with pytest.raises(results.ResultsDBError, match="str\\(image_id\\)"):
+    with pytest.raises(ResultsDBError, match="str\\(image_id\\)"):
         rec.validate()
 
 

@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 
 import zoo.results.database as results
-from zoo.results.database import EvalRecord, ResultsDB, ResultsDBError, config_hash, references_hash
+from zoo.errors import ResultsDBError
+from zoo.results.database import ResultsDB
+from zoo.results.evalrecord import EvalRecord
+from zoo.results.provenance import config_hash, environment_info, references_hash
 
 
 def make_record(**kw) -> EvalRecord:
@@ -195,7 +198,7 @@ def test_hashes_are_canonical():
 
 
 def test_environment_info_outside_a_repository(tmp_path):
-    info = results.environment_info(device="cpu", cwd=tmp_path)
+    info = environment_info(device="cpu", cwd=tmp_path)
     assert info["git_commit"] is None
     assert info["versions"]["zoo"] and info["versions"]["torch"] and "timm" in info["versions"]
     assert info["device"].startswith("cpu")

@@ -39,6 +39,16 @@ class MetricError(ZooError):
     """A metric that cannot be computed here (Java missing, SPICE models absent, ...)."""
 
 
+class ResultsDBError(ZooError):
+    """A results database that cannot be opened, read or written, or a row it refuses (the message names
+    the file or the field; raised by ``zoo.results.database`` and ``zoo.results.evalrecord``)."""
+
+
+class LeaderboardError(ZooError):
+    """Rows that cannot be ranked together, an unknown metric, too few resamples, a plot file in no format
+    matplotlib writes (raised by ``zoo.results.leaderboard`` and by ``zoo.views.leaderboard``)."""
+
+
 class ContractError(ZooError):
     """A plugin breaks a contract the zoo relies on: a decoder's shapes (``zoo.contracts.probe``), options that
     are not plain JSON values (``zoo.registry.options``). The message names the plugin and what to change."""

@@ -22,8 +22,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from zoo.files import atomic_write
-from zoo.training.runs import RunSpec
+from zoo.errors import ZooError
+from zoo.evaluation.model_eval import check_request, evaluate_model
+from zoo.files import atomic_write, sha256_file
+from zoo.generation.options import DecodingOptions
+from zoo.models.checkpoint import load, read_extra
+from zoo.models.builder import create_decoder, create_encoder
+from zoo.registry.manager import get_registry
+from zoo.registry.recipes import check_kwargs
+from zoo.results.record import record
+from zoo.training.objective import ObjectiveSchedule, checkpoint_objective
+from zoo.training.runs import RunSpec, execute, load_split
+from zoo.training.train import TrainConfig, read_train_speed
 
 
 @dataclass
@@ -54,8 +64,6 @@ class CompareConfig:
 
 def decoding_options(cfg: CompareConfig) -> Any:
     """Every decoding setting of a compare as one ``zoo.generation.options.DecodingOptions``."""
-    from zoo.generation.options import DecodingOptions
-
     return DecodingOptions.from_mapping({"beam_size": cfg.beam_size, "max_len": cfg.max_len, **(cfg.decoding or {})})
 
 
@@ -90,8 +98,6 @@ def plan(cfg: CompareConfig) -> list[tuple[str, RunSpec]]:
 
 def resolve_init(spec: RunSpec, out: Path) -> RunSpec:
     """``spec`` with ``init`` naming the xe run's ``best.safetensors`` in ``out`` and its sha256."""
-    from zoo.files import sha256_file
-
     if spec.init is None or "run" not in spec.init:
         return spec
     ckpt = (out / spec.init["run"] / "best.safetensors").resolve()
@@ -108,13 +114,6 @@ def compare(
     say: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """Train and evaluate every planned run (skipping finished ones); returns one summary per run."""
-    from zoo.models.checkpoint import load
-    from zoo.models.checkpoint import read_extra as zoo_read_extra
-    from zoo.evaluation.model_eval import evaluate_model
-    from zoo.results.record import record
-    from zoo.training.runs import execute
-    from zoo.training.train import read_train_speed
-
     out = Path(out_dir)
     runs = plan(cfg)
     test_set = check(cfg, runs)  # everything that can be checked fails here, before any run trains
@@ -145,9 +144,7 @@ def compare(
                             out_dir=run_dir / "eval", progress=progress)
         assert ev is not None
         rid = record(ev, model, db_path, checkpoint=ckpt, seed=spec.train.get("seed"), run_name=name, train_images_per_s=train_speed)
-        from zoo.training.objective import checkpoint_objective
-
-        objective = checkpoint_objective(zoo_read_extra(ckpt))["signature"]
+        objective = checkpoint_objective(read_extra(ckpt))["signature"]
         row = {"run": name, "system": spec.system, "objective": objective, "seed": spec.train.get("seed"), "record_id": rid,
                "metrics": ev.metrics, "not_computed": ev.not_computed,
                "train_images_per_s": train_speed, "decode_images_per_s": ev.decode_images_per_s}
@@ -164,13 +161,6 @@ def check(cfg: CompareConfig, runs: list[tuple[str, RunSpec]]) -> Any:
     (:func:`zoo.evaluation.model_eval.check_request`: names, Java), every decoder keeps the decoder contract (a probe,
 ``_probe_decoders``), and the evaluation split loads. Returns that split
     (the same data for every run)."""
-    from zoo.errors import ZooError
-    from zoo.registry.manager import get_registry
-    from zoo.evaluation.model_eval import check_request
-    from zoo.registry.recipes import check_kwargs
-    from zoo.training.runs import load_split
-    from zoo.training.train import TrainConfig
-
     reg = get_registry()
     for kind, flag, names in (("encoder", "--encoder", cfg.encoders), ("decoder", "--decoder", cfg.decoders),
                               ("tokenizer", "--tokenizer", cfg.tokenizers), ("seed", "--seeds", cfg.seeds)):
@@ -197,8 +187,6 @@ def check(cfg: CompareConfig, runs: list[tuple[str, RunSpec]]) -> Any:
     if any(o != "xe" for o in cfg.objectives) and "xe" not in cfg.objectives:
         raise ZooError(f"zoo compare --objective {','.join(cfg.objectives)}: these runs start from the xe run's "
                        "best checkpoint; list xe too, e.g. --objective xe,scst")
-    from zoo.training.objective import ObjectiveSchedule
-
     for _, spec in runs:
         ObjectiveSchedule(TrainConfig.from_dict(spec.train), spec.objective_options)  # names, options
     for _, spec in runs:
@@ -219,8 +207,6 @@ def _probe_decoders(runs: list[tuple[str, RunSpec]]) -> None:
     """Build every decoder of the compare once, on each encoder's feature size, so one that breaks the
     decoder contract (``zoo.contracts.probe``) stops the compare before the first run trains, not after the
     runs listed before it. Encoders are built without weights; nothing is trained."""
-    from zoo.models.builder import create_decoder, create_encoder
-
     dims: dict[tuple[str, str], int] = {}
     done: set[tuple[str, int, str]] = set()
     for _, spec in runs:
@@ -245,8 +231,6 @@ def _check_reuse(cfg: CompareConfig, runs: list[tuple[str, RunSpec]], out: Path)
     """Runs in ``out`` are reused (skipped when evaluated, resumed when interrupted) only when they were
     made with the same settings: a different budget, data, split or decoding would put stale results on
     the leaderboard. Adding encoders, decoders, tokenizers or seeds is fine: those are new runs."""
-    from zoo.errors import ZooError
-
     previous = out / "compare.json"
     if previous.exists():
         try:

@@ -15,28 +15,28 @@ Location: ``--db PATH``, else ``$ZOO_RESULTS_DB``, else ``DEFAULT_DB``.
 Schema versions live in ``PRAGMA user_version``; ``_MIGRATIONS[i]`` brings a database from version ``i``
 to ``i + 1`` inside one write transaction, so a half-migrated file cannot exist. A file from a newer
 caption-zoo is refused rather than misread.
+
+The row itself (``EvalRecord`` and its checks) is ``zoo.results.evalrecord``; the hashes that say which rows
+are comparable and the environment a row records are ``zoo.results.provenance``. This module is the file:
+where it lives, its schema and migrations, locking, writing and reading.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
-import importlib.metadata
 import json
-import math
 import os
-import platform
 import random
 import sqlite3
-import subprocess
 import time
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, TypeVar
+from urllib.parse import quote
 
-from zoo.errors import ZooError
+from zoo.errors import ResultsDBError
+from zoo.results.evalrecord import EvalRecord, canonical_json
+from zoo.version import __version__
 
 DEFAULT_DB = "~/.local/share/caption-zoo/results.sqlite"
 DB_ENV = "ZOO_RESULTS_DB"
@@ -47,282 +47,6 @@ BUSY_TIMEOUT_S = 30.0
 LOCK_RETRY_S = 120.0
 
 T = TypeVar("T")
-
-
-class ResultsDBError(ZooError):
-    """A results database that cannot be opened, read or written (the message names the file)."""
-
-
-# -- the record ------------------------------------------------------------------------------------------
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-@dataclass(kw_only=True)
-class EvalRecord:
-    """One evaluation of one model on one split with one decoding setting.
-
-    Metrics are on pycocoevalcap's scale (0–1; CIDEr-D 0–10), never ×100: the leaderboard multiplies for
-    display. ``per_image_cider`` maps image id (as a string) to that image's CIDEr-D; its mean is the
-    corpus CIDEr-D, and it is what the paired bootstrap resamples. ``captions`` maps the same ids to the
-    generated captions (empty on rows recorded before schema version 2). ``references_hash`` (see
-    ``references_hash()``) identifies the reference captions: only rows with equal data, split and
-    references hash are ranked together. ``id`` is set on rows read back from the database.
-    """
-
-    system: str
-    encoder: str
-    decoder: str
-    tokenizer: str
-    config_hash: str
-    data: str
-    split: str
-    references_hash: str
-    metrics: dict[str, float]
-    encoder_options: dict[str, Any] = field(default_factory=dict)
-    decoder_options: dict[str, Any] = field(default_factory=dict)
-    tokenizer_options: dict[str, Any] = field(default_factory=dict)
-    params_encoder: int = 0
-    params_decoder: int = 0
-    num_images: int = 0
-    decoding: dict[str, Any] = field(default_factory=dict)
-    per_image_cider: dict[str, float] = field(default_factory=dict)
-    captions: dict[str, str] = field(default_factory=dict)
-    train_images_per_s: float | None = None
-    decode_images_per_s: float | None = None
-    device: str = ""
-    versions: dict[str, Any] = field(default_factory=dict)
-    git_commit: str | None = None
-    seed: int | None = None
-    created_at: str = field(default_factory=_now)
-    checkpoint_path: str | None = None
-    checkpoint_sha256: str | None = None
-    run_name: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-    #: how the model was trained: the objective's signature (``zoo.models.checkpoint.objective_signature``), e.g.
-    #: ``scst(cider-d, baseline=mean, n=5, df=train, eos=yes)``; ``xe`` for cross-entropy
-    objective: str = "xe"
-    id: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "EvalRecord":
-        """The inverse of ``to_dict`` (e.g. a row shared as JSON); unknown keys are refused by name."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ResultsDBError(f"evaluation record: unknown key {unknown[0]!r}; known keys are {sorted(known)}")
-        try:
-            return cls(**dict(d))
-        except TypeError as exc:
-            raise ResultsDBError(f"evaluation record: {exc}") from exc
-
-    def validate(self) -> None:
-        """Refuse a row that would mislead the leaderboard later: a ×100 metric, a non-finite score, a
-        per-image table that does not match the image count, a value JSON cannot hold."""
-        for name in ("system", "encoder", "decoder", "tokenizer", "config_hash", "data", "split", "references_hash",
-                     "objective"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not value.strip():
-                raise ResultsDBError(f"evaluation record: field {name!r} must be a non-empty string, got {value!r}")
-        if not self.metrics:
-            raise ResultsDBError(f"evaluation record {self.system!r}: 'metrics' is empty; record at least CIDEr-D")
-        for key, value in self.metrics.items():
-            _check_finite(f"metrics[{key!r}]", value, self.system)
-            limit = 10.0 if key.lower().startswith("cider") else 1.0
-            if value > limit + 1e-9 or value < 0:
-                raise ResultsDBError(
-                    f"evaluation record {self.system!r}: metrics[{key!r}] = {value} is outside pycocoevalcap's "
-                    f"0–{limit:g} scale. Record raw scores (e.g. 0.352), not ×100 (35.2)."
-                )
-        for key, value in self.per_image_cider.items():
-            if not isinstance(key, str):
-                raise ResultsDBError(
-                    f"evaluation record {self.system!r}: per_image_cider keys must be image ids as strings, "
-                    f"got {key!r} ({type(key).__name__}); use str(image_id)"
-                )
-            _check_finite(f"per_image_cider[{key!r}]", value, self.system)
-        for key, value in self.captions.items():
-            if not isinstance(key, str) or not isinstance(value, str):
-                raise ResultsDBError(
-                    f"evaluation record {self.system!r}: captions must map image ids (strings) to captions "
-                    f"(strings), got {key!r}: {value!r}; use str(image_id)"
-                )
-        if self.captions and len(self.captions) != self.num_images:
-            raise ResultsDBError(
-                f"evaluation record {self.system!r}: captions has {len(self.captions)} entries but num_images "
-                f"is {self.num_images}; they must describe the same images"
-            )
-        if self.per_image_cider and len(self.per_image_cider) != self.num_images:
-            raise ResultsDBError(
-                f"evaluation record {self.system!r}: per_image_cider has {len(self.per_image_cider)} scores "
-                f"but num_images is {self.num_images}; they must describe the same images"
-            )
-        for name in ("train_images_per_s", "decode_images_per_s"):
-            value = getattr(self, name)
-            if value is not None:
-                _check_finite(name, value, self.system)
-        for name in ("encoder_options", "decoder_options", "tokenizer_options", "decoding", "versions", "extra"):
-            _json(getattr(self, name), f"evaluation record {self.system!r}: field {name!r}")
-
-
-def _check_finite(what: str, value: Any, system: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ResultsDBError(f"evaluation record {system!r}: {what} must be a finite number, got {value!r}")
-
-
-def _json(value: Any, what: str) -> str:
-    """Canonical JSON (sorted keys), so equal settings compare equal as text."""
-    try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise ResultsDBError(f"{what} cannot be stored as JSON: {exc}") from exc
-
-
-# -- hashes and environment ------------------------------------------------------------------------------
-_PARTS = ("encoder", "decoder", "tokenizer")
-# labels that name how a model was asked for, not what it is (a recipe's options are in its parts already)
-_NOT_HASHED = ("recipe",)
-
-
-def full_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """``config`` (a ``CaptionModel.config``) with every part's options completed by its factory's
-    defaults, as ``zoo info`` shows them (the registry's ``Entry.user_options()``), so a model built with
-    ``dropout=0.3`` spelled out and one that left the default have the same full config. Options given
-    win over defaults; a part whose name is not registered here keeps the options it has. A mapping
-    without parts (``{"encoder": {"name": ..., "kwargs": ...}, ...}``) is returned as it is."""
-    out = dict(config)
-    parts = [p for p in _PARTS if isinstance(out.get(p), Mapping) and isinstance(out[p].get("name"), str)]
-    if not parts:
-        return out
-    from zoo.errors import UnknownNameError
-    from zoo.registry.manager import get_registry
-
-    registry = get_registry()
-    for part in parts:
-        spec = dict(out[part])
-        try:
-            defaults, _required = registry.get(part, spec["name"]).user_options()
-        except UnknownNameError:
-            defaults = {}
-        spec["kwargs"] = {**defaults, **dict(spec.get("kwargs") or {})}
-        out[part] = spec
-    return out
-
-
-def config_hash(config: Mapping[str, Any]) -> str:
-    """sha256 of the full model config as canonical JSON: two rows with the same hash are the same system
-    (up to seed). The config is completed first (:func:`full_config`: every option the factory defaults,
-    filled in), so equal models hash equal however their options were spelled, and the ``recipe`` label
-    is left out (a recipe's options are in the parts). Non-JSON values are hashed through ``str`` so the
-    hash never fails on an odd option.
-
-    Rows recorded before defaults were filled in keep the hash they were stored with; re-record them
-    (``zoo eval`` again) to pool them with newer rows of the same model."""
-    full = full_config(config)
-    if any(p in full for p in _PARTS):
-        full = {k: v for k, v in full.items() if k not in _NOT_HASHED}
-    text = json.dumps(full, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def run_identity(checkpoint: str | Path) -> dict[str, str]:
-    """What a checkpoint says about the training run that wrote it, for a row's ``extra``: ``run_id`` (one
-    per ``zoo train`` run, the same in its best and last files) and ``train_hash`` (its training settings
-    without the seed). Empty for a file written otherwise or before these were recorded; the leaderboard
-    then falls back to seeds and file names, as before."""
-    from zoo.models.checkpoint import read_extra
-
-    try:
-        run = read_extra(checkpoint).get("run")
-    except (AttributeError, ValueError, ZooError):
-        return {}
-    if not isinstance(run, dict):
-        return {}
-    found = {"run_id": run.get("id"), "train_hash": run.get("train_hash")}
-    return {k: v for k, v in found.items() if isinstance(v, str) and v}
-
-
-def references_hash(refs: Mapping[Any, Iterable[str]]) -> str:
-    """sha256 of a reference set: image ids and their captions, order-independent.
-
-    CIDEr-D's document frequencies come from the references being scored, so scores are only comparable
-    on the very same reference set; a changed caption or a missing image changes this hash."""
-    canon = sorted((str(image_id), sorted(str(c) for c in caps)) for image_id, caps in refs.items())
-    text = json.dumps(canon, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def _dist_version(name: str) -> str | None:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def describe_device(device: str | None = None) -> str:
-    """A human description of where a run happened, e.g. ``cuda:0 (NVIDIA H200)`` or ``cpu (… , 16 cores)``."""
-    if device is None or str(device).startswith("cuda"):
-        try:
-            import torch
-
-            if torch.cuda.is_available() and (device is None or str(device).startswith("cuda")):
-                dev = torch.device(device or "cuda")
-                index = dev.index if dev.index is not None else torch.cuda.current_device()
-                return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
-        except Exception:  # noqa: BLE001 - a description must never fail an evaluation
-            pass
-        if device is None:
-            device = "cpu"
-    if str(device) == "cpu":
-        return f"cpu ({_cpu_name()}, {os.cpu_count()} cores)"
-    return str(device)
-
-
-def _git(args: list[str], cwd: str | Path | None) -> str | None:
-    try:
-        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
-def environment_info(device: str | None = None, cwd: str | Path | None = None) -> dict[str, Any]:
-    """Versions (zoo, torch, timm, python, numpy), the device and the git commit of ``cwd`` (None outside
-    a repository or without git); ``git_dirty`` says whether tracked files had uncommitted changes, since
-    a commit alone then does not reproduce the number."""
-    from zoo.version import __version__
-
-    commit = _git(["rev-parse", "HEAD"], cwd)
-    dirty = None
-    if commit:
-        status = _git(["status", "--porcelain", "--untracked-files=no"], cwd)
-        dirty = bool(status) if status is not None else None
-    return {
-        "versions": {
-            "zoo": __version__,
-            "torch": _dist_version("torch"),
-            "timm": _dist_version("timm"),
-            "numpy": _dist_version("numpy"),
-            "python": platform.python_version(),
-        },
-        "device": describe_device(device),
-        "git_commit": commit,
-        "git_dirty": dirty,
-    }
 
 
 # -- location ----------------------------------------------------------------------------------------------
@@ -526,8 +250,6 @@ class ResultsDB:
         """Open for reading only, as SQLite does for read-only media: ``mode=ro`` first; a WAL-mode file
         whose folder cannot hold the ``-shm``/``-wal`` files SQLite needs even to read is opened with
         ``immutable=1`` (nobody can be writing it through a folder that cannot be written)."""
-        from urllib.parse import quote
-
         uri = "file:" + quote(str(self.path.resolve()))
         last: Exception | None = None
         for query in ("mode=ro", "immutable=1"):
@@ -602,8 +324,6 @@ class ResultsDB:
 
     def _check_version(self, version: int) -> None:
         if version > SCHEMA_VERSION:
-            from zoo.version import __version__
-
             raise ResultsDBError(
                 f"results database {self.path} has schema version {version}, written by a newer caption-zoo; "
                 f"this caption-zoo ({__version__}) reads schema versions up to {SCHEMA_VERSION}. Upgrade "
@@ -685,7 +405,7 @@ class ResultsDB:
         values = []
         for name in _COLUMNS:
             value = getattr(row, name)
-            values.append(_json(value, name) if name in _JSON_FIELDS else value)
+            values.append(canonical_json(value, name) if name in _JSON_FIELDS else value)
         sql = f"INSERT INTO evaluations ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 
         def insert() -> int:
@@ -745,7 +465,7 @@ class ResultsDB:
         different images in their reports add up. One transaction."""
         thumbs = dict(thumbnails or {})
         values = [
-            (references_hash, str(k), _json(list(refs), f"references of image {k!r}"), thumbs.get(str(k)))
+            (references_hash, str(k), canonical_json(list(refs), f"references of image {k!r}"), thumbs.get(str(k)))
             for k, refs in references.items()
         ]
         sql = (

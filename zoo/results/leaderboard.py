@@ -3,39 +3,44 @@
 Rows are comparable only on the same data set, split and reference captions (CIDEr-D's document
 frequencies come from the references being scored), so ``build_leaderboard`` refuses a mix instead of
 ranking apples against oranges. Rows of one *system* (same config hash and decoding settings) are seeds:
-their scores are shown as mean ± std; evaluating a checkpoint again replaces its earlier row (same sha256),
-and different checkpoints that share a seed are separate systems (see ``_split_shared_seeds``). When
-decoding settings differ between rows, every export shows them in a decoding column. Every system gets a 95% paired-bootstrap interval over images for its
-CIDEr-D difference to the leader (``zoo.evaluation.bootstrap``); a row whose interval contains 0 is marked ≈ (not
-significantly different from the leader). Scores are stored on pycocoevalcap's 0–1 scale and shown ×100.
+their scores are summarised as mean ± std; evaluating a checkpoint again replaces its earlier row (same
+sha256), and different checkpoints that share a seed are separate systems (see ``_split_shared_seeds``).
+Every system gets a 95% paired-bootstrap interval over images for its CIDEr-D difference to the leader
+(``zoo.evaluation.bootstrap``); ``BoardRow.significant`` is False when that interval contains 0 (not
+significantly different from the leader). Scores stay on pycocoevalcap's 0–1 scale here.
+
+This module ranks; ``zoo.views.leaderboard`` (table, Markdown, CSV, JSON, plot) and
+``zoo.views.leaderboard_page`` (the HTML page) draw the ranked ``Leaderboard``: they show scores ×100,
+mark rows that are not significantly different with ≈, and add a decoding column when decoding settings
+differ between rows.
 """
 
 from __future__ import annotations
 
-import csv
-import html
-import io
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
-from zoo.errors import ZooError
-from zoo.results.database import EvalRecord
-from zoo.evaluation.bootstrap import align, average_per_image, is_significant, mean_std, paired_bootstrap
+from zoo.errors import LeaderboardError
+from zoo.evaluation.bootstrap import (
+    align,
+    average_per_image,
+    is_significant,
+    mean_std,
+    paired_bootstrap,
+)
+from zoo.results.evalrecord import EvalRecord
+from zoo.views import leaderboard as views
+from zoo.views import leaderboard_page
 
 STANDARD_METRICS = ("CIDEr-D", "BLEU-4", "METEOR", "ROUGE-L", "SPICE")
 PER_IMAGE_METRIC = "CIDEr-D"  # the only metric with per-image scores in the database
 MIN_RESAMPLES = 1000
 CONFIDENCE = 0.95
 GROUP_BY = ("system", "run")
-NOT_SIGNIFICANT = "≈"
 _ALIASES = {"cider": "ciderd", "rouge": "rougel", "bleu": "bleu4"}
-
-
-class LeaderboardError(ZooError):
-    """Rows that cannot be ranked together, an unknown metric, too few resamples."""
 
 
 def _norm(name: str) -> str:
@@ -350,7 +355,7 @@ def _compare_to_leader(lb: Leaderboard, seed: int) -> None:
         if bootstrap and len(leader.per_image) >= 2 and len(b.per_image) >= 2:
             ours, theirs, ids = align(b.per_image, leader.per_image)
             if len(ids) >= 2:
-                mean, lo, hi = paired_bootstrap(ours, theirs, resamples=lb.resamples, seed=seed, alpha=1 - CONFIDENCE)
+                mean, lo, hi = paired_bootstrap(ours, theirs, resamples=lb.resamples, seed=seed, alpha=1 - lb.confidence)
                 b.delta = (mean, lo, hi)
                 b.significant = is_significant(lo, hi)
                 if len(ids) < max(len(b.per_image), len(leader.per_image)):
@@ -364,42 +369,11 @@ def _compare_to_leader(lb: Leaderboard, seed: int) -> None:
         lb.notes.append(f"no per-image CIDEr-D recorded, so no interval for: {', '.join(missing)}")
 
 
-# -- formatting helpers ------------------------------------------------------------------------------------
-def _x100(v: float | None, digits: int = 1) -> str:
-    return "—" if v is None else f"{v * 100:.{digits}f}"
-
-
-def _speed(v: float | None) -> str:
-    if v is None:
-        return "—"
-    return f"{v:.0f}" if v >= 100 else f"{v:.1f}"
-
-
-def _has_interval(b: BoardRow) -> bool:
-    return b.delta is not None and b.delta[1] == b.delta[1]  # NaN marks "no interval"
-
-
-def _delta_text(b: BoardRow) -> str:
-    if b.rank == 1 or b.delta is None:
-        return "—"
-    mean, lo, hi = b.delta
-    if not _has_interval(b):
-        return f"{mean * 100:+.1f}"
-    text = f"{mean * 100:+.1f} [{lo * 100:+.1f}, {hi * 100:+.1f}]"
-    return f"{text} {NOT_SIGNIFICANT}" if b.significant is False else text
-
-
-@dataclass
-class _Column:
-    header: str
-    text: Callable[[BoardRow], str]
-    value: Callable[[BoardRow], Any]  # for sorting the HTML table; None sorts last
-    numeric: bool = True
-
-
 @dataclass
 class Leaderboard:
-    """A ranked board for one (data set, split, reference set); render with ``to_*`` or ``plot``."""
+    """A ranked board for one (data set, split, reference set). Its views (``zoo.views.leaderboard``,
+    ``zoo.views.leaderboard_page``) draw it; ``to_table``, ``to_markdown``, ``to_csv``, ``to_json``,
+    ``plot``, ``plot_png`` and ``to_html`` call them."""
 
     rows: list[BoardRow]
     metric: str
@@ -409,6 +383,7 @@ class Leaderboard:
     resamples: int
     group_by: str = "system"
     notes: list[str] = field(default_factory=list)
+    confidence: float = CONFIDENCE  # of the paired-bootstrap intervals to the leader
 
     # -- shape ---------------------------------------------------------------------------------------------
     @property
@@ -431,294 +406,34 @@ class Leaderboard:
         show each row's objective signature in an objective column."""
         return len({b.first.objective for b in self.rows}) > 1
 
-    def decoding_text(self, b: BoardRow) -> str:
-        """``b``'s values of the varying decoding settings, e.g. ``beam_size=1, max_len=20`` (— unset)."""
-        d = b.first.decoding
-        return ", ".join(f"{k}={d[k] if k in d else '—'}" for k in self.varying_decoding)
-
     @property
     def leader(self) -> BoardRow | None:
         return self.rows[0] if self.rows and self.rows[0].rank == 1 else None
 
-    def _columns(self) -> list[_Column]:
-        m = self.metric
-
-        def main(b: BoardRow) -> str:
-            if m not in b.metrics:
-                return "—"
-            text = _x100(b.metrics[m])
-            return f"{text} ± {_x100(b.metrics_std[m])}" if b.seeds > 1 else text
-
-        cols = [
-            _Column("rank", lambda b: str(b.rank) if b.rank else "—", lambda b: b.rank),
-            _Column("system", lambda b: b.name, lambda b: b.name, numeric=False),
-        ]
-        if self.varying_decoding:
-            cols.append(_Column("decoding", self.decoding_text, self.decoding_text, numeric=False))
-        if self.varying_objective:
-            cols.append(_Column("objective", lambda b: b.first.objective, lambda b: b.first.objective, numeric=False))
-        cols += [
-            _Column(f"{m} ×100", main, lambda b: b.metrics.get(m)),
-            _Column(
-                f"Δ to leader [{CONFIDENCE:.0%} CI]",
-                _delta_text,
-                lambda b: b.delta[0] if b.delta else (0.0 if b.rank == 1 else None),
-            ),
-        ]
-        for k in self.metric_columns[1:]:
-            cols.append(_Column(k, lambda b, k=k: _x100(b.metrics.get(k)), lambda b, k=k: b.metrics.get(k)))
-        cols += [
-            _Column("params (M)", lambda b: f"{b.params / 1e6:.1f}" if b.params else "—", lambda b: b.params or None),
-            _Column("train img/s", lambda b: _speed(b.train_images_per_s), lambda b: b.train_images_per_s),
-            _Column("decode img/s", lambda b: _speed(b.decode_images_per_s), lambda b: b.decode_images_per_s),
-            _Column("seeds", lambda b: str(b.seeds), lambda b: b.seeds),
-            _Column("images", lambda b: str(b.num_images), lambda b: b.num_images),
-        ]
-        return cols
-
-    def title(self) -> str:
-        return (
-            f"data={self.data} split={self.split} references={self.references_hash[:12]} "
-            f"({self.rows[0].num_images if self.rows else 0} images), ranked by {self.metric}"
-        )
-
-    def legend(self) -> list[str]:
-        lines = [
-            "Scores ×100 (pycocoevalcap computes 0–1; CIDEr-D 0–10). ± is the std over seeds.",
-            f"Δ: difference to the leader ×100 with a {CONFIDENCE:.0%} paired-bootstrap interval over images "
-            f"({self.resamples} resamples); {NOT_SIGNIFICANT} = not significantly different from the leader.",
-        ]
-        return lines + [f"Note: {n}" for n in self.notes]
-
-    # -- text exports --------------------------------------------------------------------------------------
+    # -- views (zoo.views.leaderboard, zoo.views.leaderboard_page) -----------------------------------------
     def to_table(self) -> str:
         """A plain-text table for the terminal."""
-        cols = self._columns()
-        cells = [[c.header for c in cols]] + [[c.text(b) for c in cols] for b in self.rows]
-        delta = next(i for i, c in enumerate(cols) if c.header.startswith("Δ"))
-        for row in cells[1:]:  # keep intervals aligned whether or not they carry the ≈ mark
-            if row[delta].endswith("]"):
-                row[delta] += " " * (len(NOT_SIGNIFICANT) + 1)
-        widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
-
-        def line(row: list[str]) -> str:
-            return "  ".join(
-                (v.rjust(w) if c.numeric else v.ljust(w)) for v, w, c in zip(row, widths, cols)
-            ).rstrip()
-
-        out = [self.title(), line(cells[0]), "  ".join("-" * w for w in widths)]
-        out += [line(r) for r in cells[1:]]
-        return "\n".join(out + [""] + self.legend()) + "\n"
+        return views.table(self)
 
     def to_markdown(self) -> str:
-        cols = self._columns()
-
-        def esc(v: str) -> str:
-            """A cell's text as literal text: no HTML (<, >, &), no row break (newlines), no column break (|)."""
-            v = html.escape(v, quote=False)
-            v = " ".join(v.splitlines())
-            return v.replace("|", "\\|")
-
-        out = [f"**Leaderboard** — {esc(self.title())}", ""]
-        out.append("| " + " | ".join(esc(c.header) for c in cols) + " |")
-        out.append("|" + "|".join("---:" if c.numeric else ":---" for c in cols) + "|")
-        for b in self.rows:
-            out.append("| " + " | ".join(esc(c.text(b)) for c in cols) + " |")
-        out.append("")
-        out += [f"{esc(line)}  " for line in self.legend()]
-        return "\n".join(out) + "\n"
-
-    def records(self) -> list[dict[str, Any]]:
-        """One JSON-ready dict per row: scores ×100 under ``*_x100`` keys, full precision, plus what
-        identifies the system and its runs (config hash, decoding, checkpoints, versions)."""
-        out = []
-        for b in self.rows:
-            first = b.first
-            delta = None
-            if b.delta is not None:
-                delta = {"mean": b.delta[0] * 100}
-                if _has_interval(b):
-                    delta.update(lo=b.delta[1] * 100, hi=b.delta[2] * 100)
-            out.append(
-                {
-                    "rank": b.rank,
-                    "system": b.name,
-                    "encoder": {"name": first.encoder, "options": first.encoder_options},
-                    "decoder": {"name": first.decoder, "options": first.decoder_options},
-                    "tokenizer": {"name": first.tokenizer, "options": first.tokenizer_options},
-                    "config_hash": first.config_hash,
-                    "decoding": first.decoding,
-                    "objective": first.objective,
-                    "seeds": b.seeds,
-                    "num_images": b.num_images,
-                    "metrics_x100": {k: v * 100 for k, v in b.metrics.items()},
-                    "metrics_std_x100": {k: v * 100 for k, v in b.metrics_std.items()},
-                    "delta_x100": delta,
-                    "significant": b.significant,
-                    "params_encoder": first.params_encoder,
-                    "params_decoder": first.params_decoder,
-                    "train_images_per_s": b.train_images_per_s,
-                    "decode_images_per_s": b.decode_images_per_s,
-                    "runs": [
-                        {
-                            "id": r.id,
-                            "run_name": r.run_name,
-                            "seed": r.seed,
-                            "created_at": r.created_at,
-                            "metrics": r.metrics,
-                            "checkpoint_path": r.checkpoint_path,
-                            "checkpoint_sha256": r.checkpoint_sha256,
-                            "git_commit": r.git_commit,
-                            "versions": r.versions,
-                            "device": r.device,
-                        }
-                        for r in b.runs
-                    ],
-                }
-            )
-        return out
-
-    def to_json(self) -> str:
-        doc = {
-            "format": "caption-zoo-leaderboard/1",
-            "data": self.data,
-            "split": self.split,
-            "references_hash": self.references_hash,
-            "metric": self.metric,
-            "scale": "x100 (pycocoevalcap scores multiplied by 100)",
-            "confidence": CONFIDENCE,
-            "resamples": self.resamples,
-            "group_by": self.group_by,
-            "notes": self.notes,
-            "rows": self.records(),
-        }
-        return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+        return views.markdown(self)
 
     def to_csv(self) -> str:
-        metrics = self.metric_columns
-        header = ["rank", "system", "decoding", "objective", "seeds", "images"]
-        header += [f"{m}_x100" for m in metrics] + [f"{self.metric}_std_x100"]
-        header += ["delta_x100", "delta_lo_x100", "delta_hi_x100", "significant"]
-        header += ["params_encoder", "params_decoder", "train_images_per_s", "decode_images_per_s", "config_hash"]
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(header)
-        for b, rec in zip(self.rows, self.records()):
-            delta = rec["delta_x100"] or {}
-            w.writerow(
-                [b.rank or "", b.name, json.dumps(rec["decoding"], sort_keys=True), rec["objective"], b.seeds,
-                 b.num_images]
-                + [_blank(rec["metrics_x100"].get(m)) for m in metrics]
-                + [_blank(rec["metrics_std_x100"].get(self.metric))]
-                + [_blank(delta.get("mean")), _blank(delta.get("lo")), _blank(delta.get("hi"))]
-                + ["" if b.significant is None else str(b.significant).lower()]
-                + [rec["params_encoder"], rec["params_decoder"]]
-                + [_blank(b.train_images_per_s), _blank(b.decode_images_per_s), rec["config_hash"]]
-            )
-        return buf.getvalue()
+        return views.csv_text(self)
 
-    # -- plot and HTML -------------------------------------------------------------------------------------
+    def to_json(self) -> str:
+        return views.json_text(self)
+
     def plot_png(self, dpi: int = 120) -> bytes:
-        buf = io.BytesIO()
-        self._figure().savefig(buf, format="png", dpi=dpi, metadata={"Software": None}, **_WHOLE_FIGURE)
-        return buf.getvalue()
+        return views.plot_png(self, dpi)
 
     def plot(self, path: str | Path) -> Path:
         """Save the two-panel plot (score vs parameters, score vs decoding speed); format from the suffix."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._figure().savefig(path, dpi=150, **_WHOLE_FIGURE)
-        except ValueError as exc:  # matplotlib: unknown format
-            raise LeaderboardError(f"cannot write plot {path}: {exc}. Use a .png, .svg or .pdf file name.") from exc
-        return path
-
-    def _figure(self) -> Any:
-        """A matplotlib Figure on the Agg canvas, made without pyplot, so no global backend is changed
-        and a notebook user's interactive backend is left alone."""
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(11, 4.6), layout="constrained")
-        FigureCanvasAgg(fig)
-        axes = fig.subplots(1, 2, sharey=True)
-        ranked = [b for b in self.rows if b.rank is not None]
-        panels = (
-            ("parameters (M)", lambda b: b.params / 1e6 if b.params else None),
-            ("decoding speed (images/s)", lambda b: b.decode_images_per_s),
-        )
-        for ax, (xlabel, getx) in zip(axes, panels):
-            pts = [(getx(b), b) for b in ranked if getx(b) is not None]
-            xs = [x for x, _ in pts]
-            log_x = bool(xs) and min(xs) > 0 and max(xs) / min(xs) > 20
-            if log_x:
-                ax.set_xscale("log")
-            for x, b in pts:
-                y = b.metrics[self.metric] * 100
-                err = b.metrics_std[self.metric] * 100 if b.seeds > 1 else None
-                leader = b.rank == 1
-                hollow = b.significant is False
-                ax.errorbar(
-                    x, y, yerr=err, fmt="*" if leader else "o", markersize=12 if leader else 7,
-                    color="C3" if leader else "C0", mfc="white" if hollow else None, capsize=3,
-                )
-                # labels point into the panel (left of the points in its right half), long names wrapped,
-                # so they stay inside the panel instead of running off the figure's edge
-                right_half = _position(x, xs, log_x) > 0.5
-                ax.annotate(
-                    _wrap_label(b.name), (x, y), textcoords="offset points", xytext=(-6 if right_half else 6, 4),
-                    ha="right" if right_half else "left", va="bottom", fontsize=8,
-                )
-            if not pts:
-                ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes)
-            ax.margins(x=0.2, y=0.15)  # room for the labels beside the points
-            ax.set_xlabel(xlabel)
-            ax.grid(alpha=0.3)
-        axes[0].set_ylabel(f"{self.metric} ×100")
-        fig.suptitle(
-            f"{self.data} / {self.split}: {self.metric} ×100 (★ leader, hollow ≈ not significantly different)",
-            fontsize=10,
-        )
-        return fig
+        return views.write_plot(self, path)
 
     def to_html(self, plot_png: bytes | None = None, images: Any = None) -> str:
         """One self-contained page (:mod:`zoo.views.leaderboard_page`): the sortable table, the plot embedded as a
         data URI, and a drill-down from each system to its captions image by image, two systems side by
         side. ``images``: ``ResultsDB.images(self.references_hash)``, for thumbnails and references. No
         external URL, so it works offline and as an attachment."""
-        from zoo.views.leaderboard_page import render
-
-        return render(self, plot_png, images)
-
-
-# saved plots hold every label: the bounding box grows to whatever was drawn (a label at a panel's edge)
-_WHOLE_FIGURE = {"bbox_inches": "tight", "pad_inches": 0.1}
-_LABEL_WIDTH = 28  # characters per line of a point's label
-
-
-def _position(x: float, xs: list[float], log_x: bool) -> float:
-    """Where ``x`` lies between the smallest and largest of ``xs`` (0 to 1; 0.5 when they are all equal)."""
-    import math
-
-    f = math.log10 if log_x else (lambda v: v)
-    lo, hi = f(min(xs)), f(max(xs))
-    return 0.5 if hi == lo else (f(x) - lo) / (hi - lo)
-
-
-def _wrap_label(name: str, width: int = _LABEL_WIDTH) -> str:
-    """A system name on lines of about ``width`` characters, broken after ``+`` or before a space (never
-    inside a part's own name), so a long name stays in its panel."""
-    import re
-
-    pieces = [p for p in re.split(r"(?<=\+)|(?= )", name) if p]
-    lines: list[str] = []
-    for piece in pieces:
-        if lines and len(lines[-1]) + len(piece) <= width:
-            lines[-1] += piece
-        else:
-            lines.append(piece.lstrip() if lines else piece)
-    return "\n".join(lines)
-
-
-def _blank(v: Any) -> Any:
-    return "" if v is None else v
+        return leaderboard_page.render(self, plot_png, images)

@@ -10,9 +10,9 @@ from zoo.evaluation.model_eval import ModelEvaluation
 from zoo.files import sha256_file
 from zoo.models.caption_model import CaptionModel
 from zoo.models.checkpoint import objective_signature, read_extra
-from zoo.results.database import (
-    EvalRecord,
-    ResultsDB,
+from zoo.results.database import ResultsDB
+from zoo.results.evalrecord import EvalRecord
+from zoo.results.provenance import (
     config_hash,
     environment_info,
     full_config,

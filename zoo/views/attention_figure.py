@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from zoo.generation.attention import CaptionAttention
+from zoo.generation.attention import CaptionAttention, attention_for_images
 from zoo.views.figures import agg_figure, check_figure_path, figure_bytes, save_figure
 
 
@@ -95,8 +95,6 @@ def write_attention_figures(
 ) -> list[tuple[str, Path]]:
     """``zoo caption --attention OUT``: one figure per image (OUT itself for one image, else
     OUT-<n>-<image stem><suffix>); returns (caption, figure path) per image."""
-    from zoo.generation.attention import attention_for_images
-
     out = check_figure_path(out, "attention figure")
     done = []
     for i, (view, att) in enumerate(attention_for_images(model, images, **generate_kwargs)):

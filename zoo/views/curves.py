@@ -16,7 +16,10 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+import numpy as np
+
 from zoo.errors import ZooError
+from zoo.views.figures import agg_figure, check_figure_path, save_figure
 
 CURVES_FILE = "curves.png"
 # (log key, panel title, scale): drawn when at least one entry has the key
@@ -73,8 +76,6 @@ def _with_elapsed(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     known = [(e["step"], e["elapsed"]) for e in entries if isinstance(e.get("elapsed"), (int, float))]
     if len(known) < 2:
         return list(entries)
-    import numpy as np
-
     steps, times = zip(*known)
     return [e if "elapsed" in e else {**e, "elapsed": float(np.interp(e["step"], steps, times))} for e in entries]
 
@@ -92,9 +93,7 @@ def _smooth(ys: list[float]) -> list[float]:
 
 def curves_figure(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]]) -> Any:
     """A Figure: one column per quantity present in any run, rows against steps and wall time."""
-    from matplotlib.ticker import FuncFormatter
-
-    from zoo.views.figures import agg_figure
+    from matplotlib.ticker import FuncFormatter  # lazy: matplotlib costs ~0.3 s; only drawing needs it
 
     runs = [(label, _with_elapsed(entries)) for label, entries in runs]
     panels = [p for p in PANELS if any(k in e for _, entries in runs for e in entries for k in p[0])]
@@ -146,16 +145,12 @@ def curves_figure(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]]) -> Any:
 
 def write_curves(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], path: str | Path) -> Path:
     """Draw ``runs`` ((label, log entries) pairs) into ``path`` (.png, .svg, .pdf), atomically."""
-    from zoo.views.figures import save_figure
-
     return save_figure(curves_figure(runs), path, dpi=100, what="curves figure")
 
 
 def compare_runs(run_dirs: Iterable[str | Path], out: str | Path) -> Path:
     """``zoo curves``: the runs' logs overlaid in one figure, each labelled by its folder name (the
     parent's too when two folders share a name)."""
-    from zoo.views.figures import check_figure_path
-
     check_figure_path(out, "curves figure")
     paths = [Path(r) for r in run_dirs]
     labels = [p.name if [q.name for q in paths].count(p.name) == 1 else f"{p.parent.name}/{p.name}" for p in paths]

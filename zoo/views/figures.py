@@ -9,14 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from zoo.errors import ZooError
+from zoo.files import atomic_write
 
 FORMATS = (".png", ".svg", ".pdf", ".jpg", ".jpeg")
 
 
 def agg_figure(width: float, height: float) -> Any:
     """A matplotlib ``Figure`` (inches) with a constrained layout, on the Agg canvas."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: matplotlib costs ~0.3 s; only drawing needs it
+    from matplotlib.figure import Figure  # lazy: as above
 
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
@@ -39,8 +40,6 @@ def check_figure_path(path: str | Path, what: str = "figure") -> Path:
 def save_figure(fig: Any, path: str | Path, *, dpi: int = 100, what: str = "figure") -> Path:
     """Write ``fig`` to ``path`` atomically (readers never see half a file). An unknown suffix is a
     ZooError naming the file and the formats."""
-    from zoo.files import atomic_write
-
     path = check_figure_path(path, what)
     fmt = path.suffix.lower()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt.lstrip(".").replace("jpg", "jpeg"), dpi=dpi,

@@ -20,6 +20,8 @@ import re
 from importlib import resources
 from typing import Any
 
+import PIL.Image
+
 from zoo.errors import DataError
 
 THUMBNAIL_SIZE = 112  # pixels, the longer side; small images are not enlarged
@@ -87,8 +89,6 @@ def thumbnail(item: Any, size: int = THUMBNAIL_SIZE, quality: int = THUMBNAIL_QU
     decoded: a report must never fail an evaluation over one picture. JPEG files are decoded at reduced
     scale (Pillow's draft mode), which makes a thumbnail of a COCO photo several times cheaper than the
     full decode."""
-    import PIL.Image
-
     try:
         if getattr(item, "path", None) is not None and getattr(item, "render", None) is None:
             with PIL.Image.open(item.path) as im:

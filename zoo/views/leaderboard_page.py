@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Mapping
 
-from zoo.views import html_page
+from zoo.views import html_page, leaderboard_columns
 
 if TYPE_CHECKING:
     from zoo.results.leaderboard import BoardRow, Leaderboard
@@ -73,7 +73,7 @@ def render(board: "Leaderboard", plot_png: bytes | None = None, images: Images |
     """The page as HTML text. ``images``: ``ResultsDB.images(board.references_hash)``, for thumbnails
     and references in the drill-down (without them it shows captions and scores only)."""
     e = html_page.text
-    cols = board._columns()
+    cols = leaderboard_columns.columns(board)
     head = "".join(f'<th class="{"num" if c.numeric else "txt"}">{e(c.header)}</th>' for c in cols)
     body = []
     for i, b in enumerate(board.rows):
@@ -93,7 +93,7 @@ def render(board: "Leaderboard", plot_png: bytes | None = None, images: Images |
         img = (f'<details class="plot" open><summary>plot: {e(board.metric)} ×100 against parameters and '
                f'decoding speed</summary><figure><img alt="{e(board.metric)} vs parameters and decoding speed" '
                f'src="{html_page.png_uri(plot_png)}"></figure></details>')
-    legend = "".join(f"<p>{e(line)}</p>" for line in board.legend())
+    legend = "".join(f"<p>{e(line)}</p>" for line in leaderboard_columns.legend(board))
     data = drilldown_data(board, images)
     missing = "" if images else (
         '<p class="sub">No thumbnails or references are stored for this reference set (rows recorded '
@@ -102,7 +102,7 @@ def render(board: "Leaderboard", plot_png: bytes | None = None, images: Images |
     )
     title = f"Caption Zoo leaderboard — {board.data} / {board.split}"
     html = f"""<h1>{e(title)}</h1>
-<p class="sub">{e(board.title())}</p>
+<p class="sub">{e(leaderboard_columns.title(board))}</p>
 <p class="explain">{e(INTERVAL_SENTENCE)}</p>
 <div class="wide"><table class="board sortable">
 <thead><tr>{head}</tr></thead>
