@@ -153,7 +153,6 @@ def check_decoder(
     )
     dec.eval()
 
-
     unseen = features(32, feature_dim, seed=11)  # 5. beam search >= greedy
     kw = dict(bos_id=BOS, eos_id=EOS, max_len=10, length_penalty=0.0)
     greedy = beam_search(dec, unseen, beam_size=1, **kw)

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from zoo.data.feature_cache import default_cache_root, list_entries, remove_abandoned, remove_entry
+from zoo.errors import ZooError
 from zoo.registry.hookspecs import hookimpl
 
 
@@ -50,8 +52,6 @@ def _cache_dir_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def _root(args: argparse.Namespace) -> Path:
-    from zoo.data.feature_cache import default_cache_root
-
     return Path(args.cache_dir).expanduser() if args.cache_dir else default_cache_root()
 
 
@@ -78,8 +78,6 @@ def _row(e: Any) -> dict[str, Any]:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from zoo.data.feature_cache import list_entries
-
     root = _root(args)
     entries = list_entries(root)
     if args.json:
@@ -112,9 +110,6 @@ def _selected(e: Any, args: argparse.Namespace) -> bool:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from zoo.errors import ZooError
-    from zoo.data.feature_cache import list_entries, remove_abandoned, remove_entry
-
     if args.older_than is not None and args.older_than < 0:
         raise ZooError(f"--older-than must be a number of days ≥ 0, got {args.older_than:g}")
     root = _root(args)

@@ -8,14 +8,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from zoo.generation.options import add_decoding_arguments
+import torch
+
+from zoo.commands.eval import resolve_checkpoint
+from zoo.data.datasets import add_image_arguments, open_image
+from zoo.errors import DataError
+from zoo.generation.checks import DecodingOptionError
+from zoo.generation.options import DecodingOptions, add_decoding_arguments
+from zoo.models.checkpoint import load
 from zoo.registry.hookspecs import hookimpl
+from zoo.views.attention_figure import write_attention_figures
 
 
 @hookimpl
 def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
-    from zoo.data.datasets import add_image_arguments
-
     p = subparsers.add_parser(
         "caption", help="caption image files with a checkpoint",
         description="Caption every image file given. A file that cannot be read is reported (standard error) "
@@ -35,9 +41,6 @@ def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
 def _open(path: str) -> Any:
     """The image at ``path``; a file that is missing or not an image is a ZooError saying so, in words
     for this command (``zoo.data.datasets.open_image``'s own advice is about data sets)."""
-    from zoo.data.datasets import open_image
-    from zoo.errors import DataError
-
     p = Path(path)
     if not p.exists():
         raise DataError(f"image file {p} does not exist; check the path (zoo caption takes image files)")
@@ -59,19 +62,10 @@ def cmd_caption(args: argparse.Namespace) -> int:
     """Every readable file is captioned; each one that is not is reported, and the exit status is 1 (as
     ``cp`` or ``grep`` do with several files; 2 when none could be read): one bad file in a batch must not
     cost the other captions."""
-    import sys
-
-    from zoo.models.checkpoint import load
-    from zoo.commands.eval import resolve_checkpoint
-    from zoo.errors import DataError
-
-    from zoo.generation.options import DecodingOptions
 
     decoding = DecodingOptions.from_args(args)  # bad settings fail before any file is read
     ckpt, _ = resolve_checkpoint(args.checkpoint)  # refuses a run's state.safetensors, naming its checkpoints
     if args.attention and (decoding.sample or decoding != DecodingOptions(decoding.beam_size, decoding.max_len)):
-        from zoo.generation.checks import DecodingOptionError
-
         raise DecodingOptionError("--attention draws beam-search captions with --beam and --max-len only; "
                                   "leave out --sample, the constraints and --length-penalty")
     opened: dict[int, Any] = {}
@@ -88,15 +82,11 @@ def cmd_caption(args: argparse.Namespace) -> int:
         keys = sorted(opened)
         images, names = [opened[i] for i in keys], [args.images[i] for i in keys]
         if args.attention:
-            from zoo.views.attention_figure import write_attention_figures
-
             drawn = write_attention_figures(model, images, names, args.attention, beam_size=decoding.beam_size,
                                             max_len=decoding.max_len)
             captions = {i: c for i, (c, _) in zip(keys, drawn)}
             print("\n".join(f"attention: {f} -> {path}" for f, (_, path) in zip(names, drawn)), file=sys.stderr)
         else:
-            import torch
-
             generator = torch.Generator().manual_seed(decoding.seed) if decoding.sample else None
             captions = dict(zip(keys, model.caption_images(images, generator=generator, **decoding.generate_kwargs())))
     if args.json:

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import inspect
 import json
 import sys
+import warnings
+from pathlib import Path
 
+from zoo.errors import UnknownNameError, ZooError
+from zoo.models.checkpoint import objective_signature, read_extra, read_metadata
+from zoo.models.factory import list_names
 from zoo.registry.hookspecs import hookimpl
+from zoo.registry.manager import get_plugin_manager, get_registry
+from zoo.registry.recipes import load_recipes
 from zoo.registry.registry import KINDS
 
 LISTABLE = [k + "s" for k in KINDS] + ["models", "weights", "plugins"]
@@ -27,9 +35,6 @@ def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from zoo.models.factory import list_names
-    from zoo.registry.manager import get_plugin_manager, get_registry
-
     get_registry()  # loads every plugin, so that those that fail are known (zoo.cli reports them)
     if args.kind == "plugins":
         pm = get_plugin_manager()
@@ -51,15 +56,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _info(name: str, kind: str | None) -> dict:
-    from zoo.errors import UnknownNameError, ZooError
-    from zoo.registry.manager import get_registry
-
     reg = get_registry()
     kinds = [kind] if kind else list(KINDS) + ["model"]
     for k in kinds:
         if k == "model":
-            from zoo.registry.recipes import load_recipes
-
             recipes = load_recipes()
             if name in recipes:
                 r = recipes[name]
@@ -82,7 +82,6 @@ def _info(name: str, kind: str | None) -> dict:
         }
     if kind:
         reg.get(kind, name)  # raises with close matches
-    import difflib
 
     # every kind's names, encoders included (timm's ~1,300 are what the registry's own lookup suggests from)
     kind_of: dict[str, str] = {}
@@ -98,10 +97,6 @@ def _info(name: str, kind: str | None) -> dict:
 
 def load_recipes_quietly() -> list[str]:
     """Recipe names for suggestions (a broken recipe file is reported elsewhere, not here)."""
-    import warnings
-
-    from zoo.errors import ZooError
-    from zoo.registry.recipes import load_recipes
 
     try:
         with warnings.catch_warnings():
@@ -132,9 +127,6 @@ def checkpoint_info(path: str) -> dict | None:
     """What ``zoo info CHECKPOINT`` shows of a checkpoint file (or a run folder's best checkpoint): its
     parts and options, and how it was trained (the objective's signature, ``xe`` for cross-entropy);
     None when ``path`` is not a file or folder, so the name is looked up in the registry instead."""
-    from pathlib import Path
-
-    from zoo.models.checkpoint import objective_signature, read_extra, read_metadata
 
     p = Path(path)
     if not (p.is_file() or p.is_dir()) or not (p.is_file() or (p / "best.safetensors").exists()

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 from pathlib import Path
 
+from zoo.data.datasets import add_image_arguments
+from zoo.errors import ZooError
+from zoo.files import atomic_write
+from zoo.generation.options import DEFAULTS, DecodingOptions, add_decoding_arguments
 from zoo.registry.hookspecs import hookimpl
-from zoo.generation.options import add_decoding_arguments
-from zoo.results.database import add_db_argument
+from zoo.results.compare import CompareConfig, compare
+from zoo.results.database import ResultsDB, add_db_argument, check_writable
+from zoo.results.leaderboard import build_leaderboard
 
 
 def _csv(text: str) -> list[str]:
@@ -16,8 +22,6 @@ def _csv(text: str) -> list[str]:
 
 @hookimpl
 def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
-    from zoo.data.datasets import add_image_arguments
-
     p = subparsers.add_parser(
         "compare",
         help="train and rank several architectures under the same budget",
@@ -63,10 +67,6 @@ def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from zoo.results.compare import CompareConfig, compare
-    from zoo.errors import ZooError
-
-    from zoo.generation.options import DecodingOptions
 
     decoding = DecodingOptions.from_args(args)  # bad settings fail before anything trains
     if args.steps is None and args.epochs is None:
@@ -89,7 +89,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
         encoder_kwargs={"freeze": True} if args.freeze else {}, overrides=list(args.overrides),
         objectives=_csv(args.objective), objective_overrides=list(args.objective_overrides),
     )
-    from zoo.results.database import check_writable
 
     check_writable(args.db)  # every run is recorded there: find out before training, not after
     summaries = compare(cfg, args.out, db_path=args.db, progress=not args.no_progress)
@@ -101,10 +100,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def show_leaderboard(record_ids: list[int], db_path: str | None, resamples: int = 1000,
                      html: str | None = None, plot: str | None = None) -> object:
     """Print the leaderboard of exactly these rows (not older rows of the same database)."""
-    from zoo.files import atomic_write
-    from zoo.results.leaderboard import build_leaderboard
-    from zoo.results.database import ResultsDB
-
     with ResultsDB(db_path) as db:
         rows = db.rows(id=list(record_ids))
         lb = build_leaderboard(rows, resamples=resamples)
@@ -123,9 +118,6 @@ def show_leaderboard(record_ids: list[int], db_path: str | None, resamples: int 
 def _more_decoding(decoding) -> dict | None:
     """The decoding settings besides beam size and maximum length that differ from their defaults (None
     when there are none, so a compare folder made before these settings existed stays reusable)."""
-    from dataclasses import asdict
-
-    from zoo.generation.options import DEFAULTS
 
     more = {k: v for k, v in asdict(decoding).items() if k not in ("beam_size", "max_len") and v != DEFAULTS[k]}
     return more or None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 
 from zoo.registry.hookspecs import hookimpl
+from zoo.views.curves import compare_runs
 
 
 @hookimpl
@@ -19,7 +20,5 @@ def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_curves(args: argparse.Namespace) -> int:
-    from zoo.views.curves import compare_runs
-
     print(compare_runs(args.runs, args.out))
     return 0

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 from pathlib import Path
 
+from zoo.errors import ZooError
+from zoo.files import atomic_write
 from zoo.registry.hookspecs import hookimpl
+from zoo.results.database import ResultsDB, add_db_argument
+from zoo.results.leaderboard import build_leaderboard
 
 FORMATS = ("table", "md", "csv", "json", "html")
 _SUFFIX_FORMATS = {
@@ -23,8 +28,6 @@ _SUFFIX_FORMATS = {
 def output_format(fmt: str | None, out: str | None) -> str:
     """``--format`` if given, else the format ``--out``'s extension names (a name without one: the table).
     An extension that names no format is refused rather than given a text table under a misleading name."""
-    from zoo.errors import ZooError
-
     if fmt:
         return fmt
     if not out:
@@ -43,8 +46,6 @@ def output_format(fmt: str | None, out: str | None) -> str:
 
 def _closest_first(groups: list[tuple[str, str, int]], data: str | None, split: str | None) -> list[tuple[str, str, int]]:
     """The data sets and splits that have rows, the most similar to what was asked for first."""
-    import difflib
-
     def similarity(asked: str | None, found: str) -> float:
         return difflib.SequenceMatcher(None, asked.lower(), found.lower()).ratio() if asked else 0.0
 
@@ -54,8 +55,6 @@ def _closest_first(groups: list[tuple[str, str, int]], data: str | None, split: 
 
 @hookimpl
 def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
-    from zoo.results.database import add_db_argument
-
     p = subparsers.add_parser(
         "leaderboard",
         help="rank recorded evaluations (CIDEr-D ×100 by default) with 95%% intervals to the leader",
@@ -79,10 +78,6 @@ def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from zoo.files import atomic_write
-    from zoo.results.leaderboard import build_leaderboard
-    from zoo.results.database import ResultsDB
-
     fmt = output_format(args.format, args.out)  # before reading anything: a bad --out fails at once
     with ResultsDB(args.db, create=False) as db:
         rows = db.rows(data=args.data, split=args.split)

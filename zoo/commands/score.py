@@ -11,13 +11,14 @@ import json
 import warnings
 from pathlib import Path
 
+from zoo.evaluation.cider import SmallCorpusWarning
+from zoo.evaluation.coco import DEFAULT_METRICS, format_scores, score_files
+from zoo.files import atomic_write
 from zoo.registry.hookspecs import hookimpl
 
 
 @hookimpl
 def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
-    from zoo.evaluation.coco import DEFAULT_METRICS
-
     p = subparsers.add_parser(
         "score",
         help="score a COCO results file against COCO ground truth (BLEU, METEOR, ROUGE-L, CIDEr-D, SPICE)",
@@ -52,10 +53,6 @@ def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from zoo.files import atomic_write
-    from zoo.evaluation.coco import format_scores, score_files
-    from zoo.evaluation.cider import SmallCorpusWarning
-
     metrics = [m.strip() for item in args.metrics for m in item.split(",") if m.strip()]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SmallCorpusWarning)  # printed once, as a note under the scores

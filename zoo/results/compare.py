@@ -26,8 +26,8 @@ from zoo.errors import ZooError
 from zoo.evaluation.model_eval import check_request, evaluate_model
 from zoo.files import atomic_write, sha256_file
 from zoo.generation.options import DecodingOptions
-from zoo.models.checkpoint import load, read_extra
 from zoo.models.builder import create_decoder, create_encoder
+from zoo.models.checkpoint import load, read_extra
 from zoo.registry.manager import get_registry
 from zoo.registry.recipes import check_kwargs
 from zoo.results.record import record
