@@ -112,8 +112,7 @@ def compare(
     from zoo.models.checkpoint import read_extra as zoo_read_extra
     from zoo.evaluation.model_eval import evaluate_model
     from zoo.results.record import record
-    from zoo.training.runs import execute
-    from zoo.training.train import read_train_speed
+    from zoo.training.runs import execute, read_train_speed
 
     out = Path(out_dir)
     runs = plan(cfg)
@@ -169,7 +168,7 @@ def check(cfg: CompareConfig, runs: list[tuple[str, RunSpec]]) -> Any:
     from zoo.evaluation.model_eval import check_request
     from zoo.registry.recipes import check_kwargs
     from zoo.training.runs import load_split
-    from zoo.training.train import TrainConfig
+    from zoo.training.config import TrainConfig
 
     reg = get_registry()
     for kind, flag, names in (("encoder", "--encoder", cfg.encoders), ("decoder", "--decoder", cfg.decoders),

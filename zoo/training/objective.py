@@ -1,6 +1,6 @@
 """The training-objective contract: what ``zoo train`` asks of a loss.
 
-``zoo/train.py`` is the loop (data order, optimiser, schedule, validation, checkpoints, resume); what a
+``zoo.training.loop`` is the loop (data order, optimiser, schedule, validation, checkpoints, resume); what a
 step *minimises* is an :class:`Objective`, a plugin kind like decoders (``registry.add_objective(name,
 cls)``, ``zoo list objectives``, ``zoo info NAME``). The built-ins are ``xe`` (teacher-forced
 cross-entropy) and ``scst`` (self-critical sequence training), in ``plugins/objectives/``; a third party
@@ -49,7 +49,7 @@ class ObjectiveContext:
     pair_tokens: torch.Tensor
     #: (P,) the training-set index of each pair's image
     pair_images: torch.Tensor
-    cfg: Any  # zoo.training.train.TrainConfig
+    cfg: Any  # zoo.training.config.TrainConfig
     device: torch.device
     rank: int = 0
     world_size: int = 1
