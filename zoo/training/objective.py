@@ -33,6 +33,8 @@ from typing import Any, ClassVar
 import torch
 
 from zoo.errors import ZooError
+from zoo.registry.manager import get_registry
+from zoo.registry.recipes import check_kwargs
 
 
 class ObjectiveOptionError(ZooError, ValueError):
@@ -134,9 +136,6 @@ def checkpoint_objective(extra: dict[str, Any] | None) -> dict[str, Any]:
 def create_objective(name: str, options: dict[str, Any] | None = None, where: str = "--set") -> Objective:
     """The registered objective ``name`` built with ``options``. An unknown name suggests the closest
     registered ones; an unknown option is refused naming ``objective.KEY`` and listing the options."""
-    from zoo.registry.manager import get_registry
-    from zoo.registry.recipes import check_kwargs
-
     entry = get_registry().get("objective", name)
     options = dict(options or {})
     check_kwargs(where, "objective", entry, options, ZooError, prefix="objective")
