@@ -40,8 +40,7 @@ from tqdm.auto import tqdm
 
 from zoo.data.feature_cache import get_or_build
 from zoo.errors import ZooError
-from zoo.evaluation.captioning import generate_for_items, simple_tokenize
-from zoo.evaluation.cider import CiderD
+from zoo.evaluation.captioning import validation_score
 from zoo.files import atomic_write
 from zoo.models.caption_model import CaptionModel
 from zoo.models.checkpoint import save
@@ -258,7 +257,7 @@ class _Run:
         if self.is_main:
             save_state(self.out / "state.safetensors", self.model, self.opt, self.progress, self.schedule.state_tensors())
 
-    def finish(self, speed: "_Speed") -> TrainResult:
+    def finish(self, speed: _Speed) -> TrainResult:
         """The end of the run: every rank holds rank 0's model (running statistics included); rank 0 writes
         ``last.safetensors`` and ``summary.json``; no rank returns before it has."""
         step, best = self.step, self.progress["best"]
@@ -375,17 +374,8 @@ def _step_module(model: CaptionModel, device: torch.device, cfg: TrainConfig) ->
     return step_fn
 
 
-@torch.no_grad()
 def validate(model: CaptionModel, val_set: Any, cfg: TrainConfig, device: torch.device) -> float:
-    """Greedy (``val_beam_size``) CIDEr-D on up to ``val_images`` validation images, with our vectorised
-    CIDEr-D and a simple tokenisation (the official PTB protocol is for ``zoo eval``)."""
-    n = min(len(val_set), cfg.val_images)
-    subset = [val_set[i] for i in range(n)]
-    caps = generate_for_items(model, val_set, list(range(n)), cfg.val_beam_size, cfg.max_caption_len + 4, device,
-                              batch_size=max(cfg.batch_size, 32), num_workers=cfg.num_workers)
-    gts = {i: [simple_tokenize(c) for c in it.captions] for i, it in enumerate(subset)}
-    res = {i: [simple_tokenize(caps[i])] for i in range(n)}
-    if n < 2:
-        return 0.0
-    score, _ = CiderD().compute_score(gts, res)
-    return float(score)
+    """The validation score of a run with settings ``cfg``: CIDEr-D of ``val_beam_size`` captions (greedy by
+    default) of up to ``val_images`` validation images (:func:`zoo.evaluation.captioning.validation_score`)."""
+    return validation_score(model, val_set, cfg.val_images, cfg.val_beam_size, cfg.max_caption_len + 4, device,
+                            batch_size=max(cfg.batch_size, 32), num_workers=cfg.num_workers)
