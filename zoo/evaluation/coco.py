@@ -122,7 +122,7 @@ def ptb_tokenize(captions: Mapping[Any, Sequence[str]]) -> dict[Any, list[str]]:
     """pycocoevalcap's PTBTokenizer on ``{id: [caption, ...]}``. Line breaks inside a caption become
     spaces first: pycocoevalcap would otherwise split that caption over two lines and silently shift every
     later caption onto the wrong image."""
-    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer  # lazy: the reference scorer's package, only for PTB tokenisation
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer  # lazy: only PTB tokenisation uses pycocoevalcap
 
     payload = {k: [{"caption": c.translate(_LINE_BREAKS)} for c in caps] for k, caps in captions.items()}
     try:

@@ -26,7 +26,7 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 5e-4
     weight_decay: float = 0.01
-    warmup_steps: int = 100  # linear warm-up; at most a tenth of the run's total steps is used (see lr_at)
+    warmup_steps: int = 100  # linear warm-up; at most a tenth of the run's total steps is used (see schedule.lr_at)
     label_smoothing: float = 0.0
     grad_clip: float = 2.0
     max_caption_len: int = 16

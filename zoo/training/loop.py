@@ -234,11 +234,11 @@ class _Run:
             best = self.progress["best"]
             if best is None or score > best:
                 self.progress["best"] = score
-                save(self.model, self.out / "best.safetensors", extra={"step": step, "val_cider_d": score, "run": self.run_info,
-                                                                       "objective": self.objective_of(step)})
+                save(self.model, self.out / "best.safetensors",
+                     extra={"step": step, "val_cider_d": score, "run": self.run_info, "objective": self.objective_of(step)})
         elif self.val_set is None and self.is_main:
-            save(self.model, self.out / "best.safetensors", extra={"step": step, "run": self.run_info,
-                                                                   "objective": self.objective_of(step)})
+            save(self.model, self.out / "best.safetensors",
+                 extra={"step": step, "run": self.run_info, "objective": self.objective_of(step)})
         self.progress["val_pending"] = False
 
     def objective_of(self, step: int) -> dict[str, Any]:
@@ -255,7 +255,8 @@ class _Run:
     def save_training_state(self) -> None:
         """``state.safetensors`` (rank 0): what the run's ``guard`` calls to save the current step."""
         if self.is_main:
-            save_state(self.out / "state.safetensors", self.model, self.opt, self.progress, self.schedule.state_tensors())
+            save_state(self.out / "state.safetensors", self.model, self.opt, self.progress,
+                       self.schedule.state_tensors())
 
     def finish(self, speed: _Speed) -> TrainResult:
         """The end of the run: every rank holds rank 0's model (running statistics included); rank 0 writes
@@ -264,10 +265,10 @@ class _Run:
         dist.broadcast_buffers(self.model)  # every rank ends with rank 0's model, running statistics included
         images_per_s = speed.final()
         if self.is_main:
-            save(self.model, self.out / "last.safetensors", extra={"step": step, "run": self.run_info,
-                                                                   "train_images_per_s": images_per_s,
-                                                                   "objective": self.objective_of(step)})
-            summary = {"steps": step, "best_val_cider_d": best, "final_loss": self.last_loss, "train_images_per_s": images_per_s}
+            save(self.model, self.out / "last.safetensors", extra={
+                "step": step, "run": self.run_info, "train_images_per_s": images_per_s, "objective": self.objective_of(step)})
+            summary = {"steps": step, "best_val_cider_d": best, "final_loss": self.last_loss,
+                       "train_images_per_s": images_per_s}
             atomic_write(self.out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1)))
         dist.barrier()  # no rank returns before rank 0 has written the run's final files
         return TrainResult(self.out, step, best, self.last_loss, images_per_s, self.history, self.model)
@@ -321,7 +322,8 @@ def _set_up(
     ckpt_every = cfg.checkpoint_every or eval_every
 
     model.to(device)  # before the cache build, which runs the encoder on ``device``
-    cache = _feature_cache(model, train_set, cfg, device, is_main) if cfg.cache_features and model.encoder.frozen else None
+    use_cache = cfg.cache_features and model.encoder.frozen
+    cache = _feature_cache(model, train_set, cfg, device, is_main) if use_cache else None
     seed_everything(cfg.seed)  # the same RNG stream whether or not the cache had to be built
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)

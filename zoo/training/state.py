@@ -23,6 +23,7 @@ from zoo.models.caption_model import CaptionModel
 
 
 def seed_everything(seed: int) -> None:
+    """Seed the global RNGs a training state saves: Python's, numpy's and torch's (CPU and CUDA)."""
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
