@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 import zoo
-from zoo.training.train import TrainConfig
+from zoo.training.config import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, report  # noqa: E402

@@ -312,7 +312,7 @@ def test_unregistered_tokenizer_is_refused_when_the_model_is_created():
 def test_a_training_state_is_told_apart_from_a_model(tmp_path):
     """``state.safetensors`` (optimiser and data position too) is what `--resume` reads; handed to
     ``zoo.load`` it must point to the run's model files, not call itself a foreign file."""
-    from zoo.training.train import save_state
+    from zoo.training.state import save_state
 
     model = tiny_model("gru")
     opt = torch.optim.AdamW(model.parameters())

@@ -246,7 +246,7 @@ def test_caption_or_eval_of_a_training_state_points_to_the_checkpoints(capsys, t
 
     import zoo
     from tests.helpers import tiny_model
-    from zoo.training.train import save_state
+    from zoo.training.state import save_state
 
     model = tiny_model()
     run_dir = tmp_path / "run"

@@ -189,7 +189,8 @@ def test_cider_small_corpus_advice_suits_the_reader():
     from tests.helpers import CAPTIONS, tiny_model
     from zoo.data.datasets import load_dataset
     from zoo.evaluation.cider import CiderD
-    from zoo.training.train import TrainConfig, validate
+    from zoo.training.config import TrainConfig
+    from zoo.training.loop import validate
 
     gts = {i: [c] for i, c in enumerate(CAPTIONS)}
     with pytest.warns(SmallCorpusWarning) as api:

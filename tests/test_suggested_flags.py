@@ -20,7 +20,10 @@ FLAG = re.compile(r"(?<![\w-])--([a-z][a-z0-9]*(?:-[a-z0-9]+)*)")
 #: zoo/commands/ serves its own command; any other module's flags must exist in at least one command.
 SHOWN_BY = {
     "zoo/data/datasets.py": ("train", "eval"),
-    "zoo/training/train.py": ("train",),
+    "zoo/training/config.py": ("train",),
+    "zoo/training/schedule.py": ("train",),
+    "zoo/training/state.py": ("train",),
+    "zoo/training/loop.py": ("train",),
     "zoo/training/runs.py": ("train",),
     "zoo/evaluation/model_eval.py": ("eval",),
     "zoo/results/database.py": ("eval", "leaderboard", "compare"),

@@ -174,7 +174,7 @@ def test_train_command_errors_are_clear(capsys, tmp_path):
 def test_training_settings_take_their_declared_types():
     """``--set train.lr=1e-3`` arrives as the string '1e-3' (YAML 1.1); it must become a float, not
     fail deep inside the schedule."""
-    from zoo.training.train import TrainConfig
+    from zoo.training.config import TrainConfig
 
     cfg = TrainConfig.from_dict({"lr": "1e-3", "steps": 10.0, "eval_every": None, "amp": False})
     assert cfg.lr == 1e-3 and cfg.steps == 10 and isinstance(cfg.steps, int) and cfg.amp is False
@@ -264,7 +264,7 @@ def test_bad_training_settings_fail_before_training_naming_the_setting(cache_env
 
 
 def test_cuda_device_without_cuda_says_so_and_what_to_use(monkeypatch):
-    from zoo.training.train import TrainConfig
+    from zoo.training.config import TrainConfig
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     for device in ("cuda", "cuda:0"):
@@ -279,7 +279,8 @@ def test_short_run_reaches_its_learning_rate_and_long_runs_are_unchanged():
     reaches train.lr; a run of 1,000 steps or more (the demo's 1,200) keeps the schedule it always had."""
     import math
 
-    from zoo.training.train import TrainConfig, lr_at
+    from zoo.training.config import TrainConfig
+    from zoo.training.schedule import lr_at
 
     cfg = TrainConfig(lr=1e-3)  # default warmup_steps=100
     short = [lr_at(s, cfg, 30) for s in range(30)]

@@ -17,7 +17,7 @@ from zoo.cli import main as zoo_main
 from zoo.models.caption_model import CaptionModel
 from zoo.training.runs import RunSpec, execute
 from zoo.training.run_guard import RunFailed
-from zoo.training.train import saved_step
+from zoo.training.state import saved_step
 
 pytestmark = [pytest.mark.xdist_group("train"), pytest.mark.slow,
               pytest.mark.filterwarnings("ignore:CIDEr-D on 4 images")]
@@ -98,7 +98,7 @@ def test_a_decoder_that_breaks_at_validation_loses_nothing(straight, tmp_path, m
 
 
 def test_a_full_disk_saves_the_state_and_resumes_exactly(straight, tmp_path, monkeypatch):
-    import zoo.training.train
+    import zoo.training.loop
 
     run = tmp_path / "run"
     full = OSError(errno.ENOSPC, "No space left on device")
@@ -119,7 +119,7 @@ def test_a_full_disk_saves_the_state_and_resumes_exactly(straight, tmp_path, mon
     assert "(written now)" in str(info.value)
     assert saved_step(run / "state.safetensors") == 6  # the failure saved the last completed step
     with monkeypatch.context() as m:  # resumed; now writing best.safetensors at step 8 fails
-        failing_once(m, zoo.training.train, "save", 1, full)
+        failing_once(m, zoo.training.loop, "save", 1, full)
         with pytest.raises(RunFailed, match="No space left on device"):
             execute(spec(), run, resume=True, progress=False)
     assert saved_step(run / "state.safetensors") == 8
@@ -128,10 +128,10 @@ def test_a_full_disk_saves_the_state_and_resumes_exactly(straight, tmp_path, mon
 
 
 def test_a_kill_during_the_checkpoint_write_keeps_the_previous_state(straight, tmp_path, monkeypatch):
-    import zoo.training.train
+    import zoo.training.state
 
     run = tmp_path / "run"
-    real = zoo.training.train.save_file
+    real = zoo.training.state.save_file
     calls = {"n": 0}
 
     def dies_while_writing(tensors, filename, metadata=None):
@@ -142,7 +142,7 @@ def test_a_kill_during_the_checkpoint_write_keeps_the_previous_state(straight, t
         raise KeyboardInterrupt
 
     with monkeypatch.context() as m:
-        m.setattr(zoo.training.train, "save_file", dies_while_writing)
+        m.setattr(zoo.training.state, "save_file", dies_while_writing)
         with pytest.raises(RunFailed) as info:
             execute(spec(), run, progress=False)
     msg = str(info.value)

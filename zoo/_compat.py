@@ -49,12 +49,15 @@ MOVED: dict[str, tuple[str, ...]] = {
     "zoo.stats": ("zoo.evaluation.bootstrap",),
     "zoo.model_eval": ("zoo.evaluation.model_eval", "zoo.results.record"),
     "zoo.caption_stats": ("zoo.evaluation.caption_stats",),
-    "zoo.train": ("zoo.training.train", "zoo.evaluation.captioning", "zoo.runtime.device"),
+    "zoo.train": (
+        "zoo.training.loop", "zoo.training.config", "zoo.training.state", "zoo.training.schedule",
+        "zoo.training.pairs", "zoo.training.runs", "zoo.evaluation.captioning", "zoo.runtime.device",
+    ),
     "zoo.runs": ("zoo.training.runs",),
     "zoo.run_guard": ("zoo.training.run_guard",),
     "zoo.objective": ("zoo.training.objective",),
     "zoo.reward": ("zoo.training.reward",),
-    "zoo.leaderboard": ("zoo.results.leaderboard",),
+    "zoo.leaderboard": ("zoo.results.leaderboard", "zoo.views.leaderboard", "zoo.views.leaderboard_columns"),
     "zoo.compare": ("zoo.results.compare",),
 }
 

@@ -107,8 +107,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from zoo.evaluation.cider import SmallCorpusWarning
     from zoo.evaluation.model_eval import evaluate_model
     from zoo.results.record import record
-    from zoo.training.runs import RunSpec
-    from zoo.training.train import read_train_speed
+    from zoo.training.runs import RunSpec, read_train_speed
 
     from zoo.evaluation.caption_stats import format_statistics
     from zoo.generation.options import DecodingOptions

@@ -12,14 +12,16 @@ punctuation stripped: ``zoo.evaluation.captioning.simple_tokenize``), so "A dog.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Iterable
 
+from zoo.data.datasets import read_json
+from zoo.errors import DataError
+from zoo.evaluation.captioning import simple_tokenize
 from zoo.generation.constraints import ends_badly
 
 
 def _normalise(text: str) -> str:
-    from zoo.evaluation.captioning import simple_tokenize
-
     return simple_tokenize(text)
 
 
@@ -60,11 +62,6 @@ def format_statistics(stats: dict[str, Any]) -> str:
 def read_caption_file(path: str) -> list[str]:
     """Training captions from ``path``: a COCO captions JSON (``annotations[].caption``, gzip or not), a
     Karpathy-split JSON (``images[].sentences[].raw``), or plain text with one caption per line."""
-    from pathlib import Path
-
-    from zoo.data.datasets import read_json
-    from zoo.errors import DataError
-
     p = Path(path)
     if not p.is_file():
         raise DataError(f"training captions file {p} does not exist (--train-captions)")

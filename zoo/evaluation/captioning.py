@@ -1,6 +1,6 @@
 """Captions for a data set's images, as evaluation and training's validation both need them: batched,
-decoded in DataLoader workers, bad images skipped when asked; and the quick tokenisation validation and
-caption statistics compare captions with."""
+decoded in DataLoader workers, bad images skipped when asked; the quick tokenisation validation and
+caption statistics compare captions with; and the validation score training reports."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from zoo.data.datasets import ImageDataset, collate_skip_none
+from zoo.evaluation.cider import CiderD
 from zoo.models.caption_model import CaptionModel
 
 
@@ -56,3 +57,29 @@ def generate_for_items(
                 out[int(i)] = c
             bar.update(len(idx))
     return out
+
+
+@torch.no_grad()
+def validation_score(
+    model: CaptionModel,
+    dataset: Any,
+    images: int,
+    beam_size: int,
+    max_len: int,
+    device: torch.device,
+    batch_size: int = 64,
+    num_workers: int = 0,
+) -> float:
+    """CIDEr-D of ``model``'s captions of the first ``images`` images of ``dataset`` (0 for fewer than two),
+    with our vectorised CIDEr-D and a simple tokenisation (the official PTB protocol is for ``zoo eval``):
+    the validation score of ``zoo train`` (``zoo.training.loop.validate``)."""
+    n = min(len(dataset), images)
+    subset = [dataset[i] for i in range(n)]
+    caps = generate_for_items(model, dataset, list(range(n)), beam_size, max_len, device,
+                              batch_size=batch_size, num_workers=num_workers)
+    gts = {i: [simple_tokenize(c) for c in it.captions] for i, it in enumerate(subset)}
+    res = {i: [simple_tokenize(caps[i])] for i in range(n)}
+    if n < 2:
+        return 0.0
+    score, _ = CiderD().compute_score(gts, res)
+    return float(score)

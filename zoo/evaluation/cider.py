@@ -523,9 +523,10 @@ _ZOO_PACKAGE = Path(__file__).resolve().parents[1]  # the zoo package, not this 
 
 def _small_corpus_advice(caller: Any) -> str:
     """What to do about a small corpus, for whoever will read it. The zoo itself calls :class:`CiderD`
-    directly only for the validation score of ``zoo train`` (``zoo eval``/``zoo score`` go through
-    ``zoo.evaluation.coco``, which says it once, as a note): that reader is on the command line and needs a
-    flag. Anyone else called from their own code and gets the Python API's options."""
+    directly only for the validation score of ``zoo train`` (``zoo.evaluation.captioning.validation_score``;
+    ``zoo eval``/``zoo score`` go through ``zoo.evaluation.coco``, which says it once, as a note): that
+    reader is on the command line and needs a flag. Anyone else called from their own code and gets the
+    Python API's options."""
     try:
         internal = Path(caller.f_code.co_filename).resolve().is_relative_to(_ZOO_PACKAGE)
     except (AttributeError, OSError, ValueError):

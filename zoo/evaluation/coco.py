@@ -33,6 +33,8 @@ from typing import Any, Mapping, Sequence
 from zoo.data.datasets import read_json
 from zoo.errors import DataError, MetricError
 from zoo.evaluation.cider import SMALL_CORPUS, SmallCorpusWarning
+from zoo.registry.manager import get_registry
+from zoo.registry.registry import normalise
 
 __all__ = [
     "DEFAULT_METRICS",
@@ -120,7 +122,7 @@ def ptb_tokenize(captions: Mapping[Any, Sequence[str]]) -> dict[Any, list[str]]:
     """pycocoevalcap's PTBTokenizer on ``{id: [caption, ...]}``. Line breaks inside a caption become
     spaces first: pycocoevalcap would otherwise split that caption over two lines and silently shift every
     later caption onto the wrong image."""
-    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer  # lazy: only PTB tokenisation uses pycocoevalcap
 
     payload = {k: [{"caption": c.translate(_LINE_BREAKS)} for c in caps] for k, caps in captions.items()}
     try:
@@ -167,8 +169,6 @@ def _check_pairs(gts: Mapping[Any, Sequence[str]], res: Mapping[Any, Any]) -> di
 
 
 def _scorer_names(metrics: Sequence[str], reference_cider: bool) -> list[str]:
-    from zoo.registry.registry import normalise
-
     names = []
     for m in metrics:
         name = normalise(m)
@@ -247,8 +247,6 @@ def check_metrics(
     tokenizer needs it, and at least one requested metric can run here (:class:`MetricError` saying why
     not and what to do). Returns the scorers that can run and, for the others' keys, why not. Cheap: call
     it before a long decode so a bad request fails first, not after."""
-    from zoo.registry.manager import get_registry
-
     registry = get_registry()
     scorers = [registry.create("metric", name) for name in _scorer_names(metrics, reference_cider)]
     if not scorers:

@@ -15,11 +15,19 @@ word, that word's attention over the image.
 
 from __future__ import annotations
 
+import inspect
+import io
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
+import PIL.Image
+
+from zoo.evaluation.coco import SCALE_NOTE, not_computed_reason
+from zoo.files import atomic_write
+from zoo.generation.attention import attention_for_images
 from zoo.views import html_page
-from zoo.evaluation.coco import not_computed_reason
+from zoo.views.attention_figure import upsample
 
 DEFAULT_REPORT_IMAGES = 1000
 #: attention decoders: images that get a strip of per-word attention maps (the lowest and highest
@@ -70,8 +78,6 @@ def render_report(
     ``thumbnails``: image id (str) → JPEG bytes; ``attention``: image id → (word, PNG or JPEG bytes) per
     generated word, shown as a strip under the caption; ``source``: what was evaluated (a checkpoint
     path), shown in the header."""
-    from zoo.evaluation.coco import SCALE_NOTE
-
     e = html_page.text
     thumbnails = thumbnails or {}
     attention = attention or {}
@@ -147,8 +153,6 @@ def write_report(
     if callable(attention):  # attention(ids) → strips, for the images chosen here
         attention = attention(thumbnail_ids(ev.per_image_cider, chosen, min(ATTENTION_IMAGES, len(chosen))))
     page = render_report(ev, system, thumbs, attention, source=source, thumbnail_limit=report_images)
-    from zoo.files import atomic_write
-
     atomic_write(Path(path), lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
     return thumbs
 
@@ -164,13 +168,7 @@ def attention_strips(
     differs from ``captions[id]`` (the one evaluated), so a strip never describes another caption."""
     if not getattr(model.decoder, "attends", False) or not ids:
         return {}
-    import inspect
-
-    import numpy as np
-    from matplotlib import colormaps
-
-    from zoo.generation.attention import attention_for_images
-    from zoo.views.attention_figure import upsample
+    from matplotlib import colormaps  # lazy: matplotlib takes ~0.4 s to import; only attention strips use it
 
     accepted = inspect.signature(model.generate).parameters
     kwargs = {k: v for k, v in decoding.items() if k in accepted and k != "return_attention"}
@@ -200,11 +198,6 @@ def attention_strips(
 
 
 def _jpeg(rgb: Any) -> bytes:
-    import io
-
-    import numpy as np
-    import PIL.Image
-
     img = PIL.Image.fromarray((np.clip(rgb, 0, 1) * 255).astype("uint8"))
     img.thumbnail((ATTENTION_PANEL, ATTENTION_PANEL), PIL.Image.Resampling.BICUBIC)
     buf = io.BytesIO()

@@ -31,9 +31,9 @@ from zoo.models.checkpoint import load, read_extra
 from zoo.registry.manager import get_registry
 from zoo.registry.recipes import check_kwargs
 from zoo.results.record import record
+from zoo.training.config import TrainConfig
 from zoo.training.objective import ObjectiveSchedule, checkpoint_objective
-from zoo.training.runs import RunSpec, execute, load_split
-from zoo.training.train import TrainConfig, read_train_speed
+from zoo.training.runs import RunSpec, execute, load_split, read_train_speed
 
 
 @dataclass

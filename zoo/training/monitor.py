@@ -21,7 +21,7 @@ TB_DIR = "tensorboard"
 
 
 class RunMonitor:
-    """Called with every log entry of a training run (``zoo.training.train``): stamps ``elapsed`` (seconds of
+    """Called with every log entry of a training run (``zoo.training.loop``): stamps ``elapsed`` (seconds of
     training, continuing the run's earlier log on ``--resume``), writes TensorBoard scalars when the
     package is installed, and redraws ``curves.png`` at each validation. ``active=False`` (ranks other
     than 0) only stamps. Never raises: a failure warns once and turns that part off."""

@@ -1,6 +1,6 @@
 """The training-objective contract: what ``zoo train`` asks of a loss.
 
-``zoo/train.py`` is the loop (data order, optimiser, schedule, validation, checkpoints, resume); what a
+``zoo.training.loop`` is the loop (data order, optimiser, schedule, validation, checkpoints, resume); what a
 step *minimises* is an :class:`Objective`, a plugin kind like decoders (``registry.add_objective(name,
 cls)``, ``zoo list objectives``, ``zoo info NAME``). The built-ins are ``xe`` (teacher-forced
 cross-entropy) and ``scst`` (self-critical sequence training), in ``plugins/objectives/``; a third party
@@ -33,6 +33,8 @@ from typing import Any, ClassVar
 import torch
 
 from zoo.errors import ZooError
+from zoo.registry.manager import get_registry
+from zoo.registry.recipes import check_kwargs
 
 
 class ObjectiveOptionError(ZooError, ValueError):
@@ -49,7 +51,7 @@ class ObjectiveContext:
     pair_tokens: torch.Tensor
     #: (P,) the training-set index of each pair's image
     pair_images: torch.Tensor
-    cfg: Any  # zoo.training.train.TrainConfig
+    cfg: Any  # zoo.training.config.TrainConfig
     device: torch.device
     rank: int = 0
     world_size: int = 1
@@ -134,9 +136,6 @@ def checkpoint_objective(extra: dict[str, Any] | None) -> dict[str, Any]:
 def create_objective(name: str, options: dict[str, Any] | None = None, where: str = "--set") -> Objective:
     """The registered objective ``name`` built with ``options``. An unknown name suggests the closest
     registered ones; an unknown option is refused naming ``objective.KEY`` and listing the options."""
-    from zoo.registry.manager import get_registry
-    from zoo.registry.recipes import check_kwargs
-
     entry = get_registry().get("objective", name)
     options = dict(options or {})
     check_kwargs(where, "objective", entry, options, ZooError, prefix="objective")

@@ -124,7 +124,7 @@ class CiderReward:
 def bleu4(cands: list[np.ndarray], refs: list[list[np.ndarray]]) -> np.ndarray:
     """Sentence BLEU-4 of each candidate against its references (pycocoevalcap's ``BleuScorer``, the
     "closest" reference length, on the ids written as words), the optional second term of the reward."""
-    from pycocoevalcap.bleu.bleu_scorer import BleuScorer
+    from pycocoevalcap.bleu.bleu_scorer import BleuScorer  # lazy: only a BLEU term uses pycocoevalcap
 
     scorer = BleuScorer(n=4)
     for c, rs in zip(cands, refs):

@@ -1,6 +1,6 @@
 """What a training run saves when something inside its loop fails, and what it tells the user.
 
-``zoo.training.train.train`` hands its model, optimiser and progress to a :class:`RunGuard` once the loop starts,
+``zoo.training.loop.train`` hands its model, optimiser and progress to a :class:`RunGuard` once the loop starts,
 and tells it where each step begins and ends. When anything inside the loop raises (validation, a full
 disk, a log write, a data error, Ctrl-C), the guard writes the training state of the last completed step
 (unless that is already on disk) and turns the exception into a :class:`RunFailed` that names the run

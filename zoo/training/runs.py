@@ -8,8 +8,10 @@ set's options; objective → the options of ``train.objective``), values are par
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import copy
+import hashlib
 import json
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -18,7 +20,20 @@ from typing import Any, Iterator
 
 import yaml
 
+from zoo.data.datasets import drop_bad_images, load_dataset
 from zoo.errors import ZooError
+from zoo.files import atomic_write, sha256_file
+from zoo.models.builder import create_tokenizer, tokenizer_from_bytes
+from zoo.models.checkpoint import load, read_extra, read_metadata
+from zoo.models.factory import create_model
+from zoo.registry.recipes import get_recipe
+from zoo.runtime import distributed as dist
+from zoo.training.config import TrainConfig, TrainResult
+from zoo.training.loop import train
+from zoo.training.objective import ObjectiveSchedule
+from zoo.training.run_guard import RunFailed
+from zoo.training.schedule import total_steps
+from zoo.training.state import read_state_metadata, saved_step, seed_everything
 
 SECTIONS = ("encoder", "decoder", "tokenizer", "train", "data", "objective")
 SECTION_OF = {"encoder_kwargs": "encoder", "decoder_kwargs": "decoder", "tokenizer_kwargs": "tokenizer",
@@ -90,8 +105,6 @@ class RunSpec:
         """The run a checkpoint was trained in, from its own metadata (``zoo train`` writes its spec into
         every model file), so a checkpoint copied out of its run folder still knows its data set and
         seed; None for a checkpoint made otherwise (``zoo.save`` by hand, an old file)."""
-        from zoo.models.checkpoint import read_extra
-
         try:
             data = read_extra(path).get("run", {}).get("spec")
         except (AttributeError, ValueError):  # extra that is not a JSON object: not ours to read
@@ -105,8 +118,6 @@ class RunSpec:
 
     @classmethod
     def from_recipe(cls, name: str) -> "RunSpec":
-        from zoo.registry.recipes import get_recipe
-
         r = get_recipe(name)
         data = dict(r.data)
         data_name = data.pop("name", "shapes")
@@ -164,10 +175,6 @@ def training_hash(spec: RunSpec) -> str:
     """sha256 of what a run was trained with (parts, data, splits, training settings), without the seed:
     two runs with equal hashes are two draws of one training regime; written into every checkpoint of the
     run, so the leaderboard pools as seeds only runs of one regime, wherever their files are."""
-    import hashlib
-
-    from zoo.training.train import TrainConfig
-
     full = json.loads(spec.to_json())
     full["train"] = asdict(TrainConfig.from_dict(spec.train))  # a default spelled out hashes as left out
     flat: dict[str, Any] = {}
@@ -182,17 +189,12 @@ def training_hash(spec: RunSpec) -> str:
 
 
 def load_split(spec: RunSpec, split: str) -> Any:
-    from zoo.data.datasets import load_dataset
-
     return load_dataset(spec.data, root=spec.data_root, split=split, **spec.data_options)
 
 
 def build_model(spec: RunSpec, train_set: Any, tokenizer: Any = None) -> Any:
     """The untrained model of a run: tokenizer trained on the training captions (unless given, as when
     resuming), encoder, decoder."""
-    from zoo.models.factory import create_model
-    from zoo.models.builder import create_tokenizer
-
     tok = tokenizer or create_tokenizer(spec.tokenizer, train_set.captions(), **spec.tokenizer_kwargs)
     return create_model(
         encoder=spec.encoder,
@@ -212,11 +214,6 @@ def execute(spec: RunSpec, out_dir: str | Path, resume: bool = False, stop_after
     and only then is the folder made and ``run.json`` written, so a refused run leaves nothing behind that
     would stand in the way of the corrected command. What training itself refuses later (a ZooError before
     the first saved state) is cleaned up too: see :func:`_refused_run_cleanup`."""
-    from zoo.runtime import distributed as dist
-    from zoo.files import atomic_write
-    from zoo.training.objective import ObjectiveSchedule
-    from zoo.training.train import TrainConfig, seed_everything, train
-
     out = Path(out_dir)
     cfg = TrainConfig.from_dict({**spec.train, **({} if progress else {"progress": False})})
     ObjectiveSchedule(cfg, spec.objective_options)  # a bad objective name or option fails here
@@ -274,8 +271,6 @@ RECORDED_KEYS = ("skipped_images",)
 def _without_bad_images(train_set: Any, val_set: Any, cfg: Any) -> tuple[Any, list[dict[str, Any]], Any]:
     """``train.skip_bad_images``: the training and validation sets without the images that cannot be decoded
     (each one logged), and the list of those dropped (both splits), each tagged with its split."""
-    from zoo.data.datasets import drop_bad_images
-
     skipped: list[dict[str, Any]] = []
     kept = []
     for dataset in (train_set, val_set):
@@ -310,7 +305,6 @@ def _refused_run_cleanup(out: Path, enabled: bool) -> Iterator[None]:
     made_folder = not out.exists()
     old_spec = (out / "run.json").read_bytes() if (out / "run.json").is_file() else None
     had_log = (out / "log.jsonl").exists()
-    from zoo.training.run_guard import RunFailed
 
     try:
         yield
@@ -336,9 +330,6 @@ def init_from_checkpoint(spec: RunSpec | None, path: str | Path) -> RunSpec:
     architecture and tokenizer are the checkpoint's; the data set and training settings are those of the
     run that made it (its ``run.json``, recorded in the checkpoint) unless ``spec`` gives them. The
     checkpoint's path and sha256 go into ``spec.init`` (and so into ``run.json``)."""
-    from zoo.models.checkpoint import read_extra, read_metadata
-    from zoo.files import sha256_file
-
     path = Path(path).resolve()
     if path.is_dir():
         path = path / "best.safetensors"
@@ -370,9 +361,6 @@ def init_from_checkpoint(spec: RunSpec | None, path: str | Path) -> RunSpec:
 def load_init(spec: RunSpec) -> Any:
     """The model of ``spec.init``, checked against the sha256 recorded when the run was planned (a file
     that changed since would silently start the run from other weights)."""
-    from zoo.models.checkpoint import load
-    from zoo.files import sha256_file
-
     assert spec.init is not None
     path = Path(spec.init["path"])
     if not path.exists():
@@ -387,11 +375,9 @@ def load_init(spec: RunSpec) -> Any:
 
 
 def _finished(out: Path, cfg: Any, train_set: Any) -> Any:
-    """A :class:`zoo.training.train.TrainResult` (from the run's ``summary.json``, with a ``note`` saying so) when
+    """A :class:`zoo.training.config.TrainResult` (from the run's ``summary.json``, with a ``note`` saying so) when
     the run in ``out`` has already trained all its steps and written its final files; else None. A run
     that stopped between its last state and its final files is not finished: training writes them."""
-    from zoo.training.train import TrainResult, saved_step, total_steps
-
     step = saved_step(out / "state.safetensors")
     total, _ = total_steps(cfg, sum(len(item.captions) for item in train_set))
     summary_path = out / "summary.json"
@@ -411,10 +397,12 @@ def _finished(out: Path, cfg: Any, train_set: Any) -> Any:
 
 
 def _tokenizer_from_state(path: Path, name: str) -> Any:
-    import base64
-
-    from zoo.models.builder import tokenizer_from_bytes
-    from zoo.training.train import read_state_metadata
-
     meta = read_state_metadata(path)
     return tokenizer_from_bytes(name, base64.b64decode(meta["tokenizer"]))
+
+
+def read_train_speed(run_dir: str | Path | None) -> float | None:
+    """Training images/s that a finished run recorded in its ``summary.json`` (None if absent)."""
+    if run_dir is None or not (Path(run_dir) / "summary.json").exists():
+        return None
+    return json.loads((Path(run_dir) / "summary.json").read_text()).get("train_images_per_s")
