@@ -7,9 +7,20 @@ import json
 import warnings
 from pathlib import Path
 
+from zoo.data.datasets import add_image_arguments, load_dataset
+from zoo.errors import ZooError
+from zoo.evaluation.caption_stats import format_statistics, read_caption_file
+from zoo.evaluation.cider import SmallCorpusWarning
+from zoo.evaluation.coco import format_scores
+from zoo.evaluation.model_eval import evaluate_model
+from zoo.evaluation.report import DEFAULT_REPORT_IMAGES
+from zoo.generation.options import DecodingOptions, add_decoding_arguments
+from zoo.models.checkpoint import load, read_extra, read_metadata
 from zoo.registry.hookspecs import hookimpl
-from zoo.generation.options import add_decoding_arguments
-from zoo.results.database import add_db_argument
+from zoo.results.database import add_db_argument, check_writable
+from zoo.results.record import record
+from zoo.runtime import distributed as dist
+from zoo.training.runs import RunSpec, read_train_speed
 
 
 def _int_at_least(low: int, what: str):
@@ -34,9 +45,6 @@ non_negative_int = _int_at_least(0, "an integer ≥ 0")
 
 @hookimpl
 def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
-    from zoo.data.datasets import add_image_arguments
-    from zoo.evaluation.report import DEFAULT_REPORT_IMAGES
-
     p = subparsers.add_parser(
         "eval",
         help="evaluate a checkpoint on a data set split (BLEU, METEOR, ROUGE-L, CIDEr-D, SPICE)",
@@ -86,9 +94,6 @@ def resolve_checkpoint(path: str) -> tuple[Path, Path | None]:
     """(checkpoint file, run folder or None). The file's header is checked at once (before any data set
     loads): a run's resumable training state (``state.safetensors``) is refused, pointing to the run's
     model checkpoints."""
-    from zoo.models.checkpoint import read_metadata
-    from zoo.errors import ZooError
-
     p = Path(path)
     if p.is_dir():
         for name in ("best.safetensors", "last.safetensors"):
@@ -100,24 +105,12 @@ def resolve_checkpoint(path: str) -> tuple[Path, Path | None]:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from zoo.runtime import distributed as dist
-    from zoo.models.checkpoint import load, read_extra
-    from zoo.data.datasets import load_dataset
-    from zoo.evaluation.coco import format_scores
-    from zoo.evaluation.cider import SmallCorpusWarning
-    from zoo.evaluation.model_eval import evaluate_model
-    from zoo.results.record import record
-    from zoo.training.runs import RunSpec, read_train_speed
-
-    from zoo.evaluation.caption_stats import format_statistics
-    from zoo.generation.options import DecodingOptions
 
     decoding = DecodingOptions.from_args(args)  # bad settings fail here, naming the flag
     dist.init_from_env()
     try:
         ckpt, run_dir = resolve_checkpoint(args.checkpoint)
         if not args.no_record and not args.no_ptb:  # every rank: none may start decoding alone
-            from zoo.results.database import check_writable
 
             # before decoding: a database that cannot take the row fails in seconds, not after the work
             check_writable(args.db, otherwise="or pass --no-record to evaluate without recording")
@@ -126,8 +119,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
         spec = RunSpec.from_file(run_dir / "run.json") if run_dir else RunSpec.from_checkpoint(ckpt)
         data = args.data or (spec.data if spec else None)
         if data is None:
-            from zoo.errors import ZooError
-
             raise ZooError(
                 f"{ckpt} does not record the data set it was trained on (it was not written by `zoo train`, "
                 f"and no run.json is beside it): say which data set to evaluate on with --data NAME (and "
@@ -182,10 +173,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def _train_captions(path: str | None, data: str, root, options: dict, split: str) -> list[str] | None:
     """Training captions for the copy statistic: ``--train-captions FILE``, else the data set's train
     split (None when it does not load, or when the split evaluated is itself the train split's)."""
-    from zoo.evaluation.caption_stats import read_caption_file
-    from zoo.data.datasets import load_dataset
-    from zoo.errors import ZooError
-
     if path:
         return read_caption_file(path)
     try:

@@ -7,13 +7,15 @@ import json
 import sys
 from pathlib import Path
 
+from zoo.data.datasets import add_image_arguments
+from zoo.errors import ZooError
 from zoo.registry.hookspecs import hookimpl
+from zoo.runtime import distributed as dist
+from zoo.training.runs import RunSpec, execute, init_from_checkpoint
 
 
 @hookimpl
 def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
-    from zoo.data.datasets import add_image_arguments
-
     p = subparsers.add_parser(
         "train",
         help="train a recipe or encoder+decoder+tokenizer",
@@ -53,12 +55,7 @@ def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def spec_from_args(args: argparse.Namespace):
-    from zoo.errors import ZooError
-    from zoo.training.runs import RunSpec
-
     if args.init:
-        from zoo.training.runs import init_from_checkpoint
-
         given = [f"--{p}" for p in ("encoder", "decoder", "tokenizer") if getattr(args, p)]
         if args.recipe or given:
             raise ZooError(
@@ -101,10 +98,6 @@ def _with_flags(spec, args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from zoo.runtime import distributed as dist
-    from zoo.errors import ZooError
-    from zoo.training.runs import RunSpec, execute
-
     dist.init_from_env()
     try:
         if args.resume:

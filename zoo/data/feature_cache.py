@@ -32,6 +32,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from zoo.contracts.features import Features
 from zoo.data.datasets import ImageDataset
@@ -150,8 +151,6 @@ def get_or_build(
     encoder.eval()
     n = len(dataset)
     try:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=n, desc=f"caching {encoder.name} features", unit="img", disable=not progress)
         with torch.no_grad():
             for idx, images in loader:

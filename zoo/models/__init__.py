@@ -6,6 +6,7 @@
 - ``builder``: one part built by its registered name (``create_encoder``/``create_decoder``/
   ``create_tokenizer``, a tokenizer rebuilt from a checkpoint), options checked, the decoder probed.
 - ``checkpoint``: one-file ``.safetensors`` checkpoints with config and tokenizer inside (never pickle).
+- ``attention``: a model's captions with their attention (for hypotheses, for PIL images).
 - ``hub``: a recipe's trained weights downloaded once, sha256-checked, loaded.
 
 May import: ``zoo.registry``, ``zoo.contracts``, ``zoo.generation``, ``zoo.files``, ``zoo.errors``, torch.

@@ -12,16 +12,13 @@ from zoo.contracts.decoder import Decoder
 from zoo.contracts.encoder import Encoder
 from zoo.contracts.features import Features
 from zoo.contracts.tokenizer import Tokenizer
-from zoo.generation.attention import (
-    CaptionAttention,
-    caption_attention,
-    check_attends_model,
-)
+from zoo.generation.attention import CaptionAttention
 from zoo.generation.beam import Hypothesis, beam_search
 from zoo.generation.checks import DecodingOptionError
 from zoo.generation.constraints import Constraints
 from zoo.generation.options import DecodingOptions
 from zoo.generation.sampling import Samples, sample
+from zoo.models.attention import caption_attention, check_attends_model
 
 
 class CaptionModel(nn.Module):

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from zoo.generation.attention import CaptionAttention, attention_for_images
+from zoo.generation.attention import CaptionAttention
+from zoo.models.attention import attention_for_images
 from zoo.views.figures import agg_figure, check_figure_path, figure_bytes, save_figure
 
 
