@@ -10,6 +10,7 @@ The front door::
 
 from __future__ import annotations
 
+from zoo import _compat
 from zoo.contracts.decoder import Decoder
 from zoo.contracts.encoder import Encoder
 from zoo.contracts.features import Features
@@ -22,7 +23,6 @@ from zoo.models.factory import create_model, list_models, list_names
 from zoo.registry.hookspecs import hookimpl
 from zoo.registry.loading import load_plugin
 from zoo.registry.manager import get_plugin_manager, get_registry
-from zoo import _compat
 from zoo.version import __version__
 
 _compat.install()  # the module paths of 0.1 (zoo.objective, zoo.tokenizer, …) keep working

@@ -34,7 +34,7 @@ MOVED: dict[str, tuple[str, ...]] = {
     "zoo.distributed": ("zoo.runtime.distributed",),
     "zoo.constraints": ("zoo.generation.constraints",),
     "zoo.decoding": ("zoo.generation.options",),
-    "zoo.attention": ("zoo.generation.attention", "zoo.models.attention"),
+    "zoo.attention": ("zoo.generation.attention", "zoo.models.caption_model"),
     "zoo.feature_cache": ("zoo.data.feature_cache",),
     "zoo.model": ("zoo.models.caption_model",),
     "zoo.factory": ("zoo.models.factory", "zoo.models.builder"),

@@ -21,8 +21,8 @@ from zoo.evaluation.captioning import generate_for_items, simple_tokenize
 from zoo.evaluation.coco import SCALE_NOTE, check_metrics, evaluate_captions
 from zoo.evaluation.report import DEFAULT_REPORT_IMAGES, report_evaluation
 from zoo.files import atomic_write
-from zoo.generation.options import DecodingOptions
 from zoo.generation.checks import check_decoding_options
+from zoo.generation.options import DecodingOptions
 from zoo.models.caption_model import CaptionModel
 from zoo.runtime import distributed as dist
 from zoo.runtime.device import resolve_device

@@ -25,7 +25,7 @@ import PIL.Image
 
 from zoo.evaluation.coco import SCALE_NOTE, not_computed_reason
 from zoo.files import atomic_write
-from zoo.models.attention import attention_for_images
+from zoo.models.caption_model import attention_for_images
 from zoo.views import html_page
 from zoo.views.attention_figure import upsample
 

@@ -5,12 +5,13 @@ Why a small object rather than bare tensors: a weight row is useless without kno
 to and how the N grid positions fold into rows and columns (a 7×7 CNN map, a 14×14 ViT patch grid with the
 class token already left out, a 2×3 map of a wide image), and every consumer (the ``--attention`` figure,
 the evaluation report's strips) needs all three together. Built from a beam search's hypotheses by
-``zoo.models.attention``, which knows the model's tokenizer and encoder.
+``zoo.models.caption_model``, which knows the model's tokenizer and encoder.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import torch
 
 END = "<end>"  # the label of the <eos> token's row

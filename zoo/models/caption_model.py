@@ -12,13 +12,12 @@ from zoo.contracts.decoder import Decoder
 from zoo.contracts.encoder import Encoder
 from zoo.contracts.features import Features
 from zoo.contracts.tokenizer import Tokenizer
-from zoo.generation.attention import CaptionAttention
+from zoo.generation.attention import END, CaptionAttention
 from zoo.generation.beam import Hypothesis, beam_search
-from zoo.generation.checks import DecodingOptionError
+from zoo.generation.checks import DecodingOptionError, check_attends
 from zoo.generation.constraints import Constraints
 from zoo.generation.options import DecodingOptions
 from zoo.generation.sampling import Samples, sample
-from zoo.models.attention import caption_attention, check_attends_model
 
 
 class CaptionModel(nn.Module):
@@ -219,3 +218,41 @@ class CaptionModel(nn.Module):
         enc = sum(p.numel() for p in self.encoder.parameters())
         dec = sum(p.numel() for p in self.decoder.parameters())
         return {"encoder": enc, "decoder": dec, "total": enc + dec}
+
+
+# -- a model's attention, caption by caption (``generate(..., return_attention=True)``, the --attention figure,
+# the report's strips): here because it needs the model's tokenizer and encoder, which generation never sees
+def caption_attention(
+    model: "CaptionModel", hyps: Sequence["Hypothesis"], image_size: tuple[int, int] | None
+) -> list[CaptionAttention]:
+    """``CaptionAttention`` for hypotheses found with ``return_attention=True``; ``image_size`` (H, W) of
+    the transformed images, None when decoding started from features (the encoder's own input size)."""
+    tok = model.tokenizer
+    out = []
+    for h in hyps:
+        assert h.attention is not None, "beam_search(..., return_attention=True) gives every hypothesis weights"
+        words = [END if t == tok.eos_id else tok.decode([t]) for t in h.tokens]
+        grid = model.encoder.grid_shape(h.attention.shape[-1], image_size)
+        out.append(CaptionAttention(tok.decode(h.tokens), words, h.attention.float(), tuple(grid)))
+    return out
+
+
+@torch.no_grad()
+def attention_for_images(
+    model: "CaptionModel", images: Sequence[Any], **generate_kwargs: Any
+) -> list[tuple[torch.Tensor, CaptionAttention]]:
+    """For PIL images: (the image as the encoder saw it, (H, W, 3) in [0, 1]; its ``CaptionAttention``).
+    ``generate_kwargs`` go to ``generate`` (``beam_size``, ``max_len``, ...). A decoder without attention
+    raises a ZooError naming it before any image is decoded."""
+    check_attends_model(model)
+    tf = model.transform(train=False)
+    dev = next(model.parameters()).device
+    batch = torch.stack([tf(img.convert("RGB")) for img in images]).to(dev)
+    found = model.generate(batch, return_attention=True, **generate_kwargs)
+    views = model.encoder.unnormalize(batch).permute(0, 2, 3, 1).cpu()
+    return list(zip(views, found))  # type: ignore[arg-type]
+
+
+def check_attends_model(model: "CaptionModel") -> None:
+    """A ZooError naming the model's decoder when it has no attention to show."""
+    check_attends(model.decoder, model.config.get("decoder", {}).get("name"))

@@ -16,7 +16,6 @@ from typing import Any
 
 from zoo.views.curves import CURVES_FILE, read_log, write_curves
 
-
 TB_DIR = "tensorboard"
 
 

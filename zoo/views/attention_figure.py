@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from zoo.generation.attention import CaptionAttention
-from zoo.models.attention import attention_for_images
+from zoo.models.caption_model import attention_for_images
 from zoo.views.figures import agg_figure, check_figure_path, figure_bytes, save_figure
 
 
