@@ -21,17 +21,13 @@ from zoo.evaluation.captioning import simple_tokenize
 from zoo.generation.constraints import ends_badly
 
 
-def _normalise(text: str) -> str:
-    return simple_tokenize(text)
-
-
 def caption_statistics(captions: Iterable[str], train_captions: Iterable[str] | None = None) -> dict[str, Any]:
     """``bad_ending_share`` (captions whose last word is a bad ending), ``mean_length`` (words),
     ``vocabulary`` (distinct words over all captions), ``captions`` (how many) and, when the training
     captions are given, ``copied_share`` (captions equal to a training caption after normalisation).
     Shares are fractions (0–1)."""
     caps = list(captions)
-    norm = [_normalise(c) for c in caps]
+    norm = [simple_tokenize(c) for c in caps]
     n = len(caps)
     words = [c.split() for c in norm]
     out: dict[str, Any] = {
@@ -41,7 +37,7 @@ def caption_statistics(captions: Iterable[str], train_captions: Iterable[str] | 
         "vocabulary": len({w for ws in words for w in ws}),
     }
     if train_captions is not None:
-        seen = {_normalise(c) for c in train_captions}
+        seen = {simple_tokenize(c) for c in train_captions}
         out["copied_share"] = sum(c in seen for c in norm) / n if n else 0.0
     return out
 

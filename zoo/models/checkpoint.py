@@ -30,17 +30,13 @@ FORMAT_VERSION = 1
 _MAX_HEADER = 100 * 1024 * 1024
 
 
-def _zoo_version() -> str:
-    return __version__
-
-
 def save(model: "CaptionModel", path: str | Path, extra: dict[str, Any] | None = None) -> Path:
     """Write ``model`` to one ``.safetensors`` file; ``extra`` (JSON) goes into the metadata too
     (scores, training state)."""
     meta = {
         "format": FORMAT_NAME,
         "format_version": str(FORMAT_VERSION),
-        "zoo_version": _zoo_version(),
+        "zoo_version": __version__,
         "config": json.dumps(model.config, sort_keys=True),
         "tokenizer": base64.b64encode(model.tokenizer.to_bytes()).decode("ascii"),
     }
@@ -114,14 +110,14 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     except (TypeError, ValueError):
         raise CheckpointError(
             f"checkpoint {path} has format_version {raw_version!r} ({_written_by(meta)}); this caption-zoo "
-            f"({_zoo_version()}) knows only whole-number versions up to {FORMAT_VERSION}, so the file comes from "
+            f"({__version__}) knows only whole-number versions up to {FORMAT_VERSION}, so the file comes from "
             f"another or newer release, or its metadata was edited. Upgrade: pip install -U caption-zoo, or "
             f"load it with the caption-zoo version that wrote it and save it again."
         ) from None
     if version > FORMAT_VERSION:
         raise CheckpointError(
             f"checkpoint {path} uses format version {version}, written by caption-zoo "
-            f"{meta.get('zoo_version', '?')}; this caption-zoo ({_zoo_version()}) reads up to version "
+            f"{meta.get('zoo_version', '?')}; this caption-zoo ({__version__}) reads up to version "
             f"{FORMAT_VERSION}. Upgrade: pip install -U caption-zoo"
         )
     return meta
@@ -133,7 +129,7 @@ def _written_by(meta: dict[str, str]) -> str:
 
 def _upgrade_hint(meta: dict[str, str]) -> str:
     return (
-        f"It was {_written_by(meta)}; this is caption-zoo {_zoo_version()}. If it comes from a newer release "
+        f"It was {_written_by(meta)}; this is caption-zoo {__version__}. If it comes from a newer release "
         f"upgrade (pip install -U caption-zoo); otherwise the file was edited or damaged: re-save it from the "
         f"run that trained it."
     )
