@@ -207,3 +207,31 @@ def test_attention_figure_and_report_strips(browser, tmp_path):
         assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", first) > 0
     screenshot(browser, tmp_path, "report-attention.png")
     assert_clean(browser)
+
+
+def test_report_score_table_sorts_by_every_column(browser, tmp_path):
+    """Clicking the report's "metric" header threw TypeError (localeCompare of a cell without a sort value)
+    and left the rows as they were; every header sorts, text by text and numbers by value."""
+    from selenium.webdriver.common.by import By
+
+    from zoo.evaluation.report import render_report
+
+    ev = _big_evaluation(6)
+    ev.metrics = {"CIDEr-D": 1.2, "BLEU-4": 0.31, "METEOR": 0.26, "ROUGE-L": 0.55, "SPICE": 0.2}
+    page = tmp_path / "report.html"
+    page.write_text(render_report(ev, "resnet10t+gru+word", {}), encoding="utf-8")
+    open_page(browser, page)
+
+    def names():
+        return [r.find_elements(By.TAG_NAME, "td")[0].text
+                for r in browser.find_elements(By.CSS_SELECTOR, "table.scores tbody tr")]
+
+    headers = browser.find_elements(By.CSS_SELECTOR, "table.scores th")
+    assert [h.text for h in headers][:2] == ["metric", "×100"]
+    headers[0].click()
+    assert names() == ["BLEU-4", "CIDEr-D", "METEOR", "ROUGE-L", "SPICE"]
+    headers[0].click()
+    assert names() == ["SPICE", "ROUGE-L", "METEOR", "CIDEr-D", "BLEU-4"]
+    headers[1].click()
+    assert names() == ["SPICE", "METEOR", "BLEU-4", "ROUGE-L", "CIDEr-D"]
+    assert_clean(browser)
