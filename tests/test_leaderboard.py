@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import zlib
 
 import numpy as np
@@ -351,3 +352,51 @@ def test_plot_keeps_long_labels_inside_the_image(tmp_path):
     img = np.asarray(Image.open(path).convert("L"))
     border = np.concatenate([img[:3].ravel(), img[-3:].ravel(), img[:, :3].ravel(), img[:, -3:].ravel()])
     assert border.min() > 240, "something is drawn across the edge of the image"
+
+
+# -- damaged rows ----------------------------------------------------------------------------------------
+def _damage(path, row_id: int, column: str, text: str) -> None:
+    """Write ``text`` into a stored row's JSON column, as a hand edit or another program might."""
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute(f"UPDATE evaluations SET {column} = ? WHERE id = ?", (text, row_id))
+    conn.close()
+
+
+@pytest.mark.parametrize("fmt", ["html", "table", "json"])
+def test_damaged_rows_are_reported_and_skipped_the_rest_ranked(tmp_path, capsys, fmt):
+    """A NaN per-image CIDEr-D, a list where captions should be, a metric that is text: each used to end
+    ``zoo leaderboard`` in a raw ValueError/AttributeError/TypeError."""
+    path = _db(tmp_path, [run("gru"), run("gru-attn", shift=0.08), run("lstm", shift=0.05), run("tiny", shift=-0.1),
+                          run("big", shift=0.1)])
+    nan_scores = json.dumps({str(i): 1.0 for i in range(N)}).replace("1.0", "NaN", 1)
+    _damage(path, 2, "per_image_cider", nan_scores)
+    _damage(path, 3, "captions", json.dumps(["a caption", "another"]))
+    _damage(path, 4, "metrics", json.dumps({"CIDEr-D": "1.2", "BLEU-4": 0.3}))
+    out = tmp_path / f"board.{ {'table': 'txt'}.get(fmt, fmt) }"
+    assert main(["leaderboard", "--db", str(path), "--format", fmt, "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    text = out.read_text(encoding="utf-8")
+    for row_id, what in ((2, "per_image_cider"), (3, "captions"), (4, "metrics")):
+        assert f"row {row_id}" in err and what in err  # said where a person sees it
+        assert f"row {row_id}" in text  # and kept with the board itself
+    if fmt == "html":  # the two sound rows are the board's rows
+        assert re.findall(r'data-system="\d+" title="[^"]*">([^<]*)</button>', text) == ["big", "gru"]
+    elif fmt == "table":
+        assert [line.split()[1] for line in text.splitlines() if re.match(r"\s+\d+  ", line)] == ["big", "gru"]
+    else:
+        doc = json.loads(text)
+        assert [r["system"] for r in doc["rows"]] == ["big", "gru"]
+        assert [s["id"] for s in doc["skipped_rows"]] == [2, 3, 4]
+        assert "is nan, not a finite number" in doc["skipped_rows"][0]["problem"]
+
+
+def test_only_damaged_rows_is_an_error_naming_them(tmp_path, capsys):
+    path = _db(tmp_path, [run("gru"), run("lstm", shift=0.05)])
+    _damage(path, 1, "metrics", json.dumps({"CIDEr-D": "high"}))
+    _damage(path, 2, "metrics", json.dumps([0.5]))
+    assert main(["leaderboard", "--db", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "row 1" in err and "row 2" in err and "metrics" in err and "Traceback" not in err

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from zoo.errors import LeaderboardError
+from zoo.errors import LeaderboardError, ZooError
 from zoo.evaluation.bootstrap import (
     align,
     average_per_image,
@@ -98,6 +98,65 @@ class BoardRow:
     @property
     def decode_images_per_s(self) -> float | None:
         return self._mean_of("decode_images_per_s")
+
+
+# -- damaged rows ----------------------------------------------------------------------------------------
+_DICT_FIELDS = ("encoder_options", "decoder_options", "tokenizer_options", "decoding", "versions", "extra")
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def row_problem(r: EvalRecord) -> str | None:
+    """What is wrong with a stored row that the board cannot draw (None when it is sound): a NaN or text
+    score, a list where a mapping belongs, anything ``EvalRecord.validate`` (the check at record time)
+    refuses. Rows get this way by hand edits, other programs or older bugs; one such row must not cost
+    the whole board, so :func:`build_leaderboard` skips it and says which and why."""
+    for name in ("metrics", "per_image_cider", "captions", *_DICT_FIELDS):
+        value = getattr(r, name)
+        if not isinstance(value, dict):
+            return f"{name} is a {type(value).__name__}, not a mapping ({_short(value)})"
+    for name in ("metrics", "per_image_cider"):
+        for key, value in getattr(r, name).items():
+            if not _is_number(value) or value != value or value in (float("inf"), float("-inf")):
+                return f"{name}[{key!r}] is {_short(value)}, not a finite number"
+    for name in ("num_images", "params_encoder", "params_decoder"):
+        if not isinstance(getattr(r, name), int) or isinstance(getattr(r, name), bool):
+            return f"{name} is {_short(getattr(r, name))}, not a whole number"
+    for name in ("train_images_per_s", "decode_images_per_s"):
+        value = getattr(r, name)
+        if value is not None and not _is_number(value):
+            return f"{name} is {_short(value)}, not a number"
+    if r.seed is not None and not isinstance(r.seed, int):
+        return f"seed is {_short(r.seed)}, not a whole number"
+    try:
+        r.validate()
+    except ZooError as exc:
+        return str(exc).split(": ", 1)[-1] if str(exc).startswith("evaluation record") else str(exc)
+    return None
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _row_name(r: EvalRecord) -> str:
+    where = f"row {r.id}" if r.id is not None else "a row without id"
+    return f"{where} ({r.system})" if isinstance(r.system, str) else where
+
+
+def split_damaged(rows: Iterable[EvalRecord]) -> tuple[list[EvalRecord], list[tuple[EvalRecord, str]]]:
+    """The sound rows, and the damaged ones with what is wrong with each (:func:`row_problem`)."""
+    good, damaged = [], []
+    for r in rows:
+        problem = row_problem(r)
+        if problem is None:
+            good.append(r)
+        else:
+            damaged.append((r, problem))
+    return good, damaged
 
 
 # -- building ----------------------------------------------------------------------------------------------
@@ -280,13 +339,21 @@ def build_leaderboard(
     rows = list(rows)
     if not rows:
         raise LeaderboardError("no results to rank: the database has no matching rows. Run `zoo eval` first, or check --data/--split.")
+    rows, damaged = split_damaged(rows)
+    skipped = [f"skipped damaged {_row_name(r)}: {problem}" for r, problem in damaged]
+    if not rows:
+        raise LeaderboardError(
+            "no results to rank: every matching row is damaged:\n  " + "\n  ".join(skipped) + "\nEvaluate those "
+            "checkpoints again (`zoo eval` records new rows), or delete the rows with any SQLite tool "
+            "(DELETE FROM evaluations WHERE id = N)."
+        )
     if group_by not in GROUP_BY:
         raise LeaderboardError(f"--group-by must be one of {', '.join(GROUP_BY)}, got {group_by!r}")
     if resamples < MIN_RESAMPLES:
         raise LeaderboardError(f"--resamples must be at least {MIN_RESAMPLES} for a stable 95% interval, got {resamples}")
     _refuse_mixed(rows)
     metric = resolve_metric(metric, rows)
-    notes: list[str] = []
+    notes: list[str] = list(skipped)
 
     if group_by == "run":
         board = [_summarise(n, [r]) for n, r in zip(_run_names(rows), rows)]
@@ -328,6 +395,7 @@ def build_leaderboard(
         resamples=resamples,
         group_by=group_by,
         notes=notes,
+        skipped=[(r.id, r.system if isinstance(r.system, str) else "", problem) for r, problem in damaged],
     )
     varying = lb.varying_decoding
     if varying:
@@ -384,6 +452,8 @@ class Leaderboard:
     group_by: str = "system"
     notes: list[str] = field(default_factory=list)
     confidence: float = CONFIDENCE  # of the paired-bootstrap intervals to the leader
+    #: damaged rows left out (row id, system, what is wrong); the notes say the same in words
+    skipped: list[tuple[int | None, str, str]] = field(default_factory=list)
 
     # -- shape ---------------------------------------------------------------------------------------------
     @property

@@ -139,6 +139,7 @@ def json_text(board: "Leaderboard") -> str:
         "resamples": board.resamples,
         "group_by": board.group_by,
         "notes": board.notes,
+        "skipped_rows": [{"id": i, "system": system, "problem": problem} for i, system, problem in board.skipped],
         "rows": records(board),
     }
     return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
