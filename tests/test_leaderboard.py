@@ -400,3 +400,39 @@ def test_only_damaged_rows_is_an_error_naming_them(tmp_path, capsys):
     assert main(["leaderboard", "--db", str(path)]) == 2
     err = capsys.readouterr().err
     assert "row 1" in err and "row 2" in err and "metrics" in err and "Traceback" not in err
+
+
+# -- names ------------------------------------------------------------------------------------------------
+def test_names_say_what_differs_and_show_hashes_only_when_nothing_else_does():
+    """Rows used to read ``resnet10t+updown+word (#6c7d367, scst, train #2cca1c3)``."""
+    from tests.pages import SCST, crowded_rows
+
+    board = build_leaderboard(crowded_rows())
+    assert [b.name for b in board.rows] == [
+        "updown (scst, baseline=mean)", "updown (scst, baseline=greedy)", "gru-attn (attention_size=256)",
+        "updown (xe)", "gru-attn (attention_size=512)", "gru (beam_size=3)", "gru (beam_size=1)"]
+    assert board.shared_parts == {"encoder": "resnet10t", "tokenizer": "word"}
+    assert any("Every row has encoder resnet10t, tokenizer word" in line for line in board.to_table().splitlines())
+    # the whole identity is one --format json away
+    doc = json.loads(board.to_json())
+    first = doc["rows"][0]
+    assert first["system_full"] == "resnet10t+updown+word" and first["objective"] == SCST
+    assert f"objective {SCST}" in first["identity"] and f"config #{first['config_hash']}" in first["identity"]
+    assert doc["shared_parts"] == board.shared_parts
+
+    # old rows whose hash differs with nothing else to tell them apart: the hash, and only then
+    old = [run("gru", config_hash="1a2b3c4" + "0" * 57), run("gru", shift=0.01)]
+    names = [b.name for b in build_leaderboard(old).rows]
+    assert names == [f"gru (#{old[1].config_hash[:7]})", "gru (#1a2b3c4)"]
+
+
+def test_an_option_named_in_two_parts_says_which_part():
+    a = run("gru", encoder_options={"dropout": 0.0}, decoder_options={"dropout": 0.5})
+    b = run("gru", shift=0.01, encoder_options={"dropout": 0.1}, decoder_options={"dropout": 0.3},
+            config_hash="f" * 64)
+    c = run("gru", shift=0.02, encoder_options={"dropout": 0.0}, decoder_options={"dropout": 0.5, "hidden_size": 256},
+            config_hash="e" * 64)
+    names = sorted(x.name for x in build_leaderboard([a, b, c]).rows)
+    assert names == ["gru (decoder.dropout=0.3, hidden_size=—, encoder.dropout=0.1)",
+                     "gru (decoder.dropout=0.5, hidden_size=256, encoder.dropout=0.0)",
+                     "gru (decoder.dropout=0.5, hidden_size=—, encoder.dropout=0.0)"]
