@@ -436,3 +436,56 @@ def test_an_option_named_in_two_parts_says_which_part():
     assert names == ["gru (decoder.dropout=0.3, hidden_size=—, encoder.dropout=0.1)",
                      "gru (decoder.dropout=0.5, hidden_size=256, encoder.dropout=0.0)",
                      "gru (decoder.dropout=0.5, hidden_size=—, encoder.dropout=0.0)"]
+
+
+def _label_boxes(fig):
+    """Each panel's point labels as drawn: (panel, label text, the text's box in pixels, without the line to
+    its point), from the renderer."""
+    from matplotlib.text import Text
+
+    from zoo.views.leaderboard import _LABEL_GID
+
+    renderer = fig.canvas.get_renderer()
+    fig.draw(renderer)
+    return [(ax, t.get_text(), Text.get_window_extent(t, renderer))
+            for ax in fig.axes for t in ax.texts if t.get_gid() == _LABEL_GID]
+
+
+def test_plot_labels_never_overlap_when_systems_crowd(tmp_path):
+    """Three systems at 186–188 CIDEr-D with nearly equal parameters and speeds: their full names were an
+    unreadable jumble in both panels. Each point now carries its rank, placed clear of every other label
+    and point, inside its panel; the key under the panels names the ranks."""
+    from tests.pages import crowded_rows
+    from zoo.views.leaderboard import figure
+
+    board = build_leaderboard(crowded_rows())
+    fig = figure(board)
+    boxes = _label_boxes(fig)
+    assert sorted(text for _, text, _ in boxes) == sorted(str(b.rank) for b in board.rows for _ in range(2))
+    for i, (ax, text, box) in enumerate(boxes):
+        frame = ax.get_window_extent()
+        assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1, text
+        for other_ax, other, other_box in boxes[i + 1:]:
+            assert other_ax is not ax or not box.overlaps(other_box), f"labels {text} and {other} overlap"
+        # no label covers a point's centre
+        for line in ax.lines:
+            for x, y in zip(*line.get_data()):
+                assert not box.contains(*ax.transData.transform((x, y))), f"label {text} covers a point"
+    key = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert key == [b.name for b in board.rows]
+    path = board.plot(tmp_path / "crowded.png")  # and it saves
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_label_placement_holds_for_many_coincident_points():
+    """Eleven systems within 0.1 CIDEr-D at one spot, one far below: every label still finds a free place."""
+    from zoo.views.leaderboard import figure
+
+    rows = [run(f"dec{i}", shift=0.0001 * i, noise=0.0) for i in range(11)] + [run("far", shift=-0.5)]
+    for r in rows:
+        r.params_decoder, r.decode_images_per_s = 1_000_000, 100.0
+    rows[-1].params_decoder, rows[-1].decode_images_per_s = 3_000_000, 300.0
+    boxes = _label_boxes(figure(build_leaderboard(rows)))
+    assert len(boxes) == 24
+    for i, (ax, text, box) in enumerate(boxes):
+        assert not any(a is ax and box.overlaps(b) for a, _, b in boxes[i + 1:]), text
