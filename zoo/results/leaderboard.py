@@ -7,7 +7,10 @@ their scores are summarised as mean ± std; evaluating a checkpoint again replac
 sha256), and different checkpoints that share a seed are separate systems (see ``_split_shared_seeds``).
 Every system gets a 95% paired-bootstrap interval over images for its CIDEr-D difference to the leader
 (``zoo.evaluation.bootstrap``); ``BoardRow.significant`` is False when that interval contains 0 (not
-significantly different from the leader). Scores stay on pycocoevalcap's 0–1 scale here.
+significantly different from the leader). Scores stay on pycocoevalcap's 0–1 scale here. Systems are named
+by what tells them apart from the other rows shown (``zoo.results.naming``); each keeps its full identity.
+A damaged row (a NaN or text score, a list where a mapping belongs) is skipped and reported
+(``Leaderboard.skipped``, the notes), never fatal to the board.
 
 This module ranks; ``zoo.views.leaderboard`` (table, Markdown, CSV, JSON, plot) and
 ``zoo.views.leaderboard_page`` (the HTML page) draw the ranked ``Leaderboard``: they show scores ×100,
