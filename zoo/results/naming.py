@@ -208,7 +208,7 @@ def identity(group: Group) -> list[str]:
         extra = first.extra if isinstance(first.extra, dict) else {}
         lines.append(f"training regime #{extra.get('train_hash')}")
     for r in group:
-        bits = [f"row {r.id}" if r.id is not None else "row", f"seed {r.seed if r.seed is not None else '—'}"]
+        bits = ([f"row {r.id}"] if r.id is not None else []) + [f"seed {r.seed if r.seed is not None else '—'}"]
         if r.run_name:
             bits.append(f"run {r.run_name}")
         if r.checkpoint_path:
