@@ -6,6 +6,8 @@ from __future__ import annotations
 import zlib
 from pathlib import Path
 
+import numpy as np
+
 from zoo.data.datasets import load_dataset
 from zoo.evaluation.coco import evaluate_captions
 from zoo.evaluation.report import make_thumbnails
@@ -77,8 +79,6 @@ CROWDED = [
 def crowded_rows(n: int = 200) -> list[EvalRecord]:
     """The CROWDED board's rows on ``n`` made-up images (per-image CIDEr-D with exactly the row's mean),
     every metric the official protocol records, and SCST signatures in the objective column."""
-    import numpy as np
-
     ids = [str(i) for i in range(n)]
     refs = {k: [f"a picture number {k}", f"image {k} of a thing"] for k in ids}
     rows = []

@@ -17,9 +17,10 @@ from types import SimpleNamespace
 import pytest
 
 from tests.browser import console_problems, open_page, remote_requests, start_browser
-from tests.pages import record_systems, shapes
+from tests.pages import SCST, SCST_GREEDY, crowded_rows, record_systems, shapes
 from zoo.cli import main
 from zoo.evaluation.cider import SmallCorpusWarning
+from zoo.results.leaderboard import build_leaderboard
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
 
@@ -244,9 +245,6 @@ def test_a_crowded_board_fits_a_laptop_window(browser, tmp_path):
     scrollbar at 1400 px (the table was 2528 px wide): names say what differs, the objective column
     abbreviates with the whole signature on hover, and the table fits."""
     from selenium.webdriver.common.by import By
-
-    from tests.pages import SCST, SCST_GREEDY, crowded_rows
-    from zoo.results.leaderboard import build_leaderboard
 
     board = build_leaderboard(crowded_rows())
     page = tmp_path / "crowded.html"

@@ -12,12 +12,14 @@ import numpy as np
 import pytest
 
 import zoo.evaluation.bootstrap as stats
+from tests.pages import SCST, crowded_rows
 from zoo.cli import main
 from zoo.errors import ZooError
 from zoo.results.leaderboard import build_leaderboard
 from zoo.results.database import ResultsDB
 from zoo.results.evalrecord import EvalRecord
 from zoo.results.provenance import config_hash
+from zoo.views.leaderboard import _LABEL_GID, figure
 from zoo.views.leaderboard_columns import NOT_SIGNIFICANT
 
 N = 400
@@ -405,8 +407,6 @@ def test_only_damaged_rows_is_an_error_naming_them(tmp_path, capsys):
 # -- names ------------------------------------------------------------------------------------------------
 def test_names_say_what_differs_and_show_hashes_only_when_nothing_else_does():
     """Rows used to read ``resnet10t+updown+word (#6c7d367, scst, train #2cca1c3)``."""
-    from tests.pages import SCST, crowded_rows
-
     board = build_leaderboard(crowded_rows())
     assert [b.name for b in board.rows] == [
         "updown (scst, baseline=mean)", "updown (scst, baseline=greedy)", "gru-attn (attention_size=256)",
@@ -441,9 +441,7 @@ def test_an_option_named_in_two_parts_says_which_part():
 def _label_boxes(fig):
     """Each panel's point labels as drawn: (panel, label text, the text's box in pixels, without the line to
     its point), from the renderer."""
-    from matplotlib.text import Text
-
-    from zoo.views.leaderboard import _LABEL_GID
+    from matplotlib.text import Text  # lazy: matplotlib, as the views load it
 
     renderer = fig.canvas.get_renderer()
     fig.draw(renderer)
@@ -455,9 +453,6 @@ def test_plot_labels_never_overlap_when_systems_crowd(tmp_path):
     """Three systems at 186–188 CIDEr-D with nearly equal parameters and speeds: their full names were an
     unreadable jumble in both panels. Each point now carries its rank, placed clear of every other label
     and point, inside its panel; the key under the panels names the ranks."""
-    from tests.pages import crowded_rows
-    from zoo.views.leaderboard import figure
-
     board = build_leaderboard(crowded_rows())
     fig = figure(board)
     boxes = _label_boxes(fig)
@@ -479,8 +474,6 @@ def test_plot_labels_never_overlap_when_systems_crowd(tmp_path):
 
 def test_label_placement_holds_for_many_coincident_points():
     """Eleven systems within 0.1 CIDEr-D at one spot, one far below: every label still finds a free place."""
-    from zoo.views.leaderboard import figure
-
     rows = [run(f"dec{i}", shift=0.0001 * i, noise=0.0) for i in range(11)] + [run("far", shift=-0.5)]
     for r in rows:
         r.params_decoder, r.decode_images_per_s = 1_000_000, 100.0
