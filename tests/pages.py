@@ -6,6 +6,8 @@ from __future__ import annotations
 import zlib
 from pathlib import Path
 
+import numpy as np
+
 from zoo.data.datasets import load_dataset
 from zoo.evaluation.coco import evaluate_captions
 from zoo.evaluation.report import make_thumbnails
@@ -52,3 +54,55 @@ def record_systems(db_path: Path, n: int = 40, thumbnails: bool = True) -> Path:
         thumbs = make_thumbnails(items, list(items)) if thumbnails else {}
         db.record_images(references_hash(gts), {str(k): v for k, v in gts.items()}, thumbs)
     return db_path
+
+
+SCST = "scst(cider-d, baseline=mean, n=5, df=train, eos=yes)"
+SCST_GREEDY = "scst(cider-d, baseline=greedy, n=5, df=train, eos=yes)"
+_UPDOWN = {"hidden_size": 512, "attention_size": 512, "dropout": 0.5}
+_GRU_ATTN = {"hidden_size": 512, "attention_size": 512, "dropout": 0.5}
+_GRU = {"hidden_size": 512, "dropout": 0.5}
+
+#: a crowded board as a plugin author's comparison leaves it: three SCST systems at 186–188 CIDEr-D with
+#: nearly equal parameters and speeds, the same decoders trained with cross-entropy, an attention-size
+#: variant and two beam sizes; (decoder, decoder options, objective, beam size, CIDEr-D, params M, img/s)
+CROWDED = [
+    ("updown", _UPDOWN, SCST, 3, 1.880, 12.1, 310.0),
+    ("updown", _UPDOWN, SCST_GREEDY, 3, 1.872, 12.1, 306.0),
+    ("gru-attn", {**_GRU_ATTN, "attention_size": 256}, SCST, 3, 1.864, 11.9, 318.0),
+    ("updown", _UPDOWN, "xe", 3, 1.620, 12.1, 309.0),
+    ("gru-attn", _GRU_ATTN, "xe", 3, 1.580, 12.3, 300.0),
+    ("gru", _GRU, "xe", 3, 1.450, 9.6, 420.0),
+    ("gru", _GRU, "xe", 1, 1.400, 9.6, 1100.0),
+]
+
+
+def crowded_rows(n: int = 200) -> list[EvalRecord]:
+    """The CROWDED board's rows on ``n`` made-up images (per-image CIDEr-D with exactly the row's mean),
+    every metric the official protocol records, and SCST signatures in the objective column."""
+    ids = [str(i) for i in range(n)]
+    refs = {k: [f"a picture number {k}", f"image {k} of a thing"] for k in ids}
+    rows = []
+    for i, (decoder, options, objective, beam, cider, params, speed) in enumerate(CROWDED):
+        rng = np.random.default_rng(i)
+        noise = rng.normal(0, 0.4, n)
+        scores = np.clip(cider + noise - noise.mean(), 0, None)
+        scores += cider - scores.mean()
+        parts = {"encoder": {"name": "resnet10t", "pretrained": True, "img_size": 224},
+                 "decoder": {"name": decoder, **options}, "tokenizer": {"name": "word", "min_count": 5}}
+        rows.append(EvalRecord(
+            system=f"resnet10t+{decoder}+word", encoder="resnet10t", decoder=decoder, tokenizer="word",
+            encoder_options={"pretrained": True, "img_size": 224}, decoder_options=dict(options),
+            tokenizer_options={"min_count": 5}, config_hash=config_hash(parts), data="coco-karpathy",
+            split="test", references_hash=references_hash(refs), num_images=n,
+            metrics={"CIDEr-D": cider, "BLEU-4": 0.30 + cider / 20, "METEOR": 0.25 + cider / 100,
+                     "ROUGE-L": 0.52 + cider / 50, "SPICE": 0.19 + cider / 100},
+            decoding={"beam_size": beam, "max_len": 20, "length_penalty": 1.0},
+            per_image_cider={k: float(v) for k, v in zip(ids, scores)},
+            captions={k: f"a caption of image {k} by {decoder}" for k in ids}, seed=0,
+            params_encoder=4_900_000, params_decoder=int(params * 1e6) - 4_900_000,
+            decode_images_per_s=speed, train_images_per_s=1500.0, objective=objective,
+            checkpoint_sha256=f"{i:02d}" * 32,
+            extra={"run_id": f"run{i // 2 if beam == 1 else i}",
+                   "train_hash": f"{zlib.crc32(objective.encode()) ^ zlib.crc32(decoder.encode()):08x}" * 8},
+        ))
+    return rows

@@ -17,9 +17,10 @@ from types import SimpleNamespace
 import pytest
 
 from tests.browser import console_problems, open_page, remote_requests, start_browser
-from tests.pages import record_systems, shapes
+from tests.pages import SCST, SCST_GREEDY, crowded_rows, record_systems, shapes
 from zoo.cli import main
 from zoo.evaluation.cider import SmallCorpusWarning
+from zoo.results.leaderboard import build_leaderboard
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
 
@@ -71,7 +72,7 @@ def test_leaderboard_rows_click_through_and_side_by_side(browser, board_page, tm
     rows = browser.find_elements(By.CSS_SELECTOR, "table.board tbody tr")
     names = [b.text for b in browser.find_elements(By.CSS_SELECTOR, "table.board button.sys")]
     assert len(rows) == 3 and all(r.is_displayed() for r in rows)
-    assert names == ["resnet10t+gru-attn+word", "resnet10t+gru+word", "resnet10t+lstm+word"]
+    assert names == ["gru-attn", "gru", "lstm"]  # every row has resnet10t and word: named by the decoder
     assert "95 times out of 100" in browser.find_element(By.CSS_SELECTOR, ".explain").text
     screenshot(browser, tmp_path, "leaderboard.png")
 
@@ -79,7 +80,9 @@ def test_leaderboard_rows_click_through_and_side_by_side(browser, board_page, tm
     browser.find_elements(By.CSS_SELECTOR, "table.board button.sys")[1].click()
     shown = visible_rows(browser)
     assert len(shown) == 24
-    assert "resnet10t+gru+word" in browser.find_element(By.ID, "drill-title").text
+    assert "gru" in browser.find_element(By.ID, "drill-title").text
+    identity = browser.find_element(By.CSS_SELECTOR, "#drill-identity details")
+    assert identity.is_displayed() and "resnet10t+gru+word" in identity.text  # the full name, one click away
     scores = [float(r.find_element(By.CSS_SELECTOR, ".score").text.split()[0]) for r in shown]
     assert scores == sorted(scores)
     first_caption = shown[0].find_element(By.CSS_SELECTOR, ".caption").text
@@ -90,14 +93,14 @@ def test_leaderboard_rows_click_through_and_side_by_side(browser, board_page, tm
     screenshot(browser, tmp_path, "leaderboard-system.png")
 
     # a second system: both captions on every image, the largest difference first
-    Select(browser.find_element(By.ID, "sys-b")).select_by_visible_text("3. resnet10t+lstm+word")
+    Select(browser.find_element(By.ID, "sys-b")).select_by_visible_text("3. lstm")
     pairs = visible_rows(browser)
     assert len(pairs) == 24
     for row in pairs[:5]:
         a = row.find_element(By.CSS_SELECTOR, ".cap-a")
         b = row.find_element(By.CSS_SELECTOR, ".cap-b")
         assert a.is_displayed() and b.is_displayed()
-        assert "resnet10t+gru+word" in a.text and "resnet10t+lstm+word" in b.text
+        assert a.text.startswith("gru") and b.text.startswith("lstm")
         assert "a shape <b>on</b> a background & more" in b.text  # markup in a caption is shown as text
     diffs = [abs(float(r.find_element(By.CSS_SELECTOR, ".id").text.rsplit(" ", 1)[1])) for r in pairs]
     assert diffs == sorted(diffs, reverse=True)
@@ -207,3 +210,72 @@ def test_attention_figure_and_report_strips(browser, tmp_path):
         assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", first) > 0
     screenshot(browser, tmp_path, "report-attention.png")
     assert_clean(browser)
+
+
+def test_report_score_table_sorts_by_every_column(browser, tmp_path):
+    """Clicking the report's "metric" header threw TypeError (localeCompare of a cell without a sort value)
+    and left the rows as they were; every header sorts, text by text and numbers by value."""
+    from selenium.webdriver.common.by import By
+
+    from zoo.evaluation.report import render_report
+
+    ev = _big_evaluation(6)
+    ev.metrics = {"CIDEr-D": 1.2, "BLEU-4": 0.31, "METEOR": 0.26, "ROUGE-L": 0.55, "SPICE": 0.2}
+    page = tmp_path / "report.html"
+    page.write_text(render_report(ev, "resnet10t+gru+word", {}), encoding="utf-8")
+    open_page(browser, page)
+
+    def names():
+        return [r.find_elements(By.TAG_NAME, "td")[0].text
+                for r in browser.find_elements(By.CSS_SELECTOR, "table.scores tbody tr")]
+
+    headers = browser.find_elements(By.CSS_SELECTOR, "table.scores th")
+    assert [h.text for h in headers][:2] == ["metric", "×100"]
+    headers[0].click()
+    assert names() == ["BLEU-4", "CIDEr-D", "METEOR", "ROUGE-L", "SPICE"]
+    headers[0].click()
+    assert names() == ["SPICE", "ROUGE-L", "METEOR", "CIDEr-D", "BLEU-4"]
+    headers[1].click()
+    assert names() == ["SPICE", "METEOR", "BLEU-4", "ROUGE-L", "CIDEr-D"]
+    assert_clean(browser)
+
+
+def test_a_crowded_board_fits_a_laptop_window(browser, tmp_path):
+    """SCST signatures in the names and the objective column pushed BLEU-4 and every later column behind a
+    scrollbar at 1400 px (the table was 2528 px wide): names say what differs, the objective column
+    abbreviates with the whole signature on hover, and the table fits."""
+    from selenium.webdriver.common.by import By
+
+    board = build_leaderboard(crowded_rows())
+    page = tmp_path / "crowded.html"
+    page.write_text(board.to_html(board.plot_png()), encoding="utf-8")
+    browser.set_window_size(1400, 900)
+    try:
+        open_page(browser, page)
+        assert browser.execute_script("return innerWidth") == 1400
+        doc = browser.execute_script("return [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+        wide = browser.execute_script("var w = document.querySelector('.wide'); return [w.scrollWidth, w.clientWidth]")
+        assert doc[0] <= doc[1] and wide[0] <= wide[1], f"horizontal scrollbar: page {doc}, table {wide}"
+        headers = {h.text.replace("\u2011", "-").replace("\n", " "): h
+                   for h in browser.find_elements(By.CSS_SELECTOR, "table.board th")}
+        for name in ("BLEU-4", "SPICE", "images"):
+            box = browser.execute_script("return arguments[0].getBoundingClientRect().toJSON()", headers[name])
+            assert headers[name].is_displayed() and 0 <= box["left"] and box["right"] <= 1400, (name, box)
+        screenshot(browser, tmp_path, "leaderboard-1400.png")
+        # the objective: abbreviated, the whole signature on hover
+        spans = browser.find_elements(By.CSS_SELECTOR, "table.board span.abbr")
+        assert [sp.text for sp in spans[:3]] == ["scst (baseline=mean)", "scst (baseline=greedy)", "scst (baseline=mean)"]
+        assert [sp.get_attribute("title") for sp in spans[:3]] == [SCST, SCST_GREEDY, SCST]
+        # a name: what differs; the whole identity on hover and one click away
+        button = browser.find_elements(By.CSS_SELECTOR, "table.board button.sys")[2]
+        assert button.text == "gru-attn (attention_size=256)"
+        assert "attention_size=256" in button.get_attribute("title") and SCST in button.get_attribute("title")
+        button.click()
+        identity = browser.find_element(By.CSS_SELECTOR, "#drill-identity details")
+        assert identity.is_displayed()
+        for line in ("resnet10t+gru-attn+word", "decoder gru-attn: attention_size=256", f"objective {SCST}",
+                     "config #" + board.rows[2].first.config_hash):
+            assert line in identity.text
+        assert_clean(browser)
+    finally:
+        browser.set_window_size(1280, 900)

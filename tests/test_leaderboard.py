@@ -5,18 +5,21 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import zlib
 
 import numpy as np
 import pytest
 
 import zoo.evaluation.bootstrap as stats
+from tests.pages import SCST, crowded_rows
 from zoo.cli import main
 from zoo.errors import ZooError
 from zoo.results.leaderboard import build_leaderboard
 from zoo.results.database import ResultsDB
 from zoo.results.evalrecord import EvalRecord
 from zoo.results.provenance import config_hash
+from zoo.views.leaderboard import _LABEL_GID, figure
 from zoo.views.leaderboard_columns import NOT_SIGNIFICANT
 
 N = 400
@@ -351,3 +354,131 @@ def test_plot_keeps_long_labels_inside_the_image(tmp_path):
     img = np.asarray(Image.open(path).convert("L"))
     border = np.concatenate([img[:3].ravel(), img[-3:].ravel(), img[:, :3].ravel(), img[:, -3:].ravel()])
     assert border.min() > 240, "something is drawn across the edge of the image"
+
+
+# -- damaged rows ----------------------------------------------------------------------------------------
+def _damage(path, row_id: int, column: str, text: str) -> None:
+    """Write ``text`` into a stored row's JSON column, as a hand edit or another program might."""
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute(f"UPDATE evaluations SET {column} = ? WHERE id = ?", (text, row_id))
+    conn.close()
+
+
+@pytest.mark.parametrize("fmt", ["html", "table", "json"])
+def test_damaged_rows_are_reported_and_skipped_the_rest_ranked(tmp_path, capsys, fmt):
+    """A NaN per-image CIDEr-D, a list where captions should be, a metric that is text: each used to end
+    ``zoo leaderboard`` in a raw ValueError/AttributeError/TypeError."""
+    path = _db(tmp_path, [run("gru"), run("gru-attn", shift=0.08), run("lstm", shift=0.05), run("tiny", shift=-0.1),
+                          run("big", shift=0.1)])
+    nan_scores = json.dumps({str(i): 1.0 for i in range(N)}).replace("1.0", "NaN", 1)
+    _damage(path, 2, "per_image_cider", nan_scores)
+    _damage(path, 3, "captions", json.dumps(["a caption", "another"]))
+    _damage(path, 4, "metrics", json.dumps({"CIDEr-D": "1.2", "BLEU-4": 0.3}))
+    out = tmp_path / f"board.{ {'table': 'txt'}.get(fmt, fmt) }"
+    assert main(["leaderboard", "--db", str(path), "--format", fmt, "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    text = out.read_text(encoding="utf-8")
+    for row_id, what in ((2, "per_image_cider"), (3, "captions"), (4, "metrics")):
+        assert f"row {row_id}" in err and what in err  # said where a person sees it
+        assert f"row {row_id}" in text  # and kept with the board itself
+    if fmt == "html":  # the two sound rows are the board's rows
+        assert re.findall(r'data-system="\d+" title="[^"]*">([^<]*)</button>', text) == ["big", "gru"]
+    elif fmt == "table":
+        assert [line.split()[1] for line in text.splitlines() if re.match(r"\s+\d+  ", line)] == ["big", "gru"]
+    else:
+        doc = json.loads(text)
+        assert [r["system"] for r in doc["rows"]] == ["big", "gru"]
+        assert [s["id"] for s in doc["skipped_rows"]] == [2, 3, 4]
+        assert "is nan, not a finite number" in doc["skipped_rows"][0]["problem"]
+
+
+def test_only_damaged_rows_is_an_error_naming_them(tmp_path, capsys):
+    path = _db(tmp_path, [run("gru"), run("lstm", shift=0.05)])
+    _damage(path, 1, "metrics", json.dumps({"CIDEr-D": "high"}))
+    _damage(path, 2, "metrics", json.dumps([0.5]))
+    assert main(["leaderboard", "--db", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "row 1" in err and "row 2" in err and "metrics" in err and "Traceback" not in err
+
+
+# -- names ------------------------------------------------------------------------------------------------
+def test_names_say_what_differs_and_show_hashes_only_when_nothing_else_does():
+    """Rows used to read ``resnet10t+updown+word (#6c7d367, scst, train #2cca1c3)``."""
+    board = build_leaderboard(crowded_rows())
+    assert [b.name for b in board.rows] == [
+        "updown (scst, baseline=mean)", "updown (scst, baseline=greedy)", "gru-attn (attention_size=256)",
+        "updown (xe)", "gru-attn (attention_size=512)", "gru (beam_size=3)", "gru (beam_size=1)"]
+    assert board.shared_parts == {"encoder": "resnet10t", "tokenizer": "word"}
+    assert any("Every row has encoder resnet10t, tokenizer word" in line for line in board.to_table().splitlines())
+    # the whole identity is one --format json away
+    doc = json.loads(board.to_json())
+    first = doc["rows"][0]
+    assert first["system_full"] == "resnet10t+updown+word" and first["objective"] == SCST
+    assert f"objective {SCST}" in first["identity"] and f"config #{first['config_hash']}" in first["identity"]
+    assert doc["shared_parts"] == board.shared_parts
+
+    # old rows whose hash differs with nothing else to tell them apart: the hash, and only then
+    old = [run("gru", config_hash="1a2b3c4" + "0" * 57), run("gru", shift=0.01)]
+    names = [b.name for b in build_leaderboard(old).rows]
+    assert names == [f"gru (#{old[1].config_hash[:7]})", "gru (#1a2b3c4)"]
+
+
+def test_an_option_named_in_two_parts_says_which_part():
+    a = run("gru", encoder_options={"dropout": 0.0}, decoder_options={"dropout": 0.5})
+    b = run("gru", shift=0.01, encoder_options={"dropout": 0.1}, decoder_options={"dropout": 0.3},
+            config_hash="f" * 64)
+    c = run("gru", shift=0.02, encoder_options={"dropout": 0.0}, decoder_options={"dropout": 0.5, "hidden_size": 256},
+            config_hash="e" * 64)
+    names = sorted(x.name for x in build_leaderboard([a, b, c]).rows)
+    assert names == ["gru (decoder.dropout=0.3, hidden_size=—, encoder.dropout=0.1)",
+                     "gru (decoder.dropout=0.5, hidden_size=256, encoder.dropout=0.0)",
+                     "gru (decoder.dropout=0.5, hidden_size=—, encoder.dropout=0.0)"]
+
+
+def _label_boxes(fig):
+    """Each panel's point labels as drawn: (panel, label text, the text's box in pixels, without the line to
+    its point), from the renderer."""
+    from matplotlib.text import Text  # lazy: matplotlib, as the views load it
+
+    renderer = fig.canvas.get_renderer()
+    fig.draw(renderer)
+    return [(ax, t.get_text(), Text.get_window_extent(t, renderer))
+            for ax in fig.axes for t in ax.texts if t.get_gid() == _LABEL_GID]
+
+
+def test_plot_labels_never_overlap_when_systems_crowd(tmp_path):
+    """Three systems at 186–188 CIDEr-D with nearly equal parameters and speeds: their full names were an
+    unreadable jumble in both panels. Each point now carries its rank, placed clear of every other label
+    and point, inside its panel; the key under the panels names the ranks."""
+    board = build_leaderboard(crowded_rows())
+    fig = figure(board)
+    boxes = _label_boxes(fig)
+    assert sorted(text for _, text, _ in boxes) == sorted(str(b.rank) for b in board.rows for _ in range(2))
+    for i, (ax, text, box) in enumerate(boxes):
+        frame = ax.get_window_extent()
+        assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1, text
+        for other_ax, other, other_box in boxes[i + 1:]:
+            assert other_ax is not ax or not box.overlaps(other_box), f"labels {text} and {other} overlap"
+        # no label covers a point's centre
+        for line in ax.lines:
+            for x, y in zip(*line.get_data()):
+                assert not box.contains(*ax.transData.transform((x, y))), f"label {text} covers a point"
+    key = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert key == [b.name for b in board.rows]
+    path = board.plot(tmp_path / "crowded.png")  # and it saves
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_label_placement_holds_for_many_coincident_points():
+    """Eleven systems within 0.1 CIDEr-D at one spot, one far below: every label still finds a free place."""
+    rows = [run(f"dec{i}", shift=0.0001 * i, noise=0.0) for i in range(11)] + [run("far", shift=-0.5)]
+    for r in rows:
+        r.params_decoder, r.decode_images_per_s = 1_000_000, 100.0
+    rows[-1].params_decoder, rows[-1].decode_images_per_s = 3_000_000, 300.0
+    boxes = _label_boxes(figure(build_leaderboard(rows)))
+    assert len(boxes) == 24
+    for i, (ax, text, box) in enumerate(boxes):
+        assert not any(a is ax and box.overlaps(b) for a, _, b in boxes[i + 1:]), text

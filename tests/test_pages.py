@@ -221,7 +221,8 @@ def test_a_system_with_seeds_shows_one_runs_captions_and_says_which(tmp_path):
     second = EvalRecord.from_dict({**rows[0].to_dict(), "id": None, "seed": 1,
                                    "captions": {k: "another seed's caption" for k in rows[0].captions}})
     board = build_leaderboard([rows[0], second, *rows[1:]])
-    leader = next(s for s in embedded(board.to_html())["systems"] if s["name"] == rows[0].system)
+    # every row has encoder resnet10t and tokenizer word: systems are named by their decoders
+    leader = next(s for s in embedded(board.to_html())["systems"] if s["name"] == rows[0].decoder)
     assert leader["shown"] == "captions of seed 0, one of its 2 runs"
     assert leader["captions"] == [rows[0].captions[k] for k in rows[0].captions]
 

@@ -105,6 +105,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         print(msg, file=sys.stderr)
         return 1
     board = build_leaderboard(rows, metric=args.metric, resamples=args.resamples, group_by=args.group_by)
+    for row_id, system, problem in board.skipped:  # also in the board's notes; said here where it is seen
+        print(f"warning: skipped damaged row {row_id} ({system}) of {where}: {problem}", file=sys.stderr)
 
     if args.plot:
         board.plot(args.plot)

@@ -7,6 +7,7 @@
   evaluation).
 - ``record``: an evaluation turned into a row.
 - ``leaderboard``: ranking: systems grouped, seeds summarised, paired-bootstrap intervals to the leader.
+- ``naming``: a system's name on the board: what tells it from the other rows shown; its full identity.
 - ``compare``: architectures trained under one budget, evaluated and recorded.
 
 May import: every layer below (``zoo.training``, ``zoo.evaluation``, ``zoo.views``, ``zoo.models``, …).

@@ -7,7 +7,10 @@ their scores are summarised as mean ± std; evaluating a checkpoint again replac
 sha256), and different checkpoints that share a seed are separate systems (see ``_split_shared_seeds``).
 Every system gets a 95% paired-bootstrap interval over images for its CIDEr-D difference to the leader
 (``zoo.evaluation.bootstrap``); ``BoardRow.significant`` is False when that interval contains 0 (not
-significantly different from the leader). Scores stay on pycocoevalcap's 0–1 scale here.
+significantly different from the leader). Scores stay on pycocoevalcap's 0–1 scale here. Systems are named
+by what tells them apart from the other rows shown (``zoo.results.naming``); each keeps its full identity.
+A damaged row (a NaN or text score, a list where a mapping belongs) is skipped and reported
+(``Leaderboard.skipped``, the notes), never fatal to the board.
 
 This module ranks; ``zoo.views.leaderboard`` (table, Markdown, CSV, JSON, plot) and
 ``zoo.views.leaderboard_page`` (the HTML page) draw the ranked ``Leaderboard``: they show scores ×100,
@@ -23,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from zoo.errors import LeaderboardError
+from zoo.errors import LeaderboardError, ZooError
 from zoo.evaluation.bootstrap import (
     align,
     average_per_image,
@@ -31,6 +34,7 @@ from zoo.evaluation.bootstrap import (
     mean_std,
     paired_bootstrap,
 )
+from zoo.results import naming
 from zoo.results.evalrecord import EvalRecord
 from zoo.views import leaderboard as views
 from zoo.views import leaderboard_page
@@ -70,6 +74,9 @@ class BoardRow:
     rank: int | None = None
     delta: tuple[float, float, float] | None = None  # (row − leader, lo, hi) on the ranking metric
     significant: bool | None = None  # None: the leader, or no interval could be computed
+    #: everything that identifies the system, a line each (``naming.identity``): parts with options,
+    #: objective, decoding, hashes, runs; the name shows only what tells it from the other rows
+    identity: list[str] = field(default_factory=list)
 
     @property
     def first(self) -> EvalRecord:
@@ -98,6 +105,65 @@ class BoardRow:
     @property
     def decode_images_per_s(self) -> float | None:
         return self._mean_of("decode_images_per_s")
+
+
+# -- damaged rows ----------------------------------------------------------------------------------------
+_DICT_FIELDS = ("encoder_options", "decoder_options", "tokenizer_options", "decoding", "versions", "extra")
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def row_problem(r: EvalRecord) -> str | None:
+    """What is wrong with a stored row that the board cannot draw (None when it is sound): a NaN or text
+    score, a list where a mapping belongs, anything ``EvalRecord.validate`` (the check at record time)
+    refuses. Rows get this way by hand edits, other programs or older bugs; one such row must not cost
+    the whole board, so :func:`build_leaderboard` skips it and says which and why."""
+    for name in ("metrics", "per_image_cider", "captions", *_DICT_FIELDS):
+        value = getattr(r, name)
+        if not isinstance(value, dict):
+            return f"{name} is a {type(value).__name__}, not a mapping ({_short(value)})"
+    for name in ("metrics", "per_image_cider"):
+        for key, value in getattr(r, name).items():
+            if not _is_number(value) or value != value or value in (float("inf"), float("-inf")):
+                return f"{name}[{key!r}] is {_short(value)}, not a finite number"
+    for name in ("num_images", "params_encoder", "params_decoder"):
+        if not isinstance(getattr(r, name), int) or isinstance(getattr(r, name), bool):
+            return f"{name} is {_short(getattr(r, name))}, not a whole number"
+    for name in ("train_images_per_s", "decode_images_per_s"):
+        value = getattr(r, name)
+        if value is not None and not _is_number(value):
+            return f"{name} is {_short(value)}, not a number"
+    if r.seed is not None and not isinstance(r.seed, int):
+        return f"seed is {_short(r.seed)}, not a whole number"
+    try:
+        r.validate()
+    except ZooError as exc:
+        return str(exc).split(": ", 1)[-1] if str(exc).startswith("evaluation record") else str(exc)
+    return None
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _row_name(r: EvalRecord) -> str:
+    where = f"row {r.id}" if r.id is not None else "a row without id"
+    return f"{where} ({r.system})" if isinstance(r.system, str) else where
+
+
+def split_damaged(rows: Iterable[EvalRecord]) -> tuple[list[EvalRecord], list[tuple[EvalRecord, str]]]:
+    """The sound rows, and the damaged ones with what is wrong with each (:func:`row_problem`)."""
+    good, damaged = [], []
+    for r in rows:
+        problem = row_problem(r)
+        if problem is None:
+            good.append(r)
+        else:
+            damaged.append((r, problem))
+    return good, damaged
 
 
 # -- building ----------------------------------------------------------------------------------------------
@@ -197,61 +263,11 @@ def _split_shared_seeds(runs: list[EvalRecord]) -> list[list[EvalRecord]]:
     return out
 
 
-def _run_label(runs: list[EvalRecord]) -> str:
-    r = runs[0]
-    if len(runs) == 1:
-        if r.run_name:
-            return r.run_name
-        if r.checkpoint_path:
-            return r.checkpoint_path
-    return f"row {r.id}" if r.id is not None else ""
-
-
-def _disambiguate(groups: list[list[EvalRecord]]) -> list[str]:
-    """Display names: the system name, plus what tells apart groups sharing it (config hash, decoding,
-    checkpoint file, and for single checkpoints their run)."""
-    by_name: dict[str, list[int]] = defaultdict(list)
-    for i, runs in enumerate(groups):
-        by_name[runs[0].system].append(i)
-    names = [runs[0].system for runs in groups]
-    for name, idx in by_name.items():
-        if len(idx) < 2:
-            continue
-        hashes = {groups[i][0].config_hash for i in idx}
-        objectives = {groups[i][0].objective for i in idx}
-        short = {o.split("(")[0] for o in objectives}
-        regimes = {_training_regime(groups[i][0]) for i in idx}
-        decodings = [groups[i][0].decoding for i in idx]
-        varying = sorted({k for d in decodings for k in d if len({json.dumps(x.get(k)) for x in decodings}) > 1})
-        files = [{_checkpoint_file(r) for r in groups[i]} for i in idx]
-        file_of = [next(iter(f)) if len(f) == 1 else "" for f in files]
-        files_vary = len(set(file_of)) > 1
-        parts_of = []
-        for i, file in zip(idx, file_of):
-            first = groups[i][0]
-            parts = [f"#{first.config_hash[:7]}"] if len(hashes) > 1 else []
-            if len(objectives) > 1:  # the objective's name, or its whole signature when names repeat
-                parts.append(first.objective.split("(")[0] if len(short) == len(objectives) else first.objective)
-            if len(regimes) > 1:
-                parts.append(f"train #{(_training_regime(first) or 'unrecorded')[:7]}")
-            parts += [f"{k}={first.decoding.get(k)}" for k in varying]
-            if files_vary and file:
-                parts.append(file)
-            parts_of.append(parts)
-        # groups still alike (the same checkpoint file of one seed in two run folders): name their run
-        seen: dict[tuple[str, ...], int] = defaultdict(int)
-        for parts in parts_of:
-            seen[tuple(parts)] += 1
-        for i, parts in zip(idx, parts_of):
-            if seen[tuple(parts)] > 1:
-                label = _run_label(groups[i])
-                parts = parts + ([label] if label else [])
-            names[i] = f"{name} ({', '.join(parts)})" if parts else name
-    return names
-
-
 def _run_names(rows: Sequence[EvalRecord]) -> list[str]:
-    names = [r.run_name or (f"{r.system} seed={r.seed}" if r.seed is not None else r.system) for r in rows]
+    """``--group-by run``: each row by its run name, else its system's short name (``naming.base_names``)
+    and seed; a name that repeats gets the row id."""
+    bases, _ = naming.base_names([[r] for r in rows])
+    names = [r.run_name or (f"{b} seed={r.seed}" if r.seed is not None else b) for r, b in zip(rows, bases)]
     counts: dict[str, int] = defaultdict(int)
     for n in names:
         counts[n] += 1
@@ -265,7 +281,8 @@ def _summarise(name: str, runs: list[EvalRecord]) -> BoardRow:
         values = [r.metrics[k] for r in runs if k in r.metrics]
         metrics[k], stds[k] = mean_std(values)
     per_image = average_per_image([r.per_image_cider for r in runs if r.per_image_cider])
-    return BoardRow(name=name, runs=runs, metrics=metrics, metrics_std=stds, per_image=per_image)
+    return BoardRow(name=name, runs=runs, metrics=metrics, metrics_std=stds, per_image=per_image,
+                    identity=naming.identity(runs))
 
 
 def build_leaderboard(
@@ -280,16 +297,25 @@ def build_leaderboard(
     rows = list(rows)
     if not rows:
         raise LeaderboardError("no results to rank: the database has no matching rows. Run `zoo eval` first, or check --data/--split.")
+    rows, damaged = split_damaged(rows)
+    skipped = [f"skipped damaged {_row_name(r)}: {problem}" for r, problem in damaged]
+    if not rows:
+        raise LeaderboardError(
+            "no results to rank: every matching row is damaged:\n  " + "\n  ".join(skipped) + "\nEvaluate those "
+            "checkpoints again (`zoo eval` records new rows), or delete the rows with any SQLite tool "
+            "(DELETE FROM evaluations WHERE id = N)."
+        )
     if group_by not in GROUP_BY:
         raise LeaderboardError(f"--group-by must be one of {', '.join(GROUP_BY)}, got {group_by!r}")
     if resamples < MIN_RESAMPLES:
         raise LeaderboardError(f"--resamples must be at least {MIN_RESAMPLES} for a stable 95% interval, got {resamples}")
     _refuse_mixed(rows)
     metric = resolve_metric(metric, rows)
-    notes: list[str] = []
+    notes: list[str] = list(skipped)
 
     if group_by == "run":
         board = [_summarise(n, [r]) for n, r in zip(_run_names(rows), rows)]
+        shared = naming.base_names([[r] for r in rows])[1]
     else:
         grouped: dict[tuple[str, str, str, str], list[EvalRecord]] = defaultdict(list)
         for r in rows:  # seeds of one system: one model config, objective (XE and SCST: two systems),
@@ -311,7 +337,8 @@ def build_leaderboard(
                     f"systems (by checkpoint file or run), not averaged as seeds"
                 )
             groups.extend(parts)
-        board = [_summarise(n, g) for n, g in zip(_disambiguate(groups), groups)]
+        names, shared = naming.system_names(groups)
+        board = [_summarise(n, g) for n, g in zip(names, groups)]
 
     ranked = sorted((b for b in board if metric in b.metrics), key=lambda b: (-b.metrics[metric], b.name))
     unranked = sorted((b for b in board if metric not in b.metrics), key=lambda b: b.name)
@@ -328,6 +355,8 @@ def build_leaderboard(
         resamples=resamples,
         group_by=group_by,
         notes=notes,
+        shared_parts=shared,
+        skipped=[(r.id, r.system if isinstance(r.system, str) else "", problem) for r, problem in damaged],
     )
     varying = lb.varying_decoding
     if varying:
@@ -384,6 +413,10 @@ class Leaderboard:
     group_by: str = "system"
     notes: list[str] = field(default_factory=list)
     confidence: float = CONFIDENCE  # of the paired-bootstrap intervals to the leader
+    #: the parts every row has (``{"encoder": "resnet10t", "tokenizer": "word"}``), left out of the names
+    shared_parts: dict[str, str] = field(default_factory=dict)
+    #: damaged rows left out (row id, system, what is wrong); the notes say the same in words
+    skipped: list[tuple[int | None, str, str]] = field(default_factory=list)
 
     # -- shape ---------------------------------------------------------------------------------------------
     @property

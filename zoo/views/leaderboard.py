@@ -12,8 +12,6 @@ import csv
 import html
 import io
 import json
-import math
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,11 +26,10 @@ from zoo.views.leaderboard_columns import (
 )
 
 if TYPE_CHECKING:
-    from zoo.results.leaderboard import Leaderboard
+    from zoo.results.leaderboard import BoardRow, Leaderboard
 
 # saved plots hold every label: the bounding box grows to whatever was drawn (a label at a panel's edge)
 _WHOLE_FIGURE = {"bbox_inches": "tight", "pad_inches": 0.1}
-_LABEL_WIDTH = 28  # characters per line of a point's label
 
 
 # -- text ------------------------------------------------------------------------------------------------
@@ -91,12 +88,15 @@ def records(board: "Leaderboard") -> list[dict[str, Any]]:
             {
                 "rank": b.rank,
                 "system": b.name,
+                "system_full": first.system,
+                "identity": b.identity,
                 "encoder": {"name": first.encoder, "options": first.encoder_options},
                 "decoder": {"name": first.decoder, "options": first.decoder_options},
                 "tokenizer": {"name": first.tokenizer, "options": first.tokenizer_options},
                 "config_hash": first.config_hash,
                 "decoding": first.decoding,
                 "objective": first.objective,
+                "training_regime": first.extra.get("train_hash") if isinstance(first.extra, dict) else None,
                 "seeds": b.seeds,
                 "num_images": b.num_images,
                 "metrics_x100": {k: v * 100 for k, v in b.metrics.items()},
@@ -116,6 +116,7 @@ def records(board: "Leaderboard") -> list[dict[str, Any]]:
                         "metrics": r.metrics,
                         "checkpoint_path": r.checkpoint_path,
                         "checkpoint_sha256": r.checkpoint_sha256,
+                        "run_id": r.extra.get("run_id") if isinstance(r.extra, dict) else None,
                         "git_commit": r.git_commit,
                         "versions": r.versions,
                         "device": r.device,
@@ -138,7 +139,9 @@ def json_text(board: "Leaderboard") -> str:
         "confidence": board.confidence,
         "resamples": board.resamples,
         "group_by": board.group_by,
+        "shared_parts": board.shared_parts,
         "notes": board.notes,
+        "skipped_rows": [{"id": i, "system": system, "problem": problem} for i, system, problem in board.skipped],
         "rows": records(board),
     }
     return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
@@ -195,7 +198,14 @@ def figure(board: "Leaderboard") -> Any:
     """A matplotlib Figure on the Agg canvas (``zoo.views.figures.agg_figure``: no pyplot, so no global
     backend is changed and a notebook user's interactive backend is left alone): the ranking metric
     against parameters and against decoding speed, the leader a star, rows not significantly different
-    from it hollow, error bars the std over seeds."""
+    from it hollow, error bars the std over seeds.
+
+    Each point is labelled with its rank (the table's rank column), and a key under the panels names the
+    ranks. Rank numbers are placed so that no two labels overlap and none covers a point, even when
+    systems sit within a CIDEr-D point of each other with equal parameters (:func:`_place_labels`);
+    full names beside the points were an unreadable jumble there."""
+    from matplotlib.lines import Line2D  # lazy: matplotlib costs ~0.3 s; only drawing needs it
+
     fig = agg_figure(11, 4.6)
     axes = fig.subplots(1, 2, sharey=True)
     ranked = [b for b in board.rows if b.rank is not None]
@@ -203,6 +213,7 @@ def figure(board: "Leaderboard") -> Any:
         ("parameters (M)", lambda b: b.params / 1e6 if b.params else None),
         ("decoding speed (images/s)", lambda b: b.decode_images_per_s),
     )
+    placed: list[tuple[Any, list[tuple[float, float, "BoardRow"]]]] = []
     for ax, (xlabel, getx) in zip(axes, panels):
         pts = [(getx(b), b) for b in ranked if getx(b) is not None]
         xs = [x for x, _ in pts]
@@ -215,44 +226,87 @@ def figure(board: "Leaderboard") -> Any:
             leader = b.rank == 1
             hollow = b.significant is False
             ax.errorbar(
-                x, y, yerr=err, fmt="*" if leader else "o", markersize=12 if leader else 7,
+                x, y, yerr=err, fmt="*" if leader else "o", markersize=_STAR if leader else _DOT,
                 color="C3" if leader else "C0", mfc="white" if hollow else None, capsize=3,
-            )
-            # labels point into the panel (left of the points in its right half), long names wrapped,
-            # so they stay inside the panel instead of running off the figure's edge
-            right_half = _position(x, xs, log_x) > 0.5
-            ax.annotate(
-                _wrap_label(b.name), (x, y), textcoords="offset points", xytext=(-6 if right_half else 6, 4),
-                ha="right" if right_half else "left", va="bottom", fontsize=8,
             )
         if not pts:
             ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes)
-        ax.margins(x=0.2, y=0.15)  # room for the labels beside the points
+        ax.margins(x=0.12, y=0.15)  # room for the labels beside the points
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
+        placed.append((ax, [(x, b.metrics[board.metric] * 100, b) for x, b in pts]))
     axes[0].set_ylabel(f"{board.metric} ×100")
     fig.suptitle(
-        f"{board.data} / {board.split}: {board.metric} ×100 (★ leader, hollow ≈ not significantly different)",
+        f"{board.data} / {board.split}: {board.metric} ×100 (★ leader, hollow ≈ not significantly different; "
+        f"numbers: rank)",
         fontsize=10,
     )
+    if ranked:  # the key: rank → system
+        handles = [Line2D([], [], linestyle="none", marker=f"${b.rank}$", markersize=5 + 2 * len(str(b.rank)),
+                          color="black") for b in ranked]
+        fig.legend(handles, [b.name for b in ranked], loc="outside lower center", ncols=min(3, len(ranked)),
+                   fontsize=8, frameon=False, handletextpad=0.6, columnspacing=2.0)
+    fig.draw_without_rendering()  # the layout settles first: labels are placed in its pixels
+    fig.set_layout_engine("none")  # and it stays: labels live inside the panels
+    renderer = fig.canvas.get_renderer()
+    for ax, pts in placed:
+        _place_labels(ax, pts, renderer)
     return fig
 
 
-def _position(x: float, xs: list[float], log_x: bool) -> float:
-    """Where ``x`` lies between the smallest and largest of ``xs`` (0 to 1; 0.5 when they are all equal)."""
-    f = math.log10 if log_x else (lambda v: v)
-    lo, hi = f(min(xs)), f(max(xs))
-    return 0.5 if hi == lo else (f(x) - lo) / (hi - lo)
+_DOT, _STAR = 7, 12  # marker sizes (points)
+_LABEL_GID = "rank-label"  # the gid of every point's label (tests find them by it)
 
 
-def _wrap_label(name: str, width: int = _LABEL_WIDTH) -> str:
-    """A system name on lines of about ``width`` characters, broken after ``+`` or before a space (never
-    inside a part's own name), so a long name stays in its panel."""
-    pieces = [p for p in re.split(r"(?<=\+)|(?= )", name) if p]
-    lines: list[str] = []
-    for piece in pieces:
-        if lines and len(lines[-1]) + len(piece) <= width:
-            lines[-1] += piece
-        else:
-            lines.append(piece.lstrip() if lines else piece)
-    return "\n".join(lines)
+def _place_labels(ax: Any, pts: list[tuple[float, float, "BoardRow"]], renderer: Any) -> list[Any]:
+    """Label each point with its rank where the label overlaps no other label and no point, inside the
+    panel: candidate spots on rings of growing distance around the point (right, left, above, below,
+    then the diagonals), the first free one wins; a label pushed away from its point gets a thin line to
+    it. Deterministic (same board, same picture) and sure to end: the rings grow until the panel's size."""
+    from matplotlib.transforms import Bbox  # lazy: as above
+
+    dpi = ax.figure.dpi
+    frame = ax.get_window_extent(renderer)
+    at = [ax.transData.transform((x, y)) for x, y, _ in pts]
+    radius = [(_STAR if b.rank == 1 else _DOT) / 2 * dpi / 72 + 1 for _, _, b in pts]  # pixels
+    taken = [Bbox.from_extents(px - r, py - r, px + r, py + r) for (px, py), r in zip(at, radius)]
+    labels = []
+    for (px, py), (x, y, b), r in zip(at, pts, radius):
+        probe = ax.text(x, y, str(b.rank), fontsize=8, fontweight="bold")  # measured, then replaced
+        box = probe.get_window_extent(renderer)
+        probe.remove()
+        w, h = box.width + 2, box.height + 2
+        spot = None
+        for dx, dy in _candidates(w, h, r, max(frame.width, frame.height)):
+            cand = Bbox.from_bounds(px + dx - w / 2, py + dy - h / 2, w, h)
+            inside = frame.x0 <= cand.x0 and cand.x1 <= frame.x1 and frame.y0 <= cand.y0 and cand.y1 <= frame.y1
+            if inside and not any(cand.overlaps(t) for t in taken):
+                spot = (dx, dy, cand)
+                break
+        if spot is None:  # a panel too small for every label: the last resort is beside the point
+            spot = (w, 0.0, Bbox.from_bounds(px + w / 2, py - h / 2, w, h))
+        dx, dy, cand = spot
+        # a thin line back to its point when the label was pushed away, or sits nearer another point
+        cx, cy = px + dx, py + dy
+        own = (dx * dx + dy * dy) ** 0.5
+        far = own > 1.6 * max(w, h) or any(
+            ((cx - qx) ** 2 + (cy - qy) ** 2) ** 0.5 < own for qx, qy in at if (qx, qy) != (px, py))
+        line = {"arrowstyle": "-", "color": "0.5", "lw": 0.6, "shrinkA": 0, "shrinkB": 4} if far else None
+        labels.append(ax.annotate(
+            str(b.rank), (x, y), xytext=(dx * 72 / dpi, dy * 72 / dpi), textcoords="offset points", ha="center",
+            va="center", fontsize=8, fontweight="bold", gid=_LABEL_GID, arrowprops=line,
+        ))
+        taken.append(cand)
+    return labels
+
+
+def _candidates(w: float, h: float, r: float, limit: float) -> Any:
+    """Offsets (pixels) from a point of radius ``r`` for a w×h label: rings of growing distance, eight
+    directions each, the first ring just clear of the marker."""
+    step = max(w, h) * 0.75
+    ring = 0
+    while ring * step <= limit:
+        gap_x, gap_y = w / 2 + r + 2 + ring * step, h / 2 + r + 2 + ring * step
+        for ux, uy in ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, 1), (1, -1), (-1, -1)):
+            yield ux * gap_x, uy * gap_y
+        ring += 1

@@ -8,6 +8,7 @@ is marked ``NOT_SIGNIFICANT`` (≈). The board itself (``zoo.results.leaderboard
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -23,6 +24,8 @@ class Column:
     text: Callable[["BoardRow"], str]
     value: Callable[["BoardRow"], Any]  # for sorting the HTML table; None sorts last
     numeric: bool = True
+    #: an abbreviation of ``text`` for the page, which shows the whole text on hover (None: ``text`` itself)
+    short: Callable[["BoardRow"], str] | None = None
 
 
 def x100(v: float | None, digits: int = 1) -> str:
@@ -55,6 +58,39 @@ def decoding_text(board: "Leaderboard", b: "BoardRow") -> str:
     return ", ".join(f"{k}={d[k] if k in d else '—'}" for k in board.varying_decoding)
 
 
+def parse_signature(signature: str) -> tuple[str, dict[str, str]]:
+    """An objective signature (``scst(cider-d, baseline=mean, n=5)``) as its name and arguments; positional
+    arguments get keys ``#0``, ``#1`` …; commas inside brackets stay inside their argument; a bare name
+    (``xe``) has none."""
+    m = re.fullmatch(r"\s*([^()]*?)\s*\((.*)\)\s*", signature or "", re.S)
+    if not m:
+        return (signature or "").strip(), {}
+    args: dict[str, str] = {}
+    depth, cur = 0, ""
+    for ch in m.group(2) + ",":
+        depth += (ch in "([{") - (ch in ")]}")
+        if ch == "," and depth == 0:
+            arg, cur = cur.strip(), ""
+            key, eq, value = arg.partition("=")
+            if eq and re.fullmatch(r"[A-Za-z_][\w.-]*", key.strip()):
+                args[key.strip()] = value.strip()
+            elif arg:
+                args[f"#{len(args)}"] = arg
+        else:
+            cur += ch
+    return m.group(1), args
+
+
+def objective_short(board: "Leaderboard", b: "BoardRow") -> str:
+    """``b``'s objective as its name and only the arguments that differ from the other rows' objectives of
+    that name (``scst``, ``scst (baseline=greedy)``): the whole signature is the page's hover text."""
+    name, args = parse_signature(b.first.objective)
+    same_name = [a for n, a in (parse_signature(r.first.objective) for r in board.rows) if n == name]
+    differ = [v if k.startswith("#") else f"{k}={v}" for k, v in args.items()
+              if len({a.get(k) for a in same_name}) > 1]
+    return f"{name} ({', '.join(differ)})" if differ else name
+
+
 def columns(board: "Leaderboard") -> list[Column]:
     """The board's columns: rank, system, decoding and objective (when they vary), the ranking metric
     (mean ± std over seeds), Δ to the leader, the other metrics, parameters, speeds, seeds, images."""
@@ -76,7 +112,8 @@ def columns(board: "Leaderboard") -> list[Column]:
     if board.varying_decoding:
         cols.append(Column("decoding", decoding, decoding, numeric=False))
     if board.varying_objective:
-        cols.append(Column("objective", lambda b: b.first.objective, lambda b: b.first.objective, numeric=False))
+        cols.append(Column("objective", lambda b: b.first.objective, lambda b: b.first.objective, numeric=False,
+                           short=lambda b: objective_short(board, b)))
     cols += [
         Column(f"{m} ×100", main, lambda b: b.metrics.get(m)),
         Column(
@@ -110,4 +147,8 @@ def legend(board: "Leaderboard") -> list[str]:
         f"Δ: difference to the leader ×100 with a {board.confidence:.0%} paired-bootstrap interval over images "
         f"({board.resamples} resamples); {NOT_SIGNIFICANT} = not significantly different from the leader.",
     ]
+    if board.shared_parts:
+        shared = ", ".join(f"{part} {name}" for part, name in board.shared_parts.items())
+        lines.append(f"Every row has {shared}; names show what tells the rows apart. A system's full identity "
+                     f"(every option, objective, hashes, runs): --format json, or click its name on the page.")
     return lines + [f"Note: {n}" for n in board.notes]

@@ -28,6 +28,8 @@ INTERVAL_SENTENCE = (
     "cannot tell that system and the leader apart."
 )
 
+NB_HYPHEN = "\u2011"
+
 Images = Mapping[str, "tuple[list[str], bytes | None]"]
 
 
@@ -56,6 +58,7 @@ def drilldown_data(board: "Leaderboard", images: Images | None = None) -> dict[s
             "name": b.name,
             "rank": b.rank,
             "shown": label,
+            "identity": b.identity,
             "scores": [None if k not in r.per_image_cider else round(r.per_image_cider[k], 5) for k in order]
             if r.per_image_cider else None,
             "captions": [r.captions.get(k) for k in order] if r.captions else None,
@@ -74,7 +77,9 @@ def render(board: "Leaderboard", plot_png: bytes | None = None, images: Images |
     and references in the drill-down (without them it shows captions and scores only)."""
     e = html_page.text
     cols = leaderboard_columns.columns(board)
-    head = "".join(f'<th class="{"num" if c.numeric else "txt"}">{e(c.header)}</th>' for c in cols)
+    # non-breaking hyphens: a narrow header wraps at its spaces ("CIDEr-D" / "×100"), never inside a name
+    head = "".join(f'<th class="{"num" if c.numeric else "txt"}">{e(c.header).replace("-", NB_HYPHEN)}</th>'
+                   for c in cols)
     body = []
     for i, b in enumerate(board.rows):
         cls = ' class="ns"' if b.significant is False else (' class="lead"' if b.rank == 1 else "")
@@ -82,8 +87,11 @@ def render(board: "Leaderboard", plot_png: bytes | None = None, images: Images |
         for c in cols:
             kind = "num" if c.numeric else "txt"
             value = e(_sort_value(c.value(b)))
-            if c.header == "system":
-                cell = f'<button class="sys" type="button" data-system="{i}" title="show its images">{e(c.text(b))}</button>'
+            if c.header == "system":  # the name says what differs; hover (or click) tells the whole identity
+                hover = "\n".join(b.identity + ["(click: its images and this identity)"])
+                cell = f'<button class="sys" type="button" data-system="{i}" title="{e(hover)}">{e(c.text(b))}</button>'
+            elif c.short is not None:  # abbreviated in the table, whole on hover
+                cell = f'<span class="abbr" title="{e(c.text(b))}">{e(c.short(b))}</span>'
             else:
                 cell = e(c.text(b))
             tds.append(f'<td class="{kind}" data-v="{value}">{cell}</td>')
@@ -123,6 +131,7 @@ compare their captions side by side.</p></div>
 <input type="search" id="filter" placeholder="filter: words in captions, references or image id" aria-label="filter">
 <span class="count" id="count"></span>
 </div>
+<div id="drill-identity"></div>
 <p class="sub" id="drill-note"></p>
 <div class="rows" id="rows"></div>
 </section>"""

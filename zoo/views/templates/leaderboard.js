@@ -99,6 +99,7 @@
   function update() {
     if (selA.value === "") {
       count.textContent = "";
+      showIdentity([]);
       view.show([], "Click a system in the table above (or choose one here) to see its images.");
       return;
     }
@@ -128,6 +129,7 @@
     if (f) { idx.sort(function (x, y) { return (f(x) - f(y)) || (x - y); }); }
     view.render = t ? renderPair(s, t) : renderOne(s);
     title.textContent = t ? s.name + " vs " + t.name + ": the same images side by side" : s.name + ": its images";
+    showIdentity(systems);
     var missing = systems.filter(function (x) { return !x.captions; }).map(function (x) { return x.name; });
     note.textContent = missing.length
       ? "No captions were recorded for " + missing.join(", ") + " (evaluated before caption-zoo stored them; run zoo eval again)."
@@ -139,6 +141,22 @@
       tr.classList.toggle("picked", k === selA.value || (t !== null && k === selB.value));
     });
     view.show(idx, "no image matches the filter");
+  }
+
+  /* The full identity of the systems shown (the table's names show only what tells rows apart). */
+  function showIdentity(systems) {
+    var box = $("drill-identity");
+    box.replaceChildren();
+    systems.forEach(function (s) {
+      if (!s.identity || !s.identity.length) { return; }
+      var d = Zoo.el("details", "identity");
+      d.open = systems.length === 1;
+      d.appendChild(Zoo.el("summary", null, "identity of " + s.name + ": " + s.identity[0]));
+      var ul = Zoo.el("ul");
+      s.identity.slice(1).forEach(function (line) { ul.appendChild(Zoo.el("li", null, line)); });
+      d.appendChild(ul);
+      box.appendChild(d);
+    });
   }
 
   function show(a, b) {

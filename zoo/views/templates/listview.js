@@ -77,8 +77,14 @@ var Zoo = (function () {
     return words.every(function (w) { return haystack.indexOf(w) >= 0; });
   }
 
-  /* Clicking a header of table.sortable sorts its rows by the cells' data-v (numbers numerically,
-     missing values last). */
+  /* A cell's sort value: its data-v, or its text where it has none (a name column); "" is missing. */
+  function sortValue(cell) {
+    var v = cell ? cell.dataset.v : undefined;
+    return v === undefined ? (cell ? cell.textContent.trim() : "") : v;
+  }
+
+  /* Clicking a header of table.sortable sorts its rows by the cells' data-v, or their text where they
+     carry none (numbers numerically, text by text, missing values last). */
   function sortableTables() {
     document.querySelectorAll("table.sortable").forEach(function (table) {
       table.querySelectorAll("th").forEach(function (th, col) {
@@ -90,7 +96,7 @@ var Zoo = (function () {
           th.classList.add(asc ? "asc" : "desc");
           var rows = Array.prototype.slice.call(body.rows);
           rows.sort(function (a, b) {
-            var x = a.cells[col].dataset.v, y = b.cells[col].dataset.v;
+            var x = sortValue(a.cells[col]), y = sortValue(b.cells[col]);
             if (x === "" || y === "") { return (x === "") - (y === ""); }
             var nx = parseFloat(x), ny = parseFloat(y);
             var c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
