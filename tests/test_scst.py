@@ -17,7 +17,7 @@ from zoo.errors import DuplicateNameError, UnknownNameError, ZooError
 from zoo.evaluation.cider import CiderD
 from zoo.training.objective import ObjectiveBatch, ObjectiveContext, create_objective
 from zoo.training.reward import CiderReward, split_rows
-from zoo_plugins.objectives.scst import SelfCritical, leave_one_out_mean, self_critical_loss
+from zoo_plugins.objectives.scst import SelfCritical, leave_one_out_mean, self_critical_loss, within_image_std
 
 from .helpers import CAPTIONS, tiny_model, tiny_tokenizer
 
@@ -189,6 +189,9 @@ def test_nsc_baseline_is_the_leave_one_out_mean():
     b = leave_one_out_mean(r, 3)
     want = [np.mean(np.delete(r[g * 3:(g + 1) * 3], j)) for g in range(2) for j in range(3)]
     assert np.allclose(b, want, rtol=0, atol=1e-15)
+    assert b.mean() == pytest.approx(r.mean(), abs=1e-15)  # why the log shows no NSC baseline
+    # the spread logged instead: within each image, not between images
+    assert within_image_std(np.array([1.0, 3.0, 11.0, 13.0]), 2) == pytest.approx(1.0)
 
 
 # -- the gradient -------------------------------------------------------------------------------------------
@@ -270,7 +273,9 @@ def test_a_reward_that_prefers_a_token_makes_it_more_probable():
         logs.append(out.logs)
     assert p_target() > 3 * before
     assert logs[-1]["reward"] > logs[0]["reward"]
-    assert set(logs[0]) == {"reward", "baseline", "sample_len"}
+    # NSC: no baseline in the log (it averages to the mean reward); the spread of an image's samples instead
+    assert set(logs[0]) == {"reward", "reward_std", "sample_len"}
+    assert logs[0]["reward_std"] > 0
 
 
 def test_greedy_baseline_is_the_reward_of_the_greedy_caption():
@@ -292,6 +297,7 @@ def test_greedy_baseline_is_the_reward_of_the_greedy_caption():
     want = [model.tokenizer.decode(t[:n].tolist()) for t, n in zip(greedy_tokens, greedy_len)]
     assert want == model.generate(feats, beam_size=1, max_len=6)
     assert out.logs["baseline"] == pytest.approx(float(real(greedy_tokens, greedy_len, np.arange(5)).mean()))
+    assert set(out.logs) == {"reward", "reward_std", "baseline", "sample_len"}
 
 
 # -- the registry and the settings ---------------------------------------------------------------------------

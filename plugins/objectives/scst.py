@@ -57,6 +57,14 @@ def leave_one_out_mean(rewards: np.ndarray, n: int) -> np.ndarray:
     return ((r.sum(1, keepdims=True) - r) / (n - 1)).reshape(-1)
 
 
+def within_image_std(rewards: np.ndarray, n: int) -> float:
+    """The spread of rewards grouped ``n`` per image around their image's mean (pooled standard
+    deviation): what a baseline leaves for the gradient. Near 0, an image's samples are all alike and
+    SCST has nothing left to learn from (``curves.png`` draws it as a band around the mean reward)."""
+    r = rewards.reshape(-1, n)
+    return float(np.sqrt(np.mean((r - r.mean(1, keepdims=True)) ** 2)))
+
+
 BASELINES = ("mean", "greedy")
 DEFAULTS = {"sample_n": 5, "max_len": 16, "baseline": "mean", "temperature": 1.0, "cider_weight": 1.0,
             "bleu4_weight": 0.0, "eos": True, "reference_convention": "zoo"}
@@ -200,8 +208,11 @@ class SelfCritical(Objective):
             loss = self_critical_loss(model, net, inputs, s.tokens, s.lengths, r - b, n, tok.bos_id)
         finally:
             model.train(was_training)
-        return StepOutput(loss, {"reward": float(r.mean()), "baseline": float(b.mean()),
-                                 "sample_len": float(s.lengths.float().mean())})
+        logs = {"reward": float(r.mean()), "reward_std": within_image_std(r, n),
+                "sample_len": float(s.lengths.float().mean())}
+        if self.baseline != "mean":  # NSC's baseline averages to the mean reward exactly: nothing to log
+            logs["baseline"] = float(b.mean())
+        return StepOutput(loss, logs)
 
 
 def self_critical_loss(model: Any, net: torch.nn.Module, inputs: Any, tokens: torch.Tensor, lengths: torch.Tensor,
