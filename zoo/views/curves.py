@@ -174,7 +174,8 @@ def curves_figure(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]]) -> Any:
                     what = _SCST_NAMES.get(k, k)
                     name = label if len(keys) == 1 else f"{label} {what}" if len(runs) > 1 else what
                     if k == "reward":
-                        _spread_band(ax, entries, x, xscale, colour, label if len(runs) > 1 else "")
+                        # one legend entry for the bands of all runs: each band has its run's colour
+                        _spread_band(ax, entries, x, xscale, colour, not any(c.get_label() == _BAND for c in ax.collections))
                     if k == "loss" and len(ys) > 10:
                         ax.plot(xs, ys, color=colour, alpha=0.35, linewidth=0.8)
                         ax.plot(xs, _smooth(ys), color=colour, linestyle=style, linewidth=1.5, label=name)
@@ -207,15 +208,17 @@ def curves_figure(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]]) -> Any:
 _SCST_NAMES = {"reward": "mean reward", "baseline": "baseline (greedy caption's reward)"}
 
 
-def _spread_band(ax: Any, entries: Sequence[dict[str, Any]], x: str, xscale: float, colour: str, label: str) -> None:
-    """The band reward ± reward_std (where the log has both)."""
+_BAND = "± std within an image"
+
+
+def _spread_band(ax: Any, entries: Sequence[dict[str, Any]], x: str, xscale: float, colour: str, named: bool) -> None:
+    """The band reward ± reward_std (where the log has both); ``named``: with the legend entry."""
     pts = [(float(e[x]) * xscale, float(e["reward"]), float(e["reward_std"])) for e in entries
            if all(isinstance(e.get(k), (int, float)) and math.isfinite(e[k]) for k in (x, "reward", "reward_std"))]
     if not pts:
         return
     xs, mean, std = (np.array(v) for v in zip(*pts))
-    name = f"{label} ± std within an image" if label else "± std within an image"
-    ax.fill_between(xs, mean - std, mean + std, color=colour, alpha=0.2, linewidth=0, label=name)
+    ax.fill_between(xs, mean - std, mean + std, color=colour, alpha=0.2, linewidth=0, label=_BAND if named else "_band")
 
 
 def write_curves(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], path: str | Path) -> Path:
