@@ -22,9 +22,15 @@ documents), and the 50 rewarded images are among them, as in training.
     (COCO's mean), or untrained samples would all run to the 16-token limit. Decoders ``gru`` and
     ``gru-attn``, embed 256, hidden 512, a 7×7×512 feature grid, 1 torch thread.
 
+(c) ``--conventions``: not a speed figure but how far apart the two reference conventions of the ``scst``
+    objective put rewards (``reference_convention`` zoo vs ruotianluo; ``docs/scst.md``): all val2014
+    captions as training references, uncut and cut at 16 words, 10,000 samples (2,000 images × 5, each a
+    reference with ~40% of its words replaced); mean and largest |difference|, overall and on images with
+    a caption of 16 words or more (the ones the cut touches).
+
 Needs ``../shared/data`` (exits saying so without it). The minimum over repeats is the headline.
 
-    .venv/bin/python benchmarks/bench_scst.py [--quick] [--threads 1]
+    .venv/bin/python benchmarks/bench_scst.py [--quick] [--threads 1] [--conventions]
 """
 
 from __future__ import annotations
@@ -237,13 +243,65 @@ def timed(fn, repeats: int) -> list[float]:
     return times
 
 
+def convention_gap(vocab: int, rng: np.random.Generator) -> dict:
+    """(c): the rewards of the ``zoo`` and ``ruotianluo`` reference conventions on the same samples."""
+    from zoo.training.reward import CiderReward
+
+    with gzip.open(CAPTIONS, "rt") as fh:
+        anns = json.load(fh)["annotations"]
+    per_image: dict[int, list[list[str]]] = {}
+    for a in anns:
+        per_image.setdefault(a["image_id"], []).append(re.sub(r"[^a-z0-9 ]+", " ", a["caption"].lower()).split())
+    counts = Counter(w for caps in per_image.values() for c in caps for w in c)
+    ids = {w: i + 4 for i, (w, _) in enumerate(counts.most_common(vocab - 4))}
+    full = [[np.array([ids.get(w, UNK) for w in c]) for c in caps] for caps in per_image.values()]
+
+    def rows(cut: int | None) -> torch.Tensor:
+        seqs = [[BOS, *(c[:cut] if cut else c), EOS] for caps in full for c in caps]
+        out = torch.zeros(len(seqs), max(map(len, seqs)), dtype=torch.long)
+        for i, q in enumerate(seqs):
+            out[i, :len(q)] = torch.tensor(q)
+        return out
+
+    images = torch.tensor([i for i, caps in enumerate(full) for _ in caps])
+    cut = rows(MAX_WORDS)
+    kw = dict(pad_id=PAD, eos_id=EOS, vocab_size=vocab)
+    ours = CiderReward.from_pairs(cut, images, **kw)
+    theirs = CiderReward.from_pairs(cut, images, **kw, convention="ruotianluo", full_tokens=rows(None), max_len=MAX_WORDS)
+    docs = [[np.array([*c[:MAX_WORDS], EOS]) for c in caps] for caps in full]
+    picked = rng.choice(len(docs), 2000, replace=False)
+    samples = perturbed_samples(docs, picked, 5, vocab, rng)
+    row_images = np.repeat(picked, 5)
+    cand, lens = np.concatenate(samples), np.array([len(x) for x in samples])
+    a, b = ours(cand, lens, row_images), theirs(cand, lens, row_images)
+    d = np.abs(a - b)
+    long = np.array([any(len(c) >= MAX_WORDS for c in full[i]) for i in row_images])
+    figures = {"captions": int(sum(map(len, full))), "share_16_words_or_more":
+               round(float(np.mean([len(c) >= MAX_WORDS for caps in full for c in caps])), 4),
+               "samples": int(len(samples)), "mean_reward_zoo": round(float(a.mean()), 4),
+               "mean_reward_ruotianluo": round(float(b.mean()), 4), "mean_abs_diff": round(float(d.mean()), 4),
+               "max_abs_diff": round(float(d.max()), 4), "mean_abs_diff_cut_images": round(float(d[long].mean()), 4),
+               "max_abs_diff_cut_images": round(float(d[long].max()), 4),
+               "max_abs_diff_other_images": round(float(d[~long].max()), 4)}
+    print(f"(c) reference conventions: mean reward zoo {a.mean():.4f}, ruotianluo {b.mean():.4f}; |difference| "
+          f"mean {d.mean():.4f}, max {d.max():.4f}; images with a caption of >= {MAX_WORDS} words: mean "
+          f"{d[long].mean():.4f}, max {d[long].max():.4f}; other images: max {d[~long].max():.4f}")
+    return figures
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats, smaller decoders: a smoke run")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--conventions", action="store_true", help="only (c): the reward gap between reference conventions")
     args = ap.parse_args()
     if not CAPTIONS.is_file():
         sys.exit(f"bench_scst.py needs the COCO val2014 captions at {CAPTIONS} (../shared/data)")
+    if args.conventions:
+        import zoo  # noqa: F401  (plugins)
+
+        report("bench_scst-conventions", convention_gap(10_000, np.random.default_rng(0)))
+        return
     torch.set_num_threads(args.threads)
     import zoo  # noqa: F401  (plugins)
     from zoo.training.objective import ObjectiveBatch

@@ -156,3 +156,82 @@ def test_a_long_caption_title_stays_inside_the_figure() -> None:
     fig.canvas.draw()
     box = fig._suptitle.get_window_extent()
     assert box.x0 >= 0 and box.x1 <= fig.bbox.width
+
+
+# -- which part of the image the encoder saw (report thumbnails and strips) -----------------------------
+@pytest.mark.parametrize("size", [(64, 64), (80, 48), (48, 90), (200, 150)])
+def test_encoder_crop_is_where_the_transformed_pixels_come_from(size) -> None:
+    import numpy as np
+
+    from zoo.views.attention_figure import encoder_crop
+
+    model = tiny_model("gru-attn")  # timm's eval transform at 32 px: shorter side to 36, centre crop 32
+    tf = model.transform(False)
+    W, H = size
+    # red encodes x, green y, of each pixel's centre: the transformed image's corners say where they came from
+    ramp = np.zeros((H, W, 3), dtype=np.uint8)
+    ramp[..., 0] = np.round((np.arange(W) + 0.5) / W * 255)[None, :]
+    ramp[..., 1] = np.round((np.arange(H) + 0.5) / H * 255)[:, None]
+    view = model.encoder.unnormalize(tf(Image.fromarray(ramp))[None])[0].permute(1, 2, 0).numpy()
+    crop = encoder_crop(tf, size)
+    assert crop is not None and crop.description == "centre crop 32×32 of the image resized to 36 px on its shorter side"
+    x0, y0, x1, y1 = crop.box
+    h, w = view.shape[:2]
+    mid = h // 2, w // 2
+    # a centre pixel's (x, y) as the box maps it, against the ramp's value there (bicubic keeps a ramp linear)
+    assert abs(view[mid[0], 4, 0] * W - (x0 + 4.5 * (x1 - x0) / w)) < 1.5
+    assert abs(view[mid[0], w - 5, 0] * W - (x0 + (w - 4.5) * (x1 - x0) / w)) < 1.5
+    assert abs(view[4, mid[1], 1] * H - (y0 + 4.5 * (y1 - y0) / h)) < 1.5
+    assert abs(view[h - 5, mid[1], 1] * H - (y0 + (h - 4.5) * (y1 - y0) / h)) < 1.5
+    assert crop.cuts and (x1 - x0) / (y1 - y0) == pytest.approx(1.0, rel=0.02)  # square, up to the resize rounding
+
+
+def test_encoder_crop_of_a_squash_and_of_an_unknown_step() -> None:
+    import torchvision.transforms as T
+
+    from zoo.views.attention_figure import encoder_crop
+
+    squash = encoder_crop(T.Compose([T.Resize((224, 224)), T.ToTensor()]), (640, 480))
+    assert squash.box == (0.0, 0.0, 640.0, 480.0) and not squash.cuts
+    assert squash.description == "the image resized to 224×224"
+    assert encoder_crop(T.Compose([T.RandomCrop(224), T.ToTensor()]), (640, 480)) is None  # not knowable
+
+
+def test_report_thumbnails_and_strips_show_the_whole_image_with_the_crop_dimmed(tmp_path) -> None:
+    import io
+    import warnings
+
+    import numpy as np
+
+    from tests.pages import shapes
+    from tests.test_pages import embedded
+    from zoo.evaluation.model_eval import evaluate_model
+
+    data = shapes(3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ev = evaluate_model(tiny_model("gru-attn"), data, metrics=("cider-d",), tokenize=False, out_dir=tmp_path,
+                            progress=False, max_len=4)
+    page = ev.report_path.read_text()
+    assert "Encoder input: centre crop 32×32 of the image resized to 36 px on its shorter side" in page
+    images = embedded(page)["images"]
+
+    def pixels(uri_or_bytes) -> np.ndarray:
+        import base64
+
+        raw = uri_or_bytes if isinstance(uri_or_bytes, bytes) else base64.b64decode(uri_or_bytes.split(",", 1)[1])
+        return np.asarray(Image.open(io.BytesIO(raw)).convert("RGB"), dtype=np.float32) / 255
+
+    for im in images:
+        item = next(it for it in data if str(it.image_id) == im["id"])
+        whole = np.asarray(item.load_image(), dtype=np.float32) / 255  # 64×64; the crop keeps 3.6..60.4
+        shown, plain = pixels(im["thumb"]), pixels(ev.thumbnails[im["id"]])
+        assert shown.shape == plain.shape == whole.shape  # the whole image, not the crop
+        assert np.abs(plain - whole).mean() < 0.03  # the results database keeps the plain thumbnail
+        ring = np.ones(whole.shape[:2], dtype=bool)
+        ring[3:-3, 3:-3] = False  # outside the crop: 3 px each side
+        assert shown[ring].mean() < 0.6 * whole[ring].mean()  # dimmed
+        assert np.abs(shown[8:-8, 8:-8] - whole[8:-8, 8:-8]).mean() < 0.03  # inside: as it is
+        panel = pixels(im["attention"][0]["uri"])
+        assert panel.shape[:2] == (64, 64)  # a strip panel is drawn on the whole image too
+        assert panel[ring].mean() < 0.6 * whole[ring].mean()

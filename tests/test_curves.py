@@ -4,6 +4,7 @@ stop training), wall time in the log, ``zoo curves`` overlaying runs, TensorBoar
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from PIL import Image
 
 from zoo.cli import main
-from zoo.views.curves import curves_figure, read_log
+from zoo.views.curves import curves_figure, distinct_labels, read_log
 from zoo.training.monitor import RunMonitor
 from zoo.training.runs import RunSpec, execute
 
@@ -111,12 +112,67 @@ def test_zoo_curves_overlays_two_runs(tmp_path, capsys):
     assert ends[1] > 2 * ends[0]
 
 
-def test_scst_reward_and_baseline_get_a_panel(tmp_path):
-    fig = curves_figure([("scst", log_entries(10, 3.0, speed=1, scst=True))])
-    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
-    assert "SCST reward / baseline" in titles
-    labels = [line.get_label() for line in fig.axes[3].get_lines()]
-    assert labels == ["reward", "baseline"]
+def _scst_log(steps: int, baseline: str, spread: bool = True) -> list[dict]:
+    out = []
+    for s in range(1, steps + 1):
+        r = 0.5 + s / 100
+        e = {"step": s, "epoch": 0, "loss": 1.0, "lr": 5e-5, "elapsed": float(s), "reward": r}
+        if spread:
+            e["reward_std"] = 0.2 - s / 200
+        if baseline == "mean":  # what the NSC baseline logged before: the mean reward, up to rounding
+            e["baseline"] = r + 1e-16 * (s % 2)
+        elif baseline == "greedy":
+            e["baseline"] = r + 0.1
+        out.append(e)
+    return out
+
+
+def _scst_axis(entries):
+    fig = curves_figure([("scst", entries)])
+    ax = next(a for a in fig.axes if a.get_title() == "SCST sample reward")
+    return ax, [line.get_label() for line in ax.get_lines()]
+
+
+def test_scst_panel_shows_the_spread_and_a_baseline_only_where_it_differs_from_the_mean_reward():
+    # NSC: its baseline averages to the mean reward; a second line would lie exactly on the first
+    ax, labels = _scst_axis(_scst_log(10, "none"))
+    assert labels == ["mean reward"]
+    band = ax.collections[0].get_paths()[0].vertices
+    assert band[:, 1].min() == pytest.approx(0.51 - 0.195) and band[:, 1].max() == pytest.approx(0.60 + 0.15)
+    assert "± std within an image" in [t.get_text() for t in ax.get_legend().get_texts()]
+    # a log written before: NSC baseline logged, equal to the reward, no spread: the baseline is left out
+    ax, labels = _scst_axis(_scst_log(10, "mean", spread=False))
+    assert labels == ["mean reward"] and not ax.collections
+    # greedy baseline (SCST): the greedy caption's reward is its own line
+    ax, labels = _scst_axis(_scst_log(10, "greedy"))
+    assert labels == ["mean reward", "baseline (greedy caption's reward)"]
+
+
+LR_SCHEDULES = {
+    "constant 2e-3": lambda s: 2e-3,
+    "constant 5e-5 (SCST)": lambda s: 5e-5,
+    "cosine 2e-3 → 0": lambda s: 1e-3 * (1 + math.cos(math.pi * s / 200)),
+    "warm-up then cosine": lambda s: 2e-3 * min(1.0, s / 20) * 0.5 * (1 + math.cos(math.pi * max(0, s - 20) / 180)),
+    "cosine 3e-4 → 1e-4": lambda s: 1e-4 + 1e-4 * (1 + math.cos(math.pi * s / 200)),
+}
+
+
+@pytest.mark.parametrize("schedule", LR_SCHEDULES)
+def test_learning_rate_tick_labels_never_repeat(schedule):
+    lr = LR_SCHEDULES[schedule]
+    entries = [{"step": s, "loss": 1.0, "lr": lr(s), "elapsed": s / 2} for s in range(1, 201)]
+    fig = curves_figure([("run", entries)])
+    fig.canvas.draw()  # the labels as rendered
+    for ax in (a for a in fig.axes if a.get_title() == "learning rate" or a is fig.axes[3]):
+        lo, hi = ax.get_ylim()
+        labels = [t.get_text() for t, v in zip(ax.get_yticklabels(), ax.get_yticks()) if lo <= v <= hi]
+        assert len(labels) >= 3 and len(set(labels)) == len(labels), labels
+        assert lo == 0 and labels[0] == "0"  # read against zero
+
+
+def test_distinct_labels_take_the_digits_they_need():
+    assert distinct_labels([0, 5e-4, 1e-3, 1.5e-3, 2e-3]) == ["0", "5e-4", "1e-3", "1.5e-3", "2e-3"]
+    assert distinct_labels([1e-4, 1.25e-4, 1.5e-4]) == ["1e-4", "1.25e-4", "1.5e-4"]
 
 
 def test_zoo_curves_errors_name_the_file(tmp_path, capsys):

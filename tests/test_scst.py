@@ -17,7 +17,7 @@ from zoo.errors import DuplicateNameError, UnknownNameError, ZooError
 from zoo.evaluation.cider import CiderD
 from zoo.training.objective import ObjectiveBatch, ObjectiveContext, create_objective
 from zoo.training.reward import CiderReward, split_rows
-from zoo_plugins.objectives.scst import SelfCritical, leave_one_out_mean, self_critical_loss
+from zoo_plugins.objectives.scst import SelfCritical, leave_one_out_mean, self_critical_loss, within_image_std
 
 from .helpers import CAPTIONS, tiny_model, tiny_tokenizer
 
@@ -64,11 +64,134 @@ def test_token_id_reward_equals_cider_d_on_the_captions_as_words(hashed, monkeyp
     assert reward(*split_rows(own, torch.tensor([own.shape[1]])), np.array([3]))[0] > 3 * got.mean()
 
 
+# -- ruotianluo's self-critical.pytorch pipeline, written out plainly: the reference for reference_convention
+def _rt_array_to_str(arr) -> str:
+    """rewards.py: ids up to and including the first 0 (its end token) of a zero-padded array."""
+    out = []
+    for x in arr:
+        out.append(str(int(x)))
+        if x == 0:
+            break
+    return " ".join(out)
+
+
+def _rt_ngrams(sentence: str, n: int = 4) -> dict:
+    words = sentence.split()
+    counts: dict = {}
+    for k in range(1, n + 1):
+        for i in range(len(words) - k + 1):
+            counts[tuple(words[i:i + k])] = counts.get(tuple(words[i:i + k]), 0) + 1
+    return counts
+
+
+def _rt_cider_d(cand: str, refs: list[str], df: dict, ref_len: float, n: int = 4, sigma: float = 6.0) -> float:
+    """ciderD_scorer.py: tf-idf vectors, clipped cosine per n, Gaussian length penalty (length counted
+    in bigrams, as there), mean over n and references, ×10."""
+    def vec(counts):
+        v = [{} for _ in range(n)]
+        norm = [0.0] * n
+        length = 0
+        for gram, tf in counts.items():
+            k = len(gram) - 1
+            v[k][gram] = float(tf) * (ref_len - np.log(max(1.0, df.get(gram, 0.0))))
+            norm[k] += v[k][gram] ** 2
+            if k == 1:
+                length += tf
+        return v, [np.sqrt(x) for x in norm], length
+
+    vh, nh, lh = vec(_rt_ngrams(cand))
+    total = np.zeros(n)
+    for ref in refs:
+        vr, nr, lr = vec(_rt_ngrams(ref))
+        val = np.zeros(n)
+        for k in range(n):
+            for gram in vh[k]:
+                val[k] += min(vh[k][gram], vr[k].get(gram, 0.0)) * vr[k].get(gram, 0.0)
+            if nh[k] != 0 and nr[k] != 0:
+                val[k] /= nh[k] * nr[k]
+            val[k] *= np.e ** (-(float(lh - lr) ** 2) / (2 * sigma**2))
+        total += val
+    return float(np.mean(total) / len(refs) * 10.0)
+
+
+def _rt_rewards(caption_ids: list[list[list[int]]], samples: list[tuple[int, list[int]]], seq_length: int = 16):
+    """The pipeline on id strings (end token 0): prepro_labels.py cuts each caption into a zero-padded
+    ``seq_length`` array; prepro_ngrams.py counts document frequencies per image over the uncut captions
+    + end token; ref_len = log(images); rewards.py writes labels and samples with array_to_str."""
+    df: dict = {}
+    for caps in caption_ids:
+        grams = set()
+        for c in caps:
+            grams |= set(_rt_ngrams(" ".join(map(str, [*c, 0]))))
+        for g in grams:
+            df[g] = df.get(g, 0) + 1
+    ref_len = np.log(float(len(caption_ids)))
+    labels = []
+    for caps in caption_ids:
+        rows = np.zeros((len(caps), seq_length), dtype=np.int64)
+        for j, c in enumerate(caps):
+            rows[j, :min(len(c), seq_length)] = c[:seq_length]
+        labels.append([_rt_array_to_str(r) for r in rows])
+    out = []
+    for image, ids in samples:
+        row = np.zeros(seq_length, dtype=np.int64)
+        row[:len(ids)] = ids
+        out.append(_rt_cider_d(_rt_array_to_str(row), labels[image], df, ref_len))
+    return np.array(out)
+
+
+def test_ruotianluo_convention_equals_that_pipeline_and_differs_from_ours_on_cut_references():
+    rng = np.random.default_rng(3)
+    words = "a red blue green circle square star triangle small big on left of the in corner above".split()
+    # captions of 3..22 words: shorter than, exactly at and beyond the 16-token cut
+    caps = [[" ".join(rng.choice(words, rng.integers(3, 23))) for _ in range(rng.integers(2, 6))] for _ in range(40)]
+    caps[0][0] = " ".join(rng.choice(words, 16))  # exactly 16: no end token there either
+    tok = zoo.create_tokenizer("word", [c for cs in caps for c in cs], min_count=0)
+
+    class Cfg:
+        seed = 0
+        max_caption_len = 16
+
+    class Train:
+        def __iter__(self):
+            return iter([type("Item", (), {"captions": cs})() for cs in caps])
+
+    tokens, images = _pairs(tok, caps)
+
+    def rewards(convention: str, cand, lengths, cand_img):
+        obj = SelfCritical(reference_convention=convention)
+        obj.setup(ObjectiveContext(Train(), tok, tokens, images, Cfg, torch.device("cpu")))
+        return obj.rewards(cand, lengths, cand_img)
+
+    # samples: references with words swapped (so they share n-grams), cut at 16 tokens, <eos> where they end
+    R = 120
+    cand_img = rng.integers(0, 40, R)
+    samples, rows = [], torch.full((R, 16), tok.pad_id)
+    for k in range(R):
+        ids = tok.encode(caps[cand_img[k]][rng.integers(len(caps[cand_img[k]]))])
+        ids = [i if rng.random() > 0.3 else int(rng.integers(4, tok.vocab_size)) for i in ids][: int(rng.integers(2, 19))]
+        body = ids[:16] if len(ids) >= 16 else [*ids, tok.eos_id]
+        rows[k, :len(body)] = torch.tensor(body)
+        samples.append((int(cand_img[k]), [0 if i == tok.eos_id else i for i in body]))
+    lengths = (rows != tok.pad_id).sum(1)
+    assert tok.eos_id != 0 and min(min(tok.encode(c)) for cs in caps for c in cs) > 0  # 0 is free for the end token
+    want = _rt_rewards([[tok.encode(c) for c in cs] for cs in caps], samples)
+    got = rewards("ruotianluo", rows, lengths, cand_img)
+    assert np.abs(got - want).max() < 1e-12
+    ours = rewards("zoo", rows, lengths, cand_img)
+    assert np.abs(ours - got).max() > 0.01  # the conventions differ where references were cut
+    long = np.array([max(len(tok.encode(c)) for c in caps[i]) >= 16 for i in cand_img])
+    assert np.abs(ours - got)[long].mean() > np.abs(ours - got)[~long].mean()
+
+
 def test_nsc_baseline_is_the_leave_one_out_mean():
     r = np.array([1.0, 2.0, 6.0, 0.5, 0.5, 2.0])
     b = leave_one_out_mean(r, 3)
     want = [np.mean(np.delete(r[g * 3:(g + 1) * 3], j)) for g in range(2) for j in range(3)]
     assert np.allclose(b, want, rtol=0, atol=1e-15)
+    assert b.mean() == pytest.approx(r.mean(), abs=1e-15)  # why the log shows no NSC baseline
+    # the spread logged instead: within each image, not between images
+    assert within_image_std(np.array([1.0, 3.0, 11.0, 13.0]), 2) == pytest.approx(1.0)
 
 
 # -- the gradient -------------------------------------------------------------------------------------------
@@ -150,7 +273,9 @@ def test_a_reward_that_prefers_a_token_makes_it_more_probable():
         logs.append(out.logs)
     assert p_target() > 3 * before
     assert logs[-1]["reward"] > logs[0]["reward"]
-    assert set(logs[0]) == {"reward", "baseline", "sample_len"}
+    # NSC: no baseline in the log (it averages to the mean reward); the spread of an image's samples instead
+    assert set(logs[0]) == {"reward", "reward_std", "sample_len"}
+    assert logs[0]["reward_std"] > 0
 
 
 def test_greedy_baseline_is_the_reward_of_the_greedy_caption():
@@ -172,6 +297,7 @@ def test_greedy_baseline_is_the_reward_of_the_greedy_caption():
     want = [model.tokenizer.decode(t[:n].tolist()) for t, n in zip(greedy_tokens, greedy_len)]
     assert want == model.generate(feats, beam_size=1, max_len=6)
     assert out.logs["baseline"] == pytest.approx(float(real(greedy_tokens, greedy_len, np.arange(5)).mean()))
+    assert set(out.logs) == {"reward", "reward_std", "baseline", "sample_len"}
 
 
 # -- the registry and the settings ---------------------------------------------------------------------------
@@ -186,6 +312,10 @@ def test_objectives_are_registered_plugins_with_signatures():
     assert create_objective("scst").signature() == "scst(cider-d, baseline=mean, n=5, df=train, eos=yes)"
     assert (create_objective("scst", {"baseline": "greedy", "bleu4_weight": 0.5, "sample_n": 8}).signature()
             == "scst(cider-d+0.5*bleu-4, baseline=greedy, n=8, df=train, eos=yes)")
+    assert (create_objective("scst", {"reference_convention": "ruotianluo"}).signature()
+            == "scst(cider-d, baseline=mean, n=5, df=train, eos=yes, refs=ruotianluo)")
+    with pytest.raises(ZooError, match=r"objective\.reference_convention must be one of zoo, ruotianluo"):
+        create_objective("scst", {"reference_convention": "karpathy"})
     with pytest.raises(ZooError, match=r"objective\.sampel_n.*sample_n"):
         create_objective("scst", {"sampel_n": 3})
     with pytest.raises(ZooError, match=r"objective\.baseline must be one of mean, greedy"):

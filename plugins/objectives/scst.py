@@ -8,6 +8,10 @@ Each step, for the batch's distinct images:
 2. **Reward**: CIDEr-D of every sample against its image's training references, on token ids, with
    document frequencies from all training references (``zoo.training.reward.CiderReward``, built once per run);
    <eos> counts as a word (``eos``). Optionally plus ``bleu4_weight`` × sentence BLEU-4.
+   ``reference_convention`` says how the training captions become references and frequencies: ``zoo``
+   (every reference cut at ``train.max_caption_len`` with its <eos>, frequencies over those) or
+   ``ruotianluo`` (as self-critical.pytorch, whose numbers the field quotes: <eos> only on references
+   shorter than the cut, frequencies over the uncut captions); ``zoo.training.reward.CONVENTIONS``.
 3. **Baseline**: ``mean`` (NSC, the default): each sample's baseline is the mean reward of its image's
    *other* samples (leave-one-out, so it does not depend on the sample itself and the gradient stays
    unbiased); ``greedy`` (SCST): the reward of the image's greedy caption.
@@ -43,7 +47,7 @@ from zoo.training.objective import (
     check_number,
     format_signature,
 )
-from zoo.training.reward import CiderReward, bleu4, split_rows
+from zoo.training.reward import CONVENTIONS, CiderReward, bleu4, split_rows
 
 
 def leave_one_out_mean(rewards: np.ndarray, n: int) -> np.ndarray:
@@ -53,9 +57,17 @@ def leave_one_out_mean(rewards: np.ndarray, n: int) -> np.ndarray:
     return ((r.sum(1, keepdims=True) - r) / (n - 1)).reshape(-1)
 
 
+def within_image_std(rewards: np.ndarray, n: int) -> float:
+    """The spread of rewards grouped ``n`` per image around their image's mean (pooled standard
+    deviation): what a baseline leaves for the gradient. Near 0, an image's samples are all alike and
+    SCST has nothing left to learn from (``curves.png`` draws it as a band around the mean reward)."""
+    r = rewards.reshape(-1, n)
+    return float(np.sqrt(np.mean((r - r.mean(1, keepdims=True)) ** 2)))
+
+
 BASELINES = ("mean", "greedy")
 DEFAULTS = {"sample_n": 5, "max_len": 16, "baseline": "mean", "temperature": 1.0, "cider_weight": 1.0,
-            "bleu4_weight": 0.0, "eos": True}
+            "bleu4_weight": 0.0, "eos": True, "reference_convention": "zoo"}
 
 
 class SelfCritical(Objective):
@@ -64,12 +76,16 @@ class SelfCritical(Objective):
     Options: ``sample_n`` captions sampled per image (5), ``max_len`` tokens per sample (16),
     ``baseline`` mean (NSC: mean reward of the image's other samples) or greedy (reward of the greedy
     caption), ``temperature`` of the sampling (1), ``cider_weight`` (1) and ``bleu4_weight`` (0) of the
-    reward's terms, ``eos`` (true: <eos> counts as a word in the reward)."""
+    reward's terms, ``eos`` (true: <eos> counts as a word in the reward), ``reference_convention`` zoo
+    (references cut at ``train.max_caption_len``, each with <eos>; frequencies over them) or ruotianluo
+    (self-critical.pytorch's: <eos> only on references shorter than the cut; frequencies over the uncut
+    captions), shown in the signature as ``refs=ruotianluo`` when not the default."""
 
     name = "scst"
 
     def __init__(self, sample_n: int = 5, max_len: int = 16, baseline: str = "mean", temperature: float = 1.0,
-                 cider_weight: float = 1.0, bleu4_weight: float = 0.0, eos: bool = True) -> None:
+                 cider_weight: float = 1.0, bleu4_weight: float = 0.0, eos: bool = True,
+                 reference_convention: str = "zoo") -> None:
         super().__init__()
         self.sample_n = check_number("sample_n", sample_n, lambda v: v >= 1, "an integer ≥ 1", 5, integer=True)
         self.max_len = check_number("max_len", max_len, lambda v: v >= 1, "an integer ≥ 1 (tokens)", 16, integer=True)
@@ -90,6 +106,8 @@ class SelfCritical(Objective):
         if not isinstance(eos, bool):
             raise ObjectiveOptionError(f"objective option objective.eos must be true or false, got {eos!r} (default true)")
         self.eos = eos
+        check_choice("reference_convention", reference_convention, CONVENTIONS, "zoo")
+        self.reference_convention = reference_convention
         self.reward: CiderReward | None = None
         self.generator: torch.Generator | None = None
         self._tokenizer: Any = None
@@ -97,10 +115,11 @@ class SelfCritical(Objective):
     def options(self) -> dict[str, Any]:
         return {"sample_n": self.sample_n, "max_len": self.max_len, "baseline": self.baseline,
                 "temperature": self.temperature, "cider_weight": self.cider_weight,
-                "bleu4_weight": self.bleu4_weight, "eos": self.eos}
+                "bleu4_weight": self.bleu4_weight, "eos": self.eos, "reference_convention": self.reference_convention}
 
     def signature(self) -> str:
-        """``scst(cider-d, baseline=mean, n=5, df=train, eos=yes)``; other options when not default."""
+        """``scst(cider-d, baseline=mean, n=5, df=train, eos=yes)``; other options when not default
+        (``refs=ruotianluo``: the reference convention, which moves a reward by up to ~0.2)."""
         terms = []
         if self.cider_weight:
             terms.append("cider-d" if self.cider_weight == 1 else f"{self.cider_weight:g}*cider-d")
@@ -111,6 +130,8 @@ class SelfCritical(Objective):
             shown["max_len"] = self.max_len
         if self.temperature != DEFAULTS["temperature"]:
             shown["temperature"] = f"{self.temperature:g}"
+        if self.reference_convention != DEFAULTS["reference_convention"]:
+            shown["refs"] = self.reference_convention
         inner = format_signature("", shown)[1:-1]
         return f"scst({'+'.join(terms)}, {inner})"
 
@@ -119,8 +140,13 @@ class SelfCritical(Objective):
         tok = context.tokenizer
         self._tokenizer = tok
         words = list(tok.words) if isinstance(getattr(tok, "words", None), (list, tuple)) else None
+        conv = CONVENTIONS[self.reference_convention]
+        full = max_len = None
+        if conv.df_uncut or not conv.eos_at_limit:
+            full, max_len = _uncut_pairs(context), int(context.cfg.max_caption_len)
         self.reward = CiderReward.from_pairs(context.pair_tokens, context.pair_images, pad_id=tok.pad_id,
-                                             eos_id=tok.eos_id, vocab_size=tok.vocab_size, eos=self.eos, words=words)
+                                             eos_id=tok.eos_id, vocab_size=tok.vocab_size, eos=self.eos, words=words,
+                                             convention=self.reference_convention, full_tokens=full, max_len=max_len)
         if context.world_size > 1:  # the reward must mean the same on every rank
             digests = dist.all_gather_object(self.reward.digest())
             if len(set(digests)) != 1:
@@ -182,8 +208,11 @@ class SelfCritical(Objective):
             loss = self_critical_loss(model, net, inputs, s.tokens, s.lengths, r - b, n, tok.bos_id)
         finally:
             model.train(was_training)
-        return StepOutput(loss, {"reward": float(r.mean()), "baseline": float(b.mean()),
-                                 "sample_len": float(s.lengths.float().mean())})
+        logs = {"reward": float(r.mean()), "reward_std": within_image_std(r, n),
+                "sample_len": float(s.lengths.float().mean())}
+        if self.baseline != "mean":  # NSC's baseline averages to the mean reward exactly: nothing to log
+            logs["baseline"] = float(b.mean())
+        return StepOutput(loss, logs)
 
 
 def self_critical_loss(model: Any, net: torch.nn.Module, inputs: Any, tokens: torch.Tensor, lengths: torch.Tensor,
@@ -202,6 +231,16 @@ def self_critical_loss(model: Any, net: torch.nn.Module, inputs: Any, tokens: to
     adv = torch.as_tensor(advantage, dtype=torch.float32, device=device)
     weight = adv.repeat_interleave(lengths.to(device))
     return -(weight * logp).sum() / keep.sum().clamp(min=1)
+
+
+def _uncut_pairs(context: ObjectiveContext) -> torch.Tensor:
+    """The training pairs tokenised without the cut, rows in the loop's order (``zoo.training.pairs``:
+    each image's captions in turn): what the ``ruotianluo`` convention counts frequencies over."""
+    texts = [c for item in context.train_set for c in item.captions] if context.train_set is not None else []
+    if len(texts) != len(context.pair_tokens):
+        raise ZooError(f"scst: reference_convention=ruotianluo needs the training captions uncut, but the training "
+                       f"set gives {len(texts)} captions for {len(context.pair_tokens)} (image, caption) pairs")
+    return context.tokenizer.batch_encode(texts)
 
 
 def _device(x: Any) -> torch.device:

@@ -9,11 +9,21 @@ ids out exactly as :class:`zoo.evaluation.cider.CiderD` lays out words and runs 
 run (and cached for the process, keyed by the references' bytes), with ``ref_len = log(training images)``,
 as the reference self-critical implementations do; the end-of-sentence token counts as a word (it
 rewards captions that end where references end, not mid-phrase).
+
+Two *reference conventions* (:data:`CONVENTIONS`, the ``scst`` objective's ``reference_convention``) say
+how the training captions become references and document frequencies. ``zoo`` (the default): every
+reference is the caption cut at ``max_len`` tokens with its <eos> appended, and the frequencies are counted
+over those same cut references. ``ruotianluo``: what ruotianluo's self-critical.pytorch pipeline (whose
+numbers the field quotes) feeds its ``CiderD``: a reference is the caption cut at ``max_len`` tokens
+(``prepro_labels.py``'s label array), with <eos> only when the caption was *shorter* than ``max_len``
+(``array_to_str`` stops at the first 0 of the zero-padded array, and a full array has none), while the
+frequencies come from the *uncut* captions, each with <eos> (``prepro_ngrams.py``). See ``docs/scst.md``.
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,23 +34,53 @@ from zoo.evaluation.cider import CiderD, DocumentFrequency
 _CACHE: dict[tuple, "CiderReward"] = {}
 
 
+@dataclass(frozen=True)
+class ReferenceConvention:
+    """How training captions become a reward's references and document frequencies."""
+
+    #: a caption of ``max_len`` tokens or more (cut there, or filling the limit) still gets its <eos>
+    eos_at_limit: bool
+    #: the document frequencies are counted over the uncut captions (else over the cut references)
+    df_uncut: bool
+    #: what the convention is, in words (``zoo info scst``, docs)
+    about: str
+
+
+#: ``reference_convention`` values of the ``scst`` objective; ``zoo`` is the default
+CONVENTIONS: dict[str, ReferenceConvention] = {
+    "zoo": ReferenceConvention(True, False, "references cut at max_len, each with <eos>; frequencies over "
+                                            "the same cut references"),
+    "ruotianluo": ReferenceConvention(False, True, "references cut at max_len, <eos> only on those shorter "
+                                                   "than max_len; frequencies over the uncut captions with "
+                                                   "<eos> (self-critical.pytorch)"),
+}
+
+
 class CiderReward:
     """CIDEr-D on token ids against fixed training references.
 
     ``ref_ids`` is every reference of every image concatenated (ids without <bos>, with their <eos> when
     ``eos``), ``ref_lengths`` the ids per reference, ``refs_per_image`` how many references each image has
     (images in order, references of one image consecutive). Any id in 0..vocab_size-1 may occur (a model
-    may sample <pad> or <bos>): inside, ids are shifted by one, since the CIDEr-D machinery reserves 0."""
+    may sample <pad> or <bos>): inside, ids are shifted by one, since the CIDEr-D machinery reserves 0.
+    ``df_ids``/``df_lengths``: other sentences to count the document frequencies over (the same number per
+    image as the references, e.g. the uncut captions); by default the references themselves."""
 
     def __init__(self, ref_ids: np.ndarray, ref_lengths: np.ndarray, refs_per_image: np.ndarray, vocab_size: int,
-                 n: int = 4, sigma: float = 6.0, words: list[str] | None = None) -> None:
+                 n: int = 4, sigma: float = 6.0, words: list[str] | None = None,
+                 df_ids: np.ndarray | None = None, df_lengths: np.ndarray | None = None) -> None:
         self.ref_ids = np.ascontiguousarray(ref_ids, dtype=np.int64) + 1
         self.ref_lengths = np.asarray(ref_lengths, dtype=np.int64)
         self.refs_per_image = np.asarray(refs_per_image, dtype=np.int64)
         self.first_ref = np.cumsum(self.refs_per_image) - self.refs_per_image  # per image
         self.ref_start = np.cumsum(self.ref_lengths) - self.ref_lengths  # per reference
         self.vocab_size = int(vocab_size)
-        self.df = DocumentFrequency.from_token_ids(self.ref_ids, self.ref_lengths, self.refs_per_image,
+        if df_ids is None:
+            df_ids, df_lengths = self.ref_ids, self.ref_lengths
+        else:
+            df_ids = np.ascontiguousarray(df_ids, dtype=np.int64) + 1
+            df_lengths = np.asarray(df_lengths, dtype=np.int64)
+        self.df = DocumentFrequency.from_token_ids(df_ids, df_lengths, self.refs_per_image,
                                                    self.vocab_size + 1, words=None if words is None else ["", *words], n=n)
         self.scorer = CiderD(n=n, sigma=sigma, df=self.df)
         #: training-set image index → document (``from_pairs``; None: images are documents already)
@@ -48,24 +88,41 @@ class CiderReward:
 
     @classmethod
     def from_pairs(cls, pair_tokens: torch.Tensor, pair_images: torch.Tensor, *, pad_id: int, eos_id: int,
-                   vocab_size: int, eos: bool = True, n: int = 4, words: list[str] | None = None) -> "CiderReward":
+                   vocab_size: int, eos: bool = True, n: int = 4, words: list[str] | None = None,
+                   convention: str = "zoo", full_tokens: torch.Tensor | None = None,
+                   max_len: int | None = None) -> "CiderReward":
         """From the loop's tokenised (image, caption) pairs (``<bos> … <eos> pad`` rows, cut as training
-        cuts them); images without a caption get no document. Cached per process on the pairs' bytes."""
+        cuts them); images without a caption get no document. ``convention`` (:data:`CONVENTIONS`) other
+        than ``zoo`` also needs ``full_tokens``, the same pairs tokenised uncut (same rows, same layout),
+        and ``max_len``, the cut in tokens. Cached per process on the pairs' bytes and the convention."""
+        conv = CONVENTIONS[convention]
         tokens = pair_tokens.cpu().numpy()
         images = pair_images.cpu().numpy().astype(np.int64)
-        key = (hashlib.sha1(tokens.tobytes() + images.tobytes()).hexdigest(), tokens.shape, eos, n, vocab_size, eos_id)
+        full = None
+        if not conv.eos_at_limit or conv.df_uncut:
+            if full_tokens is None or max_len is None:
+                raise ValueError(f"reference convention {convention!r} needs the uncut captions and max_len")
+            full = full_tokens.cpu().numpy()
+            if len(full) != len(tokens):
+                raise ValueError(f"{len(full)} uncut captions for {len(tokens)} (image, caption) pairs")
+        key = (hashlib.sha1(tokens.tobytes() + images.tobytes() + (b"" if full is None else full.tobytes())).hexdigest(),
+               tokens.shape, eos, n, vocab_size, eos_id, convention, max_len)
         if key in _CACHE:
             return _CACHE[key]
         order = np.argsort(images, kind="stable")
-        body = tokens[order, 1:]  # drop <bos>
-        lengths = (body != pad_id).sum(1)
-        if not eos:
-            ends = body[np.arange(len(body)), np.maximum(lengths - 1, 0)] == eos_id
-            lengths = lengths - ends
-        keep = np.arange(body.shape[1])[None, :] < lengths[:, None]
+        body, lengths = _sentences(tokens[order], pad_id, eos_id, eos)
+        df_ids = df_lengths = None
+        if full is not None:
+            full_body, full_lengths = _sentences(full[order], pad_id, eos_id, eos)
+            if not conv.eos_at_limit and eos:  # <eos> only on captions shorter than the cut
+                words_in_full = full_lengths - 1
+                lengths = lengths - (words_in_full >= max_len)
+            if conv.df_uncut:
+                df_ids, df_lengths = _concatenated(full_body, full_lengths), full_lengths
         n_images = int(images.max()) + 1
         per_image = np.bincount(images, minlength=n_images)
-        reward = cls(body[keep], lengths, per_image[per_image > 0], vocab_size, n=n, words=words)
+        reward = cls(_concatenated(body, lengths), lengths, per_image[per_image > 0], vocab_size, n=n, words=words,
+                     df_ids=df_ids, df_lengths=df_lengths)
         reward.image_slot = np.cumsum(per_image > 0) - 1  # training-set image index → document
         _CACHE.clear()  # one run's table at a time: COCO's is large
         _CACHE[key] = reward
@@ -119,6 +176,22 @@ class CiderReward:
         d = int(self.documents(np.array([image]))[0])
         first, count = self.first_ref[d], self.refs_per_image[d]
         return [self.ref_ids[self.ref_start[j]: self.ref_start[j] + self.ref_lengths[j]] - 1 for j in range(first, first + count)]
+
+
+def _sentences(rows: np.ndarray, pad_id: int, eos_id: int, eos: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``<bos> … <eos> pad`` rows → (the rows without <bos>, the ids to keep per row: the words and, with
+    ``eos``, the <eos>)."""
+    body = rows[:, 1:]
+    lengths = (body != pad_id).sum(1)
+    if not eos:
+        ends = body[np.arange(len(body)), np.maximum(lengths - 1, 0)] == eos_id
+        lengths = lengths - ends
+    return body, lengths
+
+
+def _concatenated(body: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The first ``lengths[i]`` ids of each row of ``body``, concatenated."""
+    return body[np.arange(body.shape[1])[None, :] < lengths[:, None]]
 
 
 def bleu4(cands: list[np.ndarray], refs: list[list[np.ndarray]]) -> np.ndarray:

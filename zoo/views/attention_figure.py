@@ -9,6 +9,11 @@ so a one-hot map peaks on its own cell, for a 7×7 CNN map, a 14×14 ViT patch g
 left out by the encoder) or a non-square map alike. The image is the transformed one, un-normalised
 (``Encoder.unnormalize``), so the map covers exactly the pixels the model saw after resize and crop.
 
+Which part of the image that is: :func:`encoder_crop` reads the encoder's transform (timm's eval pipeline
+resizes the shorter side to ``size / crop_pct`` and takes a centre crop of ``size``, so shapes at the edges
+are cut) and gives the crop as a box on the original image and in words; the evaluation report draws its
+thumbnails and strips on the whole image with the part outside that box dimmed, and says which crop it was.
+
 Each panel's colours are scaled to its own largest weight (so a diffuse map still shows where it leans);
 the panel title gives that largest weight, so peaked and diffuse maps can still be told apart.
 """
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import math
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +32,108 @@ import torch
 from zoo.generation.attention import CaptionAttention
 from zoo.models.caption_model import attention_for_images
 from zoo.views.figures import agg_figure, check_figure_path, figure_bytes, save_figure
+
+
+#: transforms that leave the geometry alone (tensors, dtypes, normalisation)
+_NO_GEOMETRY = {"ToTensor", "MaybeToTensor", "PILToTensor", "MaybePILToTensor", "Normalize", "ConvertImageDtype",
+                "ToDtype", "ToImage", "RGBTransform"}
+
+
+@dataclass(frozen=True)
+class EncoderCrop:
+    """The part of an image an encoder's transform keeps: ``box`` = (left, top, right, bottom) in pixels
+    of the original image (it may reach outside it where a crop pads), and what was done, in words."""
+
+    box: tuple[float, float, float, float]
+    image_size: tuple[int, int]  # (W, H) of the original
+    description: str
+
+    @property
+    def cuts(self) -> bool:
+        """Whether anything of the image lies outside the crop (more than half a pixel)."""
+        W, H = self.image_size
+        x0, y0, x1, y1 = self.box
+        return x0 > 0.5 or y0 > 0.5 or x1 < W - 0.5 or y1 < H - 0.5
+
+    def relative(self) -> tuple[float, float, float, float]:
+        """The box as fractions of the image's width and height."""
+        W, H = self.image_size
+        x0, y0, x1, y1 = self.box
+        return (x0 / W, y0 / H, x1 / W, y1 / H)
+
+
+def _steps(transform: Any) -> list[Any] | None:
+    """The transform's steps in order (through ``Compose`` and wrappers with ``.inner``/``.transforms``)."""
+    inner = getattr(transform, "inner", None)
+    if inner is not None:
+        return _steps(inner)
+    if isinstance(getattr(transform, "transforms", None), (list, tuple)):
+        out: list[Any] = []
+        for t in transform.transforms:
+            got = _steps(t)
+            if got is None:
+                return None
+            out += got
+        return out
+    return [transform]
+
+
+def _pair(size: Any) -> tuple[int, int] | None:
+    """(h, w) of a torchvision size argument, or None for "the shorter side" (an int or [int])."""
+    if isinstance(size, (list, tuple)) and len(size) == 2:
+        return int(size[0]), int(size[1])
+    return None
+
+
+def encoder_crop(transform: Any, image_size: tuple[int, int]) -> EncoderCrop | None:
+    """Where the pixels of ``transform(image)`` come from for an image of ``image_size`` (W, H): the box on
+    the original image and the steps in words ("centre crop 224×224 of the image resized to 256 on its
+    px on its shorter side"). Reads torchvision's ``Resize`` and ``CenterCrop`` (what timm's eval transform is made
+    of, inside ``Compose``); None for a transform with any other geometric step (it cannot be told)."""
+    steps = _steps(transform)
+    if steps is None:
+        return None
+    W, H = image_size
+    w, h = float(W), float(H)  # current size
+    left, top, sx, sy = 0.0, 0.0, 1.0, 1.0  # current pixel (x, y) ↔ original (left + x·sx, top + y·sy)
+    said: list[str] = []
+    for t in steps:
+        kind = type(t).__name__
+        if kind in _NO_GEOMETRY:
+            continue
+        if kind == "Resize":
+            hw = _pair(t.size)
+            if hw is None:
+                short_to = int(t.size[0] if isinstance(t.size, (list, tuple)) else t.size)
+                short, long = min(w, h), max(w, h)
+                new_short, new_long = short_to, int(short_to * long / short)
+                if t.max_size is not None and new_long > t.max_size:
+                    new_short, new_long = int(t.max_size * new_short / new_long), t.max_size
+                nw, nh = (new_short, new_long) if w <= h else (new_long, new_short)
+                said.append(f"resized to {short_to} px on its shorter side")
+            else:
+                nh, nw = hw
+                said.append(f"resized to {nw}×{nh}")
+            sx, sy = sx * w / nw, sy * h / nh
+            w, h = float(nw), float(nh)
+        elif kind in ("CenterCrop", "CenterCropOrPad"):
+            hw = _pair(t.size)
+            if hw is None:
+                side = int(t.size[0] if isinstance(t.size, (list, tuple)) else t.size)
+                hw = (side, side)
+            ch, cw = hw
+            dx = round((w - cw) / 2.0) if cw <= w else -((cw - w) // 2)
+            dy = round((h - ch) / 2.0) if ch <= h else -((ch - h) // 2)
+            left, top = left + dx * sx, top + dy * sy
+            w, h = float(cw), float(ch)
+            said.append(f"centre crop {cw}×{ch}")
+        else:
+            return None
+    words = "the image as it is" if not said else said[-1] + "".join(
+        f" of the image {s}" if i == 0 else f", {s}" for i, s in enumerate(reversed(said[:-1])))
+    if said and said[-1].startswith("resized"):
+        words = "the image " + said[-1] + "".join(f", after {s}" for s in reversed(said[:-1]))
+    return EncoderCrop((left, top, left + w * sx, top + h * sy), (int(W), int(H)), words)
 
 
 def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -1,9 +1,15 @@
 """Training curves: ``curves.png`` in every run folder (redrawn by ``zoo.training.monitor`` at each
 validation) and ``zoo curves RUN [RUN ...]`` to overlay runs.
 
-What is drawn, from ``log.jsonl``: training loss (raw, faint, and smoothed), learning rate, validation
-CIDEr-D (×100) and, when the log has them (the SCST objective logs ``reward`` and ``baseline``), the
-self-critical reward against its baseline. The top row is against training steps, the bottom row against
+What is drawn, from ``log.jsonl``: training loss (raw, faint, and smoothed), learning rate (from 0, each
+tick label with as many digits as it takes to tell the ticks apart), validation CIDEr-D (×100) and, when
+the log has them, the SCST sample reward: its mean (``reward``) with a band of ± ``reward_std`` (the
+spread of the samples' rewards around their image's mean: what the baseline leaves for the gradient; when
+it collapses the samples are all alike and SCST stops learning), and the baseline only where it differs
+from the mean reward: the greedy caption's reward (``baseline=greedy``). The NSC baseline (the mean of
+each sample's image's other samples) averages to the mean reward exactly, so a line of it would hide
+under the reward's and say nothing; logs written before ``reward_std`` existed log it anyway and it is
+left out. The top row is against training steps, the bottom row against
 wall time (``elapsed``, seconds of training, carried across ``--resume``), since "which run is better
 per hour" and "per update" are different questions. Log entries without ``elapsed`` (logs written before
 it existed) are placed on the wall-time row by interpolation between entries that have it, or left off it.
@@ -27,8 +33,10 @@ PANELS = (
     (("loss",), "training loss", 1.0),
     (("lr",), "learning rate", 1.0),
     (("val_cider_d",), "validation CIDEr-D (×100)", 100.0),
-    (("reward", "baseline"), "SCST reward / baseline", 1.0),
+    (("reward", "baseline"), "SCST sample reward", 1.0),
 )
+#: a logged baseline within this of the mean reward at every step is the NSC one (equal by construction)
+SAME_AS_REWARD = 1e-9
 
 
 class CurvesError(ZooError):
@@ -91,9 +99,54 @@ def _smooth(ys: list[float]) -> list[float]:
     return out
 
 
+def distinct_labels(values: Sequence[float]) -> list[str]:
+    """Tick labels for ``values`` in short scientific notation (``5e-4``, ``1.5e-3``; ``0`` for zero) with
+    the fewest significant digits that give every distinct value its own label and read as the value
+    itself (1.25e-4, not a rounded 1.3e-4): a fixed one digit printed 1.5e-3 and 2e-3 both as "2e-03"."""
+    values = [float(v) for v in values]
+    wanted = len({v for v in values})
+    span = (max(values) - min(values)) if values else 0.0
+    for digits in range(1, 16):
+        labels = [_short_e(v, digits) for v in values]
+        exact = all(abs(float(lbl) - v) <= 1e-6 * max(span, abs(v)) for lbl, v in zip(labels, values))
+        if exact and len(set(labels)) >= wanted:
+            return labels
+    return [repr(v) for v in values]
+
+
+def _short_e(v: float, digits: int) -> str:
+    if v == 0:
+        return "0"
+    mantissa, exponent = f"{v:.{digits - 1}e}".split("e")
+    if "." in mantissa:
+        mantissa = mantissa.rstrip("0").rstrip(".")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def _lr_formatter() -> Any:
+    """A matplotlib Formatter drawing :func:`distinct_labels` (it sees all of an axis' ticks at once)."""
+    from matplotlib.ticker import Formatter  # lazy: matplotlib costs ~0.3 s; only drawing needs it
+
+    class DistinctFormatter(Formatter):
+        def __call__(self, x: float, pos: int | None = None) -> str:
+            return _short_e(x, 3)
+
+        def format_ticks(self, values: Sequence[float]) -> list[str]:
+            return distinct_labels(values)
+
+    return DistinctFormatter()
+
+
+def _nsc_baseline(entries: Sequence[dict[str, Any]]) -> bool:
+    """The log's baseline is the mean reward at every step (NSC): drawing it would say nothing."""
+    pairs = [(e["reward"], e["baseline"]) for e in entries
+             if isinstance(e.get("reward"), (int, float)) and isinstance(e.get("baseline"), (int, float))]
+    return bool(pairs) and all(abs(r - b) <= SAME_AS_REWARD * max(1.0, abs(r)) for r, b in pairs)
+
+
 def curves_figure(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]]) -> Any:
     """A Figure: one column per quantity present in any run, rows against steps and wall time."""
-    from matplotlib.ticker import FuncFormatter  # lazy: matplotlib costs ~0.3 s; only drawing needs it
+    from matplotlib.ticker import MaxNLocator  # lazy: matplotlib costs ~0.3 s; only drawing needs it
 
     runs = [(label, _with_elapsed(entries)) for label, entries in runs]
     panels = [p for p in PANELS if any(k in e for _, entries in runs for e in entries for k in p[0])]
@@ -110,13 +163,19 @@ def curves_figure(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]]) -> Any:
             xscale = 1.0 if x == "step" else (1 / 3600 if long_run else 1 / 60)
             for (label, entries), colour in zip(runs, colours):
                 for k, style in zip(keys, ("-", "--")):
+                    if k == "baseline" and _nsc_baseline(entries):
+                        continue
                     xs, ys = _series(entries, k, x)
                     if not xs:
                         continue
                     drawn = True
                     xs = [v * xscale for v in xs]
                     ys = [v * scale for v in ys]
-                    name = label if len(keys) == 1 else f"{label} {k}" if len(runs) > 1 else k
+                    what = _SCST_NAMES.get(k, k)
+                    name = label if len(keys) == 1 else f"{label} {what}" if len(runs) > 1 else what
+                    if k == "reward":
+                        # one legend entry for the bands of all runs: each band has its run's colour
+                        _spread_band(ax, entries, x, xscale, colour, not any(c.get_label() == _BAND for c in ax.collections))
                     if k == "loss" and len(ys) > 10:
                         ax.plot(xs, ys, color=colour, alpha=0.35, linewidth=0.8)
                         ax.plot(xs, _smooth(ys), color=colour, linestyle=style, linewidth=1.5, label=name)
@@ -134,13 +193,32 @@ def curves_figure(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]]) -> Any:
             ax.tick_params(labelsize=8)
             ax.grid(alpha=0.3)
             if keys == ("lr",) and drawn:
-                ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0e}" if v else "0"))
+                ax.set_ylim(bottom=0)  # a schedule is read against 0; a constant rate is not a zoomed-in band
+                ax.yaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 5, 10]))  # few, round ticks
+                ax.yaxis.set_major_formatter(_lr_formatter())
             handles, _ = ax.get_legend_handles_labels()
             if row == 0 and handles and (len(runs) > 1 or len(keys) > 1):
                 ax.legend(fontsize=7, loc="best")
     if len(runs) == 1:
         fig.suptitle(runs[0][0], fontsize=11)
     return fig
+
+
+#: legend names of the SCST panel's series
+_SCST_NAMES = {"reward": "mean reward", "baseline": "baseline (greedy caption's reward)"}
+
+
+_BAND = "± std within an image"
+
+
+def _spread_band(ax: Any, entries: Sequence[dict[str, Any]], x: str, xscale: float, colour: str, named: bool) -> None:
+    """The band reward ± reward_std (where the log has both); ``named``: with the legend entry."""
+    pts = [(float(e[x]) * xscale, float(e["reward"]), float(e["reward_std"])) for e in entries
+           if all(isinstance(e.get(k), (int, float)) and math.isfinite(e[k]) for k in (x, "reward", "reward_std"))]
+    if not pts:
+        return
+    xs, mean, std = (np.array(v) for v in zip(*pts))
+    ax.fill_between(xs, mean - std, mean + std, color=colour, alpha=0.2, linewidth=0, label=_BAND if named else "_band")
 
 
 def write_curves(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], path: str | Path) -> Path:
