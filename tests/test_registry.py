@@ -381,3 +381,15 @@ def test_a_zoo_folder_in_the_working_directory_is_named_as_the_cause(tmp_path, h
     assert f"the folder {tmp_path / 'zoo'} shadows the zoo package" in err, err
     assert "Rename that folder" in err and "another directory" in err
     assert "has no attribute" not in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_load_plugin_takes_one_hook_function(fresh_registry):
+    """A notebook defines its ``zoo_register`` inline; passing the function itself registered nothing
+    before (pluggy found no hooks among a function's attributes) and now registers it."""
+
+    @zoo.hookimpl
+    def zoo_register(registry):
+        registry.add_decoder("inline-dec", _Dec)
+
+    zoo.load_plugin(zoo_register, name="inline")
+    assert zoo.get_registry().get("decoder", "inline-dec").plugin == "inline"
