@@ -58,7 +58,7 @@ def load_plugin(module_or_path: str | ModuleType | Any, name: str | None = None)
     elif inspect.isfunction(module_or_path) and hasattr(module_or_path, f"{pm.project_name}_impl"):
         # pluggy looks for hooks among a plugin's attributes, and a function has none of its own: hold it
         hook = module_or_path
-        plugin = types.SimpleNamespace(**{hook.__name__: hook})
+        plugin = types.SimpleNamespace(**{hook.__name__: hook}, __doc__=hook.__doc__)  # `zoo list weights` shows it
         name = name or f"{hook.__module__}.{hook.__qualname__}"
     else:
         plugin = module_or_path
