@@ -151,3 +151,25 @@ def test_a_failing_example_is_reported_by_file_and_line(tmp_path):
 def test_the_docs_say_how_their_examples_are_tested():
     head = (ROOT / "docs" / "plugins.md").read_text(encoding="utf-8")[:1500]
     assert "tests/test_docs.py" in head and "python no-run" in head
+
+
+def test_the_hook_table_lists_every_hook_and_every_add_method():
+    """A plugin author reads the table, not ``zoo/registry``: a new hook or ``Registry.add_*`` method needs
+    its row (what it adds, and a link to its example or page)."""
+    import inspect
+
+    from zoo.registry import hookspecs
+    from zoo.registry.registry import Registry
+
+    text = (ROOT / "docs" / "plugins.md").read_text(encoding="utf-8")
+    table = text[text.index("| hook / method |"):]
+    table = table[:table.index("\n\n")]
+    hooks = [n for n, f in vars(hookspecs).items() if n.startswith("zoo_") and inspect.isfunction(f)]
+    methods = [n for n, _ in inspect.getmembers(Registry, inspect.isfunction) if n.startswith("add_")]
+    assert "zoo_register" in hooks and "add_objective" in methods  # what is looked for is there to find
+    for name in hooks:
+        assert f"| `{name}(" in table, f"add a row for the hook {name} to the hook table in docs/plugins.md"
+    for name in methods:
+        assert f"| `registry.{name}(" in table, (
+            f"add a row for registry.{name} to the hook table in docs/plugins.md (what it adds; a link to its "
+            f"example or its page)")
