@@ -47,9 +47,9 @@ def image_batch(
     if isinstance(images, torch.Tensor) and images.is_floating_point():
         batch = _transformed(images, "")
     elif isinstance(images, np.ndarray) and images.ndim == 4:
-        batch = torch.stack([_one(a, transform, f"image {i} of the array ") for i, a in enumerate(images)])
+        batch = torch.stack([_one(a, transform, f"image {i} of the array is ") for i, a in enumerate(images)])
     elif isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and images.ndim == 4:
-        batch = torch.stack([_one(t, transform, f"image {i} of the tensor ") for i, t in enumerate(images)])
+        batch = torch.stack([_one(t, transform, f"image {i} of the tensor is ") for i, t in enumerate(images)])
     elif isinstance(images, (list, tuple)):
         if not images:
             raise ImageInputError(f"model.generate() got an empty {type(images).__name__}: no images. It takes {ACCEPTED}.")
@@ -90,7 +90,13 @@ def _pil(x: Any, where: str) -> PIL.Image.Image:
     if isinstance(x, torch.Tensor) and x.dtype == torch.uint8 and x.ndim == 3 and x.shape[0] in (1, 3, 4):
         return PIL.Image.fromarray(x.permute(1, 2, 0).squeeze(-1).cpu().numpy() if x.shape[0] == 1
                                    else x.permute(1, 2, 0).cpu().numpy())
-    raise ImageInputError(f"model.generate() got {where or ''}{describe(x)}. It takes {ACCEPTED}.")
+    raise _refused(x, where)
+
+
+def _refused(x: Any, where: str) -> ImageInputError:
+    """The error for ``x``: what it is (and which item, ``where``), then what is accepted."""
+    what = f"model.generate(): {where}{describe(x)}" if where else f"model.generate() got {describe(x)}"
+    return ImageInputError(f"{what}. It takes {ACCEPTED}.")
 
 
 def _pixel_layout(shape: Sequence[int]) -> bool:
@@ -101,7 +107,7 @@ def _transformed(t: torch.Tensor, where: str, single: bool = False) -> torch.Ten
     """An already-transformed float image (3, H, W) or batch (B, 3, H, W), as it is."""
     if t.ndim == 3 or (t.ndim == 4 and not single):
         return t
-    raise ImageInputError(f"model.generate() got {where or ''}{describe(t)}. It takes {ACCEPTED}.")
+    raise _refused(t, where)
 
 
 def describe(x: Any) -> str:
