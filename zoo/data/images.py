@@ -52,7 +52,8 @@ def image_batch(
         batch = torch.stack([_one(t, transform, f"image {i} of the tensor is ") for i, t in enumerate(images)])
     elif isinstance(images, (list, tuple)):
         if not images:
-            raise ImageInputError(f"model.generate() got an empty {type(images).__name__}: no images. It takes {ACCEPTED}.")
+            kind = type(images).__name__
+            raise ImageInputError(f"model.generate() got an empty {kind}: no images. It takes {ACCEPTED}.")
         rows = [_one(x, transform, f"item {i} of the {type(images).__name__} is ") for i, x in enumerate(images)]
         for i, row in enumerate(rows[1:], start=1):
             if row.shape != rows[0].shape:
