@@ -77,6 +77,7 @@ def test_options_and_attention_work_from_pil_images(model):
 def test_a_tensor_batch_is_used_as_it_is(model):
     batch = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     assert model.generate(batch) == model.generate(list(batch))  # a list of (3, H, W) transformed images
+    assert model.generate(batch[1]) == model.generate(batch)[1:]  # one transformed image
 
 
 def test_real_coco_images_by_path(model):

@@ -46,6 +46,7 @@ def image_batch(
     ``DataError`` naming a missing or corrupt file)."""
     if isinstance(images, torch.Tensor) and images.is_floating_point():
         batch = _transformed(images, "")
+        batch = batch.unsqueeze(0) if batch.ndim == 3 else batch  # one transformed image
     elif isinstance(images, np.ndarray) and images.ndim == 4:
         batch = torch.stack([_one(a, transform, f"image {i} of the array is ") for i, a in enumerate(images)])
     elif isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and images.ndim == 4:
