@@ -338,6 +338,50 @@ def test_info_shows_only_the_plugins_own_docstring_and_list_shows_the_plugin(cap
     assert rc == 0 and str(f) in out.split() and "zoo_user_plugin_my_decoder" in out
 
 
+def test_info_folder_shows_the_captions_file_format(capsys):
+    """``zoo info folder`` is where a user looks for the format of ``captions.jsonl``/``captions.csv``."""
+    rc, out, _ = run(capsys, "info", "folder")
+    assert rc == 0
+    usage = out.split("  usage:\n", 1)[1]
+    for needed in ('{"file": "cat.jpg", "caption": "a cat"}', "captions.csv", "file`` and ``caption",
+                   "hash split", "``split``: ``all``"):
+        assert needed in usage, needed
+    rc, out, _ = run(capsys, "info", "folder", "--json")
+    assert "captions.jsonl" in json.loads(out)["usage"]
+
+
+USAGE_PLUGIN = '''"""``doc-gru``: how to use it.
+
+Train it with ``zoo train --decoder doc-gru``; it reads only the pooled vector.
+"""
+import zoo
+
+class DocumentedDecoder(zoo.Decoder):
+    """Mean decoder, documented.
+
+    ``hidden_size``: the GRU's width.
+    """
+    def __init__(self, vocab_size, feature_dim, hidden_size: int = 8):
+        super().__init__(vocab_size, feature_dim)
+
+@zoo.hookimpl
+def zoo_register(registry):
+    registry.add_decoder("doc-gru", DocumentedDecoder)
+'''
+
+
+def test_info_shows_a_plugins_docstrings_as_its_usage(capsys, tmp_path, fresh_registry):
+    f = tmp_path / "documented.py"
+    f.write_text(USAGE_PLUGIN)
+    rc, out, _ = run(capsys, "--plugin", str(f), "info", "doc-gru")
+    assert rc == 0
+    head, usage = out.split("  usage:\n", 1)
+    assert "doc: Mean decoder, documented." in head
+    assert "    ``hidden_size``: the GRU's width." in usage  # the rest of the class's docstring
+    assert "    Train it with ``zoo train --decoder doc-gru``" in usage  # the module's
+    assert usage.index("hidden_size") < usage.index("Train it")
+
+
 def test_info_suggests_encoder_names_too(capsys):
     rc, _, err = run(capsys, "info", "resnet10")
     assert rc == 2 and "resnet10t" in err and "Traceback" not in err

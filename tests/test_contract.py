@@ -218,3 +218,47 @@ def test_a_plugin_missing_a_dependency_says_which(fresh_registry, tmp_path, monk
         zoo.load_plugin("broken_plugin")
     with pytest.raises(PluginLoadError, match="Check the module name"):  # the plugin itself is missing
         zoo.load_plugin("no_such_plugin_module_xyz")
+
+
+class _Attending(zoo.Decoder):
+    """Dot-product attention over the grid; ``weights`` says what ``last_attention`` returns."""
+
+    attends = True
+
+    def __init__(self, vocab_size, feature_dim, weights: str = "softmax"):
+        super().__init__(vocab_size, feature_dim)
+        self.weights = weights
+        self.embed = torch.nn.Embedding(vocab_size, feature_dim)
+        self.out = torch.nn.Linear(feature_dim, vocab_size)
+
+    def init_state(self, memory):
+        return memory.pooled, memory.grid.new_zeros(memory.grid.shape[:2])
+
+    def step(self, prev_tokens, state, memory):
+        scores = torch.einsum("bnc,bc->bn", memory.grid, state[0] + self.embed(prev_tokens))
+        alpha = {"softmax": scores.softmax(-1), "scores": scores, "sigmoid": scores.sigmoid()}[self.weights]
+        context = torch.einsum("bn,bnc->bc", scores.softmax(-1), memory.grid)
+        return self.out(context), (context, alpha)
+
+    def last_attention(self, state):
+        return state[1]
+
+    def forward(self, features, tokens):
+        return self.forward_stepwise(features, tokens)
+
+
+def test_attention_weights_that_are_not_a_distribution_break_the_contract(fresh_registry):
+    """The attention figures read each row as where the decoder looked; raw scores drawn as weights
+    would show a picture that means nothing, so the probe says so where the decoder is built."""
+
+    @zoo.hookimpl
+    def zoo_register(registry):
+        registry.add_decoder("attending", _Attending)
+
+    zoo.load_plugin(zoo_register, name="attending-plugin")
+    zoo.create_decoder("attending", V, C)  # softmax weights: fine
+    for weights in ("scores", "sigmoid"):
+        with pytest.raises(ContractError) as info:
+            zoo.create_decoder("attending", V, C, weights=weights)
+        msg = str(info.value)
+        assert "last_attention(state)" in msg and "sum to 1" in msg and "'attending'" in msg, msg

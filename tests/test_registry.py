@@ -344,3 +344,52 @@ def test_plugin_option_finds_a_module_in_the_current_directory(fresh_registry, t
         sys.modules.pop("cwd_plugin_mod", None)
     assert rc == 0, err
     assert out.split() == ["mine-from-cli"]
+
+
+# -- a folder named zoo/ in the working directory -------------------------------------------------------------
+_SHADOWED_PLUGIN = '''
+import zoo
+
+@zoo.hookimpl
+def zoo_register(registry):
+    registry.add_metric("never-registered", object)
+'''
+
+
+@pytest.mark.parametrize("how", ["python -m zoo", "PYTHONPATH=.", "zoo/__init__.py"])
+def test_a_zoo_folder_in_the_working_directory_is_named_as_the_cause(tmp_path, how):
+    """A folder ``zoo/`` (run outputs, say) where Python looks first shadows the package: the real plugins
+    then each failed with "module 'zoo' has no attribute 'hookimpl'". The error names the folder instead."""
+    import subprocess
+
+    (tmp_path / "zoo").mkdir()
+    (tmp_path / "zoo" / "notes.txt").write_text("my runs\n")
+    if how == "zoo/__init__.py":
+        (tmp_path / "zoo" / "__init__.py").write_text("")
+    (tmp_path / "my_plugin.py").write_text(_SHADOWED_PLUGIN)
+    env = {**os.environ, "ZOO_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    env.pop("PYTHONPATH", None)
+    if how == "PYTHONPATH=.":  # the console script, with the current directory on the path
+        cmd = [os.path.join(os.path.dirname(sys.executable), "zoo")]
+        env["PYTHONPATH"] = "."
+    else:
+        cmd = [sys.executable, "-m", "zoo"]
+    proc = subprocess.run(cmd + ["--plugin", "my_plugin.py", "list", "decoders"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    err = proc.stderr
+    assert f"the folder {tmp_path / 'zoo'} shadows the zoo package" in err, err
+    assert "Rename that folder" in err and "another directory" in err
+    assert "has no attribute" not in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_load_plugin_takes_one_hook_function(fresh_registry):
+    """A notebook defines its ``zoo_register`` inline; passing the function itself registered nothing
+    before (pluggy found no hooks among a function's attributes) and now registers it."""
+
+    @zoo.hookimpl
+    def zoo_register(registry):
+        registry.add_decoder("inline-dec", _Dec)
+
+    zoo.load_plugin(zoo_register, name="inline")
+    assert zoo.get_registry().get("decoder", "inline-dec").plugin == "inline"

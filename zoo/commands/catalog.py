@@ -77,6 +77,7 @@ def _info(name: str, kind: str | None) -> dict:
             "module": e.module,
             "family": e.family,
             "doc": own_doc(e.factory),
+            "usage": usage(e.factory, e.module),
             "options": {o: v for o, v in opts.items() if o not in required},
             "required": required,
         }
@@ -113,6 +114,25 @@ def own_doc(factory: object) -> str | None:
     if not isinstance(text, str) or not text.strip():
         return None
     return inspect.cleandoc(text).split("\n\n")[0]
+
+
+def usage(factory: object, module: str) -> str | None:
+    """How to use a registered name, as its plugin's author wrote it: the rest of the factory's own
+    docstring (after the first paragraph, which ``doc`` shows), then the docstring of the plugin module
+    that registered it (the ``folder`` data set's captions-file format, say). None when neither has more.
+
+    Why both: authors put the options on the class or function and the formats, equations and examples
+    in the module docstring; a user reading ``zoo info`` should not need the source for either."""
+    parts: list[str] = []
+    text = factory.__dict__.get("__doc__") if inspect.isclass(factory) else getattr(factory, "__doc__", None)
+    if isinstance(text, str) and text.strip():
+        rest = inspect.cleandoc(text).split("\n\n", 1)[1:]
+        parts += [r.strip() for r in rest if r.strip()]
+    mod = sys.modules.get(module)
+    mod_doc = getattr(mod, "__doc__", None)
+    if isinstance(mod_doc, str) and mod_doc.strip():
+        parts.append(inspect.cleandoc(mod_doc))
+    return "\n\n".join(parts) or None
 
 
 def _jsonable(v):
@@ -183,4 +203,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         print("  options (defaults):")
         for k, v in info["options"].items():
             print(f"    {k} = {v!r}")
+    if info.get("usage"):
+        print("  usage:")
+        for line in info["usage"].splitlines():
+            print(f"    {line}".rstrip())
     return 0

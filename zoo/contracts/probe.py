@@ -51,6 +51,23 @@ def check_logits(label: str, method: str, logits: Any, expected: tuple[int, ...]
         raise _fail(label, method, f"returned logits of {_shape(logits)}; expected {expected} = {meaning}")
 
 
+def check_weights(label: str, alpha: torch.Tensor) -> None:
+    """Each row of ``last_attention`` is a distribution over the grid (non-negative, summing to 1): the
+    attention figures draw it as where the decoder looked, and raw scores would draw a picture that
+    means nothing."""
+    a = alpha.detach().double()
+    sums = a.sum(-1)
+    wrong = ((sums - 1).abs() > 1e-3) | (a < 0).any(-1)
+    if not bool(wrong.any()):
+        return
+    row = int(wrong.nonzero()[0, 0])
+    raise _fail(label, "last_attention(state)", (
+        f"returned weights that are not a distribution over the grid: row {row} sums to {float(sums[row]):.4g}"
+        f"{' and has negative weights' if bool((a[row] < 0).any()) else ''}; each row must be non-negative and "
+        "sum to 1 (a softmax over the N positions), since the attention figures draw it as where the decoder "
+        "looked"))
+
+
 def check_step_logits(decoder: Decoder, logits: Any, rows: int) -> None:
     """The guard decoding keeps on every ``step``: (rows, V) logits, or a ContractError (never an
     ``IndexError`` deep in the beam search). One shape comparison per step."""
@@ -170,6 +187,7 @@ def check_decoder_contract(decoder: Decoder, label: str | None = None) -> None:
             alpha = _call(label, "last_attention(state)", decoder.last_attention, state)
             check_logits(label, "last_attention(state)", alpha, (B, N),
                          f"(B, N): weights over the N={N} grid positions (attends = True)")
+            check_weights(label, alpha)
         # as the beam search does: every image twice, then one more step with 2B rows
         rows = torch.arange(B, device=device).repeat_interleave(2)
         memory = _call(label, "prepare(features) (select_batch of its output)", select_batch, memory, rows)

@@ -162,7 +162,7 @@ def open_image(path: str | Path) -> PIL.Image.Image:
                 im.draft(im.mode, (DRAFT_MIN_SIDE, DRAFT_MIN_SIDE))
             if limit is not None and im.size[0] * im.size[1] > limit:
                 raise DataError(_too_large_message(path, stored, im.size, limit))
-            return _to_rgb(im)
+            return to_rgb(im)
     except DataError:
         raise
     except FileNotFoundError as exc:
@@ -184,7 +184,9 @@ def open_image(path: str | Path) -> PIL.Image.Image:
         ) from exc
 
 
-def _to_rgb(im: PIL.Image.Image) -> PIL.Image.Image:
+def to_rgb(im: PIL.Image.Image) -> PIL.Image.Image:
+    """``im`` as RGB, transparency composited on white (a transparent PNG's hidden pixels are often black,
+    and an encoder should see the picture as a viewer does)."""
     has_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
     if not has_alpha:
         return im.convert("RGB")
@@ -224,7 +226,7 @@ class Item:
     def load_image(self) -> PIL.Image.Image:
         """The image as RGB; ``DataError`` naming the file if it cannot be decoded."""
         if self.render is not None:
-            return _to_rgb(self.render())
+            return to_rgb(self.render())
         if self.path is not None:
             return open_image(self.path)
         raise DataError(f"image {self.image_id!r} has neither a file path nor a render function")

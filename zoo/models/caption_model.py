@@ -12,6 +12,7 @@ from zoo.contracts.decoder import Decoder
 from zoo.contracts.encoder import Encoder
 from zoo.contracts.features import Features
 from zoo.contracts.tokenizer import Tokenizer
+from zoo.data.images import image_batch
 from zoo.generation.attention import END, CaptionAttention
 from zoo.generation.beam import Hypothesis, beam_search
 from zoo.generation.checks import DecodingOptionError, check_attends
@@ -70,15 +71,23 @@ class CaptionModel(nn.Module):
         return nn.functional.cross_entropy(logits.float(), target[keep], label_smoothing=label_smoothing)
 
     # -- generation -----------------------------------------------------------------------------------
-    def _features(self, images_or_features: torch.Tensor | Features) -> Features:
-        if isinstance(images_or_features, Features):
-            return images_or_features
-        return self.encoder(images_or_features)
+    def images(self, images: Any) -> torch.Tensor:
+        """Whatever was passed as images (PIL images, paths, uint8 arrays, lists of those, or a tensor batch
+        already transformed; ``zoo.data.images``) as the (B, 3, H, W) batch the encoder reads, on the
+        model's device; anything else is a ``ZooError`` naming it and what is accepted."""
+        return image_batch(images, self.transform(train=False), _device(self))
+
+    def _inputs(self, images_or_features: Any) -> torch.Tensor | Features:
+        return images_or_features if isinstance(images_or_features, Features) else self.images(images_or_features)
+
+    def _features(self, images_or_features: Any) -> Features:
+        inputs = self._inputs(images_or_features)
+        return inputs if isinstance(inputs, Features) else self.encoder(inputs)
 
     @torch.no_grad()
     def generate_hypotheses(
         self,
-        images_or_features: torch.Tensor | Features,
+        images_or_features: Any,
         beam_size: int = 3,
         max_len: int = 20,
         length_penalty: float = 1.0,
@@ -104,7 +113,7 @@ class CaptionModel(nn.Module):
     @torch.no_grad()
     def generate_samples(
         self,
-        images_or_features: torch.Tensor | Features,
+        images_or_features: Any,
         *,
         n: int = 1,
         max_len: int = 20,
@@ -134,7 +143,7 @@ class CaptionModel(nn.Module):
     @torch.no_grad()
     def generate(
         self,
-        images_or_features: torch.Tensor | Features,
+        images_or_features: Any,
         beam_size: int = 3,
         max_len: int = 20,
         length_penalty: float = 1.0,
@@ -151,7 +160,10 @@ class CaptionModel(nn.Module):
         generator: torch.Generator | None = None,
         return_attention: bool = False,
     ) -> list[str] | list[list[str]] | list[CaptionAttention]:
-        """Captions for a batch of transformed images (or precomputed features), in eval mode.
+        """Captions for images, in eval mode: PIL images, paths (str or ``Path``), uint8 arrays (H, W, C),
+        a list of those (each goes through the encoder's eval transform, ``model.transform()``), a float
+        tensor batch (B, 3, H, W) already transformed, or precomputed ``Features``. A single image is a
+        batch of one; anything else is a ``ZooError`` naming what was passed (``zoo.data.images``).
 
         Beam search by default (``beam_size=1`` is greedy); ``sample=True`` draws captions instead, with
         ``temperature``, ``top_k``, ``top_p`` and ``n`` captions per image (``generator`` makes the draws
@@ -176,6 +188,7 @@ class CaptionModel(nn.Module):
                 "return_attention (--attention) works with beam search only; leave out sample (--sample)"
             )
         constraints = options.constraints(self.tokenizer)
+        images_or_features = self._inputs(images_or_features)
         was_training = self.training
         self.eval()
         try:
@@ -208,11 +221,9 @@ class CaptionModel(nn.Module):
 
     @torch.no_grad()
     def caption_images(self, images: Sequence[Any], **kwargs: Any) -> list[str]:
-        """Captions for PIL images (transforms them with the encoder's data config)."""
-        tf = self.transform(train=False)
-        dev = next(self.parameters()).device
-        batch = torch.stack([tf(img.convert("RGB")) for img in images]).to(dev)
-        return self.generate(batch, **kwargs)
+        """Captions for PIL images (or anything else ``generate`` accepts): ``generate`` itself, kept for
+        the callers written before it took images."""
+        return self.generate(images, **kwargs)
 
     def num_parameters(self) -> dict[str, int]:
         enc = sum(p.numel() for p in self.encoder.parameters())
@@ -245,12 +256,14 @@ def attention_for_images(
     ``generate_kwargs`` go to ``generate`` (``beam_size``, ``max_len``, ...). A decoder without attention
     raises a ZooError naming it before any image is decoded."""
     check_attends_model(model)
-    tf = model.transform(train=False)
-    dev = next(model.parameters()).device
-    batch = torch.stack([tf(img.convert("RGB")) for img in images]).to(dev)
+    batch = model.images(images)
     found = model.generate(batch, return_attention=True, **generate_kwargs)
     views = model.encoder.unnormalize(batch).permute(0, 2, 3, 1).cpu()
     return list(zip(views, found))  # type: ignore[arg-type]
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 def check_attends_model(model: "CaptionModel") -> None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import sys
+import types
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -26,7 +28,8 @@ from zoo.registry.recipes import load_recipes
 
 
 def load_plugin(module_or_path: str | ModuleType | Any, name: str | None = None) -> Any:
-    """Load a plugin by hand: a dotted module name, a ``.py`` file path, or an object with hooks.
+    """Load a plugin by hand: a dotted module name, a ``.py`` file path, an object with hooks, or one hook
+    function marked ``@zoo.hookimpl`` (a notebook or script that defines its ``zoo_register`` inline).
 
     Unlike autoloaded entry points, a plugin the user asked for by name fails loudly: an import error, an
     exception in its ``zoo_register``, a name another plugin already registered, or a bad recipe file
@@ -52,6 +55,11 @@ def load_plugin(module_or_path: str | ModuleType | Any, name: str | None = None)
         except Exception as exc:
             raise PluginLoadError(_import_failure(spec, exc)) from exc
         name = name or spec
+    elif inspect.isfunction(module_or_path) and hasattr(module_or_path, f"{pm.project_name}_impl"):
+        # pluggy looks for hooks among a plugin's attributes, and a function has none of its own: hold it
+        hook = module_or_path
+        plugin = types.SimpleNamespace(**{hook.__name__: hook}, __doc__=hook.__doc__)  # `zoo list weights` shows it
+        name = name or f"{hook.__module__}.{hook.__qualname__}"
     else:
         plugin = module_or_path
         name = name or getattr(plugin, "__name__", None) or repr(plugin)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import sys
 import traceback
 import warnings
 from pathlib import Path
@@ -55,6 +56,7 @@ def get_plugin_manager() -> pluggy.PluginManager:
     under ``"<distribution>:<name>"`` instead: it is never dropped, and never displaces a built-in."""
     global _pm
     if _pm is None:
+        check_not_shadowed()
         pm = pluggy.PluginManager("zoo")
         pm.add_hookspecs(hookspecs)
         failures: dict[str, str] = {}
@@ -90,6 +92,47 @@ def get_plugin_manager() -> pluggy.PluginManager:
         for name, why in failures.items():
             warnings.warn(f"zoo plugin {name!r} failed to load and was skipped: {why}", stacklevel=2)
     return _pm
+
+
+#: the folder of the real ``zoo`` package (this file is ``zoo/registry/manager.py``)
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+
+
+def shadowing_folder() -> Path | None:
+    """The folder that Python imported as ``zoo`` instead of this package, or None when ``zoo`` is ours.
+
+    Why it happens: a folder named ``zoo/`` (run outputs, say) in a directory that comes first on
+    ``sys.path`` — the working directory under ``python -m zoo`` or a script there, or anything on
+    ``PYTHONPATH``. Without an ``__init__.py`` it becomes a namespace package that hides an editable
+    install; with one it hides any install. Our own modules still load (by their full names), but ``zoo``
+    itself is that folder, so every plugin's ``zoo.hookimpl`` or ``zoo.Decoder`` is missing."""
+    mod = sys.modules.get("zoo")
+    if mod is None:
+        return None
+    file = getattr(mod, "__file__", None)
+    if file and Path(file).resolve().parent == PACKAGE_DIR:
+        return None
+    if file:
+        return Path(file).resolve().parent
+    paths = [Path(p) for p in (getattr(mod, "__path__", None) or [])]
+    if any(p.resolve() == PACKAGE_DIR for p in paths):
+        return None
+    return paths[0].resolve() if paths else Path("zoo").resolve()
+
+
+def check_not_shadowed() -> None:
+    """Raise a ``PluginLoadError`` naming the folder that shadows the ``zoo`` package, if one does: the
+    alternative is one "module 'zoo' has no attribute 'hookimpl'" per plugin, which names no cause."""
+    folder = shadowing_folder()
+    if folder is None:
+        return
+    raise PluginLoadError(
+        f"the folder {folder} shadows the zoo package ({PACKAGE_DIR}): Python imported `zoo` from that folder "
+        f"because its parent directory comes first on the import path (the working directory under "
+        f"`python -m zoo` or a script run there, or PYTHONPATH), so no plugin can load. Rename that folder "
+        f"(e.g. to zoo-runs), or run from another directory (the `zoo` command does not look in the working "
+        f"directory unless PYTHONPATH says so)."
+    )
 
 
 def describe_failure(exc: BaseException, where: str) -> str:
