@@ -1,5 +1,6 @@
 """``zoo curves RUN [RUN ...] --out cmp.png``: several runs' training curves overlaid (loss, learning rate,
-validation CIDEr-D, SCST reward and baseline; against steps and wall time). Each run folder already has
+validation CIDEr-D, SCST sample reward with its spread, and a greedy baseline where there is one; against
+steps and wall time). Each run folder already has
 its own ``curves.png``, redrawn at every validation; this puts runs side by side."""
 
 from __future__ import annotations
