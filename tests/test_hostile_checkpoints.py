@@ -182,3 +182,16 @@ def test_eval_refuses_provenance_it_could_not_record_before_decoding(good, tmp_p
                "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err and str(bad) in err and all(w in err for w in words), err
+
+
+def test_info_on_a_config_whose_parts_are_not_objects(good, tmp_path, capsys):
+    def edit(header):
+        config = json.loads(header["__metadata__"]["config"])
+        config["decoder"] = "gru"
+        header["__metadata__"]["config"] = json.dumps(config)
+
+    bad = _edited(good, tmp_path / "parts.safetensors", edit)
+    rc = main(["info", str(bad)])
+    out, err = capsys.readouterr()
+    assert rc == 0 and "decoder: 'gru' (malformed" in out and "Traceback" not in err, err
+    _refused(bad, "'decoder'", calls=(zoo.load,))
