@@ -13,8 +13,8 @@ import torch
 
 from zoo.contracts.probe import check_decoder_contract
 from zoo.contracts.tokenizer import Tokenizer
-from zoo.errors import ZooError
-from zoo.registry.manager import get_registry
+from zoo.errors import PluginError, ZooError
+from zoo.registry.manager import describe_failure, get_registry
 from zoo.registry.options import check_option_values
 from zoo.registry.recipes import check_kwargs, unknown_option
 
@@ -54,6 +54,8 @@ def build_on_meta(kind: str, name: str, kwargs: dict[str, Any], vocab_size: int 
             if kind == "decoder":
                 return _build_decoder(entry, vocab_size, feature_dim, kwargs)
             return _build(entry, kwargs, lambda: get_registry().create(kind, name, **kwargs))
+    except PluginError:  # the constructor raised (perhaps only on the meta device); the real build will say
+        return None
     except ZooError as exc:
         if _meta_device_failure(exc):
             return None
@@ -92,12 +94,17 @@ def _build(entry: Any, kwargs: dict[str, Any], make: Callable[[], Any]) -> Any:
     check_kwargs("", entry.kind, entry, kwargs, ZooError, prefix=entry.kind)
     try:
         return make()
-    except (TypeError, ZooError) as exc:
-        found = _rejected_option(exc, kwargs)
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the factory is the plugin's code: whatever it raises names it
+        found = _rejected_option(exc, kwargs) if isinstance(exc, (TypeError, ZooError)) else None
         if found is None:
-            if isinstance(exc, ZooError):
+            if isinstance(exc, ZooError) or type(exc).__name__ == "OutOfMemoryError":
                 raise
-            raise ZooError(f"{entry.kind} {entry.name!r}: {exc}") from exc
+            raise PluginError(
+                f"{entry.kind} {entry.name!r} (plugin {entry.plugin!r}) could not be built with options {kwargs}: "
+                f"{describe_failure(exc, 'building it')}"
+            ) from exc
         option, callee_options = found
         own, required = entry.user_options()
         valid = sorted({*own, *required, *callee_options} - {option})

@@ -18,6 +18,7 @@ from zoo.generation.checks import DecodingOptionError, check_attends
 from zoo.generation.constraints import Constraints
 from zoo.generation.options import DecodingOptions
 from zoo.generation.sampling import Samples, sample
+from zoo.registry.blame import blamed
 
 
 class CaptionModel(nn.Module):
@@ -33,10 +34,18 @@ class CaptionModel(nn.Module):
 
     # -- training -------------------------------------------------------------------------------------
     def encode(self, images: torch.Tensor) -> Features:
-        if self.encoder.frozen:
-            with torch.no_grad():
-                return self.encoder(images)
-        return self.encoder(images)
+        with self.blamed("encoder", "encoding images"):
+            if self.encoder.frozen:
+                with torch.no_grad():
+                    return self.encoder(images)
+            return self.encoder(images)
+
+    def blamed(self, part: str, doing: str) -> Any:
+        """A failure inside the part's own plugin code, as a PluginError naming the plugin and the part
+        (``zoo.registry.blame``); the name is the one the model's config records."""
+        entry = self.config.get(part) if isinstance(self.config, dict) else None
+        name = entry.get("name") if isinstance(entry, dict) else None
+        return blamed(part, name, getattr(self, part), doing)
 
     def forward(
         self,
@@ -66,14 +75,16 @@ class CaptionModel(nn.Module):
         in place of this one: its DistributedDataParallel or ``torch.compile`` wrapper in training."""
         target = captions[:, 1:]
         keep = target != self.tokenizer.pad_id
-        logits = (net if net is not None else self)(images_or_features, captions[:, :-1], keep)
+        with self.blamed("decoder", "computing the training loss (teacher-forced forward)"):
+            logits = (net if net is not None else self)(images_or_features, captions[:, :-1], keep)
         return nn.functional.cross_entropy(logits.float(), target[keep], label_smoothing=label_smoothing)
 
     # -- generation -----------------------------------------------------------------------------------
     def _features(self, images_or_features: torch.Tensor | Features) -> Features:
         if isinstance(images_or_features, Features):
             return images_or_features
-        return self.encoder(images_or_features)
+        with self.blamed("encoder", "encoding images"):
+            return self.encoder(images_or_features)
 
     @torch.no_grad()
     def generate_hypotheses(
@@ -89,17 +100,19 @@ class CaptionModel(nn.Module):
         ``return_attention`` its attention weights too)."""
         if return_attention:
             check_attends_model(self)
-        return beam_search(
-            self.decoder,
-            self._features(images_or_features),
-            bos_id=self.tokenizer.bos_id,
-            eos_id=self.tokenizer.eos_id,
-            beam_size=beam_size,
-            max_len=max_len,
-            length_penalty=length_penalty,
-            constraints=constraints,
-            return_attention=return_attention,
-        )
+        feats = self._features(images_or_features)
+        with self.blamed("decoder", f"decoding (beam search, beam {beam_size}, {feats.batch_size} images)"):
+            return beam_search(
+                self.decoder,
+                feats,
+                bos_id=self.tokenizer.bos_id,
+                eos_id=self.tokenizer.eos_id,
+                beam_size=beam_size,
+                max_len=max_len,
+                length_penalty=length_penalty,
+                constraints=constraints,
+                return_attention=return_attention,
+            )
 
     @torch.no_grad()
     def generate_samples(
@@ -116,20 +129,22 @@ class CaptionModel(nn.Module):
     ) -> Samples:
         """``n`` sampled captions per image as token ids (``zoo.generation.sample``): rows
         ``i*n .. i*n+n-1`` are image i's. In the mode the model is in (self-critical rollouts call it)."""
-        return sample(
-            self.decoder,
-            self._features(images_or_features),
-            bos_id=self.tokenizer.bos_id,
-            eos_id=self.tokenizer.eos_id,
-            pad_id=self.tokenizer.pad_id,
-            n=n,
-            max_len=max_len,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            generator=generator,
-            constraints=constraints,
-        )
+        feats = self._features(images_or_features)
+        with self.blamed("decoder", f"sampling ({n} per image, {feats.batch_size} images)"):
+            return sample(
+                self.decoder,
+                feats,
+                bos_id=self.tokenizer.bos_id,
+                eos_id=self.tokenizer.eos_id,
+                pad_id=self.tokenizer.pad_id,
+                n=n,
+                max_len=max_len,
+                temperature=temperature,
+                top_k=top_k,
+                top_p=top_p,
+                generator=generator,
+                constraints=constraints,
+            )
 
     @torch.no_grad()
     def generate(
