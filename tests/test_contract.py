@@ -302,3 +302,18 @@ def test_a_failure_inside_a_plugin_in_a_training_step_names_the_plugin(plugin, t
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err, err
     assert "decoder 'tiny-attn'" in err and "plugin 'tiny-test-plugin'" in err and "my training path is broken" in err, err
+
+
+def test_a_decoder_failing_only_at_validation_names_the_plugin(plugin, tmp_path, capsys):
+    """The issue's case: a step that works on the probe and the training batches, and fails on the first
+    validation's larger batch (16 images x beam 3 = 48 rows)."""
+    from zoo.cli import main
+
+    rc = main(["train", "--encoder", "resnet10t", "--decoder", "tiny-test", "--tokenizer", "word", "--freeze",
+               "--set", "data.num_train=8", "--set", "data.num_val=16", "--set", "train.steps=2",
+               "--set", "train.batch_size=4", "--set", "train.val_images=16", "--set", "train.val_beam_size=3",
+               "--set", "decoder.bad=step-max40", "--out", str(tmp_path / "run"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err, err
+    assert "decoder 'tiny-test'" in err and "plugin 'tiny-test-plugin'" in err and "my buffer holds 40 rows" in err, err
+    assert "tiny_test_plugin.py" in err, err
