@@ -77,8 +77,8 @@ def part_failure(exc: BaseException, kind: str, name: str | None, part: Any, doi
     origin = f"plugin {plugin!r}, {cls.__module__}.{cls.__qualname__}" if plugin else f"{cls.__module__}.{cls.__qualname__}"
     return PluginError(
         f"{who} ({origin}) failed while {doing}: {type(exc).__name__}: {exc} (raised in its code at "
-        f"{frame.filename}:{frame.lineno}). This is a fault in the plugin (or in what it was given): report it "
-        f"to its authors; --debug (or ZOO_DEBUG=1) prints the traceback."
+        f"{frame.filename}:{frame.lineno}): a fault in the plugin, or in what it was given (report it to its "
+        f"authors; --debug or ZOO_DEBUG=1 prints the traceback)"
     )
 
 
