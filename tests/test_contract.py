@@ -34,6 +34,8 @@ class Tiny(zoo.Decoder):
     def __init__(self, vocab_size, feature_dim, hidden_size=8, bad="", noisy=False, activation="tanh"):
         super().__init__(vocab_size, feature_dim)
         self.bad, self.noisy = bad, noisy
+        if bad == "init-raises":
+            raise ValueError("cannot build with these sizes")
         if bad == "keep-ignored":
             self.skips_padding = True
         self.act = torch.tanh if activation == "tanh" else activation
@@ -317,3 +319,13 @@ def test_a_decoder_failing_only_at_validation_names_the_plugin(plugin, tmp_path,
     assert rc == 2 and "Traceback" not in err, err
     assert "decoder 'tiny-test'" in err and "plugin 'tiny-test-plugin'" in err and "my buffer holds 40 rows" in err, err
     assert "tiny_test_plugin.py" in err, err
+
+
+def test_a_failure_inside_a_plugin_while_building_names_the_plugin(plugin):
+    from zoo.errors import PluginError
+
+    with pytest.raises(PluginError) as info:
+        zoo.create_decoder("tiny-test", V, C, bad="init-raises")
+    msg = str(info.value)
+    assert "decoder 'tiny-test'" in msg and "plugin 'tiny-test-plugin'" in msg and "cannot build" in msg, msg
+    assert "tiny_test_plugin.py:" in msg and "ValueError" in msg, msg

@@ -35,17 +35,24 @@ class CaptionModel(nn.Module):
     # -- training -------------------------------------------------------------------------------------
     def encode(self, images: torch.Tensor) -> Features:
         with self.blamed("encoder", "encoding images"):
-            if self.encoder.frozen:
-                with torch.no_grad():
-                    return self.encoder(images)
-            return self.encoder(images)
+            return self._encode(images)
 
-    def blamed(self, part: str, doing: str) -> Any:
-        """A failure inside the part's own plugin code, as a PluginError naming the plugin and the part
-        (``zoo.registry.blame``); the name is the one the model's config records."""
-        entry = self.config.get(part) if isinstance(self.config, dict) else None
-        name = entry.get("name") if isinstance(entry, dict) else None
-        return blamed(part, name, getattr(self, part), doing)
+    def _encode(self, images: torch.Tensor) -> Features:
+        # forward's own path: no context manager inside what torch.compile traces (loss blames the call)
+        if self.encoder.frozen:
+            with torch.no_grad():
+                return self.encoder(images)
+        return self.encoder(images)
+
+    def blamed(self, parts: str | Sequence[str], doing: str) -> Any:
+        """A context in which a failure inside the own plugin code of one of ``parts`` (``"decoder"``,
+        ``("decoder", "encoder")``) leaves as a PluginError naming the plugin and the part
+        (``zoo.registry.blame``), by the name the model's config records; other failures pass unchanged."""
+        found = []
+        for part in [parts] if isinstance(parts, str) else parts:
+            entry = self.config.get(part) if isinstance(self.config, dict) else None
+            found.append((part, entry.get("name") if isinstance(entry, dict) else None, getattr(self, part)))
+        return blamed(found, doing)
 
     def forward(
         self,
@@ -56,7 +63,7 @@ class CaptionModel(nn.Module):
         """Teacher-forcing logits (B, T, V) for input ``tokens`` (B, T) that start with <bos>; with a
         (B, T) bool mask ``keep``, only the logits at those positions, (K, V) in row-major order (decoders
         with ``skips_padding`` never compute the others)."""
-        feats = images_or_features if isinstance(images_or_features, Features) else self.encode(images_or_features)
+        feats = images_or_features if isinstance(images_or_features, Features) else self._encode(images_or_features)
         if keep is None:
             return self.decoder(feats, tokens)
         if self.decoder.skips_padding:
@@ -75,7 +82,7 @@ class CaptionModel(nn.Module):
         in place of this one: its DistributedDataParallel or ``torch.compile`` wrapper in training."""
         target = captions[:, 1:]
         keep = target != self.tokenizer.pad_id
-        with self.blamed("decoder", "computing the training loss (teacher-forced forward)"):
+        with self.blamed(("decoder", "encoder"), "computing the training loss (teacher-forced forward)"):
             logits = (net if net is not None else self)(images_or_features, captions[:, :-1], keep)
         return nn.functional.cross_entropy(logits.float(), target[keep], label_smoothing=label_smoothing)
 

@@ -83,13 +83,15 @@ def part_failure(exc: BaseException, kind: str, name: str | None, part: Any, doi
 
 
 @contextmanager
-def blamed(kind: str, name: str | None, part: Any, doing: str) -> Iterator[None]:
-    """Run the block; an exception raised inside ``part``'s own code leaves it as a PluginError naming the
-    plugin and the part (the original exception as its cause); any other passes through unchanged."""
+def blamed(parts: list[tuple[str, str | None, Any]], doing: str) -> Iterator[None]:
+    """Run the block; an exception raised inside the own code of one of ``parts`` (``(kind, registered name,
+    the part)``; the first whose code it passed through) leaves it as a PluginError naming the plugin and
+    the part, the original exception as its cause; any other passes through unchanged."""
     try:
         yield
     except Exception as exc:
-        failure = part_failure(exc, kind, name, part, doing)
-        if failure is None:
-            raise
-        raise failure from exc
+        for kind, name, part in parts:
+            failure = part_failure(exc, kind, name, part, doing)
+            if failure is not None:
+                raise failure from exc
+        raise
