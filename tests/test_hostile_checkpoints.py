@@ -195,3 +195,11 @@ def test_info_on_a_config_whose_parts_are_not_objects(good, tmp_path, capsys):
     out, err = capsys.readouterr()
     assert rc == 0 and "decoder: 'gru' (malformed" in out and "Traceback" not in err, err
     _refused(bad, "'decoder'", calls=(zoo.load,))
+
+
+def test_a_shape_that_its_data_cannot_hold(good, tmp_path):
+    """A header may not claim a huge tensor over a few bytes (with a matching config, the model it implies
+    would pass the shape comparison and be built for real)."""
+    name = next(k for k, v in _split(good)[0].items() if k != "__metadata__" and len(v["shape"]) == 2)
+    bad = _edited(good, tmp_path / "shape.safetensors", lambda h: h[name].update(shape=[10**7, 10**7]))
+    _refused(bad, f"tensor {name!r}", "[10000000, 10000000]", "data_offsets")

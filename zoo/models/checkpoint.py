@@ -151,6 +151,9 @@ def _read_header(path: str | Path) -> tuple[dict[str, str], dict[str, Any]]:
     return meta, {k: v for k, v in header.items() if k != "__metadata__"}
 
 
+#: bytes per element of the safetensors dtypes (a tensor's shape must fit its data_offsets exactly)
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8,
+                "U32": 4, "U16": 2, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
 _DAMAGED = "The file was edited or damaged: re-download it, or re-save it from the run that trained it."
 
 
@@ -219,6 +222,9 @@ def _check_tensors(header: dict[str, Any], path: Path) -> int:
               or not 0 <= offsets[0] <= offsets[1]):
             problem = ("has no data_offsets" if offsets is None else
                        f"has invalid data_offsets {offsets!r} (expected [begin, end], 0 <= begin <= end)")
+        elif entry["dtype"] in _DTYPE_BYTES and offsets[1] - offsets[0] != math.prod(shape) * _DTYPE_BYTES[entry["dtype"]]:
+            problem = (f"declares shape {shape} of {entry['dtype']} ({math.prod(shape) * _DTYPE_BYTES[entry['dtype']]} "
+                       f"bytes) but its data_offsets {offsets} hold {offsets[1] - offsets[0]} bytes")
         if problem:
             raise CheckpointError(f"checkpoint {path} has a damaged safetensors header: tensor {name!r} {problem}. "
                                   f"{_DAMAGED}")
