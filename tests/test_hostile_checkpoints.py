@@ -203,3 +203,9 @@ def test_a_shape_that_its_data_cannot_hold(good, tmp_path):
     name = next(k for k, v in _split(good)[0].items() if k != "__metadata__" and len(v["shape"]) == 2)
     bad = _edited(good, tmp_path / "shape.safetensors", lambda h: h[name].update(shape=[10**7, 10**7]))
     _refused(bad, f"tensor {name!r}", "[10000000, 10000000]", "data_offsets")
+
+
+@pytest.mark.parametrize("value", ["big", -5])
+def test_a_bad_option_value_in_a_checkpoint(good, tmp_path, value):
+    bad = _edited(good, tmp_path / "value.safetensors", _config_edit(decoder=(None, {"hidden_size": value})))
+    _refused(bad, "'decoder'", "hidden_size", repr(value), calls=(zoo.load,))

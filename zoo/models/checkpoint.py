@@ -327,9 +327,10 @@ def _part_error(exc: ZooError, part: str, path: Path, meta: dict[str, str], conf
             f"checkpoint {path} needs the {part} {name!r} (config entry {part!r}), which no installed plugin "
             f"provides: {exc}"
         )
+    text = str(exc).rstrip()
     return CheckpointError(
         f"checkpoint {path}: config entry {part!r} ({part} {name!r}, options {kwargs}) does not build with "
-        f"the installed plugins: {exc} {_upgrade_hint(meta)}"
+        f"the installed plugins: {text}{'' if text.endswith(('.', '?', '!')) else '.'} {_upgrade_hint(meta)}"
     )
 
 
