@@ -34,6 +34,8 @@ class Tiny(zoo.Decoder):
     def __init__(self, vocab_size, feature_dim, hidden_size=8, bad="", noisy=False, activation="tanh"):
         super().__init__(vocab_size, feature_dim)
         self.bad, self.noisy = bad, noisy
+        if bad == "init-raises":
+            raise ValueError("cannot build with these sizes")
         if bad == "keep-ignored":
             self.skips_padding = True
         self.act = torch.tanh if activation == "tanh" else activation
@@ -67,6 +69,8 @@ class Tiny(zoo.Decoder):
         return h.unsqueeze(0) if self.bad == "state-layers-first" else h
 
     def step(self, prev_tokens, state, memory, check=True):
+        if self.bad.startswith("step-max") and prev_tokens.shape[0] > int(self.bad[8:]):
+            raise RuntimeError(f"my buffer holds {self.bad[8:]} rows")  # a fixed-size buffer
         h = self.cell(self.drop(self.embed(prev_tokens)), state)
         logits = self.out(h)
         if check:
@@ -82,6 +86,35 @@ class Tiny(zoo.Decoder):
         return logits, h
 
 
+class TinyAttn(Tiny):
+    """Tiny with attention over the grid; ``scale`` multiplies the weights (1: a distribution)."""
+
+    attends = True
+
+    def __init__(self, vocab_size, feature_dim, hidden_size=8, scale=1.0, train_fails=False):
+        super().__init__(vocab_size, feature_dim, hidden_size)
+        self.scale, self.train_fails = scale, train_fails
+        self.key = nn.Linear(feature_dim, hidden_size)
+
+    def forward(self, features, tokens, keep=None):
+        if self.train_fails and self.training:
+            raise RuntimeError("my training path is broken")
+        return self.forward_stepwise(features, tokens)
+
+    def step(self, prev_tokens, state, memory, check=True):
+        h, _ = state
+        alpha = torch.softmax((self.key(memory.grid) * h.unsqueeze(1)).sum(-1), dim=-1) * self.scale
+        h = self.cell(self.embed(prev_tokens) + (alpha.unsqueeze(-1) * self.key(memory.grid)).sum(1), h)
+        return self.out(h), (h, alpha)
+
+    def init_state(self, memory):
+        h = torch.tanh(self.init(memory.pooled))
+        return h, h.new_full((h.shape[0], memory.grid.shape[1]), 1.0 / memory.grid.shape[1])
+
+    def last_attention(self, state):
+        return state[1]
+
+
 class Broken(Tiny):
     def __init__(self, vocab_size, feature_dim, hidden_size=8):
         super().__init__(vocab_size, feature_dim, hidden_size, bad="step-b1v")
@@ -91,6 +124,7 @@ class Broken(Tiny):
 def zoo_register(registry):
     registry.add_decoder("tiny-test", Tiny)
     registry.add_decoder("tiny-broken", Broken)
+    registry.add_decoder("tiny-attn", TinyAttn)
 '''
 
 
@@ -262,3 +296,80 @@ def test_attention_weights_that_are_not_a_distribution_break_the_contract(fresh_
             zoo.create_decoder("attending", V, C, weights=weights)
         msg = str(info.value)
         assert "last_attention(state)" in msg and "sum to 1" in msg and "'attending'" in msg, msg
+
+
+# -- what the probe missed (issue 17, items 12 and 13) -------------------------------------------------------
+def test_attention_weights_that_do_not_sum_to_one_are_refused_at_build(plugin):
+    zoo.create_decoder("tiny-attn", V, C)  # a distribution passes
+    with pytest.raises(ContractError) as info:
+        zoo.create_decoder("tiny-attn", V, C, scale=1 / 3)
+    msg = str(info.value)
+    assert "'tiny-attn'" in msg and "plugin 'tiny-test-plugin'" in msg and "last_attention(state)" in msg, msg
+    assert "sum to 1" in msg and "0.3333" in msg, msg
+
+
+def test_check_decoder_refuses_attention_that_does_not_sum_to_one_naming_the_plugin(plugin):
+    from zoo.testing import check_decoder
+
+    with pytest.raises(ContractError, match=r"'tiny-attn' \(plugin 'tiny-test-plugin'.*sum to 1"):
+        check_decoder(plugin.TinyAttn, scale=1 / 3, steps=1)
+
+
+@pytest.mark.parametrize("limit", [6, 8, 16, 32])
+def test_a_step_that_fails_above_a_few_rows_is_caught_at_build(plugin, limit):
+    with pytest.raises(ContractError) as info:
+        zoo.create_decoder("tiny-test", V, C, bad=f"step-max{limit}")
+    msg = str(info.value)
+    assert "'tiny-test'" in msg and "plugin 'tiny-test-plugin'" in msg and "step(prev_tokens" in msg, msg
+    assert f"my buffer holds {limit} rows" in msg and "expanded as the beam search does" in msg, msg
+
+
+def test_a_failure_inside_a_plugin_while_decoding_names_the_plugin_and_the_part(plugin):
+    from zoo.errors import PluginError
+    from tests.helpers import tiny_tokenizer
+
+    model = zoo.create_model(encoder="resnet10t", decoder="tiny-test", tokenizer=tiny_tokenizer(),
+                             encoder_kwargs={"img_size": 32}, decoder_kwargs={"bad": "step-max40"})
+    images = torch.randn(16, 3, 32, 32)  # 16 images x beam 3 = 48 rows: beyond what the probe tries
+    with pytest.raises(PluginError) as info:
+        model.generate(images, beam_size=3, max_len=3)
+    msg = str(info.value)
+    assert "decoder 'tiny-test'" in msg and "plugin 'tiny-test-plugin'" in msg and "my buffer holds 40 rows" in msg
+    assert "tiny_test_plugin.py" in msg and "RuntimeError" in msg, msg
+    assert isinstance(info.value.__cause__, RuntimeError)
+
+
+def test_a_failure_inside_a_plugin_in_a_training_step_names_the_plugin(plugin, tmp_path, capsys):
+    from zoo.cli import main
+
+    rc = main(["train", "--encoder", "resnet10t", "--decoder", "tiny-attn", "--tokenizer", "word", "--freeze",
+               "--val-split", "none", "--set", "data.num_train=8", "--set", "train.steps=2",
+               "--set", "decoder.train_fails=true", "--out", str(tmp_path / "run"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err, err
+    assert "decoder 'tiny-attn'" in err and "plugin 'tiny-test-plugin'" in err and "my training path is broken" in err, err
+
+
+def test_a_decoder_failing_only_at_validation_names_the_plugin(plugin, tmp_path, capsys):
+    """The issue's case: a step that works on the probe and the training batches, and fails on the first
+    validation's larger batch (16 images x beam 3 = 48 rows)."""
+    from zoo.cli import main
+
+    rc = main(["train", "--encoder", "resnet10t", "--decoder", "tiny-test", "--tokenizer", "word", "--freeze",
+               "--set", "data.num_train=8", "--set", "data.num_val=16", "--set", "train.steps=2",
+               "--set", "train.batch_size=4", "--set", "train.val_images=16", "--set", "train.val_beam_size=3",
+               "--set", "decoder.bad=step-max40", "--out", str(tmp_path / "run"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err, err
+    assert "decoder 'tiny-test'" in err and "plugin 'tiny-test-plugin'" in err and "my buffer holds 40 rows" in err, err
+    assert "tiny_test_plugin.py" in err, err
+
+
+def test_a_failure_inside_a_plugin_while_building_names_the_plugin(plugin):
+    from zoo.errors import PluginError
+
+    with pytest.raises(PluginError) as info:
+        zoo.create_decoder("tiny-test", V, C, bad="init-raises")
+    msg = str(info.value)
+    assert "decoder 'tiny-test'" in msg and "plugin 'tiny-test-plugin'" in msg and "cannot build" in msg, msg
+    assert "tiny_test_plugin.py:" in msg and "ValueError" in msg, msg

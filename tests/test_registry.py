@@ -393,3 +393,32 @@ def test_load_plugin_takes_one_hook_function(fresh_registry):
 
     zoo.load_plugin(zoo_register, name="inline")
     assert zoo.get_registry().get("decoder", "inline-dec").plugin == "inline"
+
+
+# -- a plugin that exits: never a silent `zoo` exit 0 (issue 17, item 8) -----------------------------------
+@pytest.mark.parametrize("where, code", [
+    ("import", "import sys\nsys.exit(0)\n"),
+    ("import", "raise SystemExit(3)\n"),
+    ("zoo_register", "import sys, zoo\n\n@zoo.hookimpl\ndef zoo_register(registry):\n    sys.exit(0)\n"),
+])
+def test_a_plugin_that_exits_is_reported_not_obeyed(fresh_registry, tmp_path, capsys, where, code):
+    f = tmp_path / "exiting_plugin.py"
+    f.write_text(code)
+    rc = main(["--plugin", str(f), "list", "decoders"])
+    out, err = capsys.readouterr()
+    assert rc == 2 and out == "", (rc, out, err)
+    assert "exiting_plugin.py" in err and "SystemExit" in err and where in err and "Traceback" not in err, err
+    with pytest.raises(PluginLoadError, match="exiting_plugin.py.*SystemExit"):
+        zoo.load_plugin(str(f))
+
+
+def test_an_autoloaded_plugin_that_exits_is_skipped(fresh_registry, monkeypatch):
+    @zoo.hookimpl
+    def zoo_register(registry):
+        raise SystemExit(0)
+
+    _fake_entry_points(monkeypatch, ("exit-dist", "exiting", _module("exiting_plugin", zoo_register=zoo_register)))
+    with pytest.warns(UserWarning, match="exiting"):
+        reg = zoo.get_registry()
+    assert "SystemExit" in reg.failed_plugins["exiting"]
+    assert {"gru", "lstm"} <= set(reg.names("decoders"))

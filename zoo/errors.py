@@ -52,3 +52,9 @@ class LeaderboardError(ZooError):
 class ContractError(ZooError):
     """A plugin breaks a contract the zoo relies on: a decoder's shapes (``zoo.contracts.probe``), options that
     are not plain JSON values (``zoo.registry.options``). The message names the plugin and what to change."""
+
+
+class PluginError(ZooError):
+    """A plugin's own code raised while the zoo used it (a decoder's ``step`` in decoding, an encoder's
+    ``forward`` in training): the message names the plugin, the part, what was being done and the plugin's
+    file and line (``zoo.registry.blame``); the original exception is its ``__cause__``."""

@@ -116,7 +116,7 @@ def check_decoder(
 ) -> DecoderReport:
     """Check a decoder class (or registered name) end to end; see the module docstring. ``options`` go to
     its constructor; keep them small (``hidden_size=32``) and dropout at 0 so it overfits quickly."""
-    label = repr(decoder) if isinstance(decoder, str) else getattr(decoder, "__qualname__", repr(decoder))
+    label = _label(decoder)
     factory = _factory(decoder)
     check_option_values("decoder", label, "under test", options)
     build = lambda: factory(vocab_size=vocab_size, feature_dim=feature_dim, **json.loads(json.dumps(options)))  # noqa: E731
@@ -170,6 +170,23 @@ def check_decoder(
 
     _check_save_load(dec, build, unseen, label, kw)  # 4. bit-exact reload
     return DecoderReport(dec, start, last, done, g_lp, b_lp)
+
+
+def _label(decoder: Any) -> str:
+    """The decoder as errors name it: its registered name and plugin when it is registered (by name, or the
+    class a plugin registered), else its module and class."""
+    reg = get_registry()
+    if isinstance(decoder, str):
+        entry = reg.get("decoder", decoder)
+    else:
+        entry = next((reg.get("decoder", n) for n in reg.names("decoder") if reg.get("decoder", n).factory is decoder),
+                     None)
+    where = f"{getattr(decoder, '__module__', '?')}.{getattr(decoder, '__qualname__', repr(decoder))}"
+    if entry is None:
+        return where
+    if isinstance(entry.factory, type):
+        where = f"{entry.factory.__module__}.{entry.factory.__qualname__}"
+    return f"{entry.name!r} (plugin {entry.plugin!r}, {where})"
 
 
 def _factory(decoder: Any) -> Callable[..., Decoder]:

@@ -81,6 +81,7 @@ class TimmEncoder(zoo.Encoder):
         super().__init__()
         self.name = name
         self.img_size = _normalise_img_size(img_size)
+        _check_image_memory(name, self.img_size)
         self.timm_kwargs = dict(timm_kwargs)
         self.model = _create(name, self.img_size, self.timm_kwargs)
         self.feature_dim = int(self.model.num_features)
@@ -406,6 +407,32 @@ def _normalise_img_size(img_size: Any) -> tuple[int, int] | None:
     if isinstance(img_size, (tuple, list)) and len(img_size) == 2 and all(isinstance(s, int) for s in img_size):
         return (int(img_size[0]), int(img_size[1]))
     raise ZooError(f"img_size must be a positive int or (height, width), not {img_size!r}")
+
+
+def _memory_bytes() -> int | None:
+    """This machine's physical memory (None where the OS does not say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_image_memory(name: str, img_size: tuple[int, int] | None) -> None:
+    """Refuse an ``img_size`` whose one image (3 x H x W float32) takes more than a quarter of this machine's
+    memory (16 GiB where it is unknown) before anything is allocated: building the encoder runs one image of
+    that size through it, and a size of 10^6 (an edited checkpoint, a typo) would ask for terabytes."""
+    if img_size is None:
+        return
+    need = 3 * img_size[0] * img_size[1] * 4
+    memory = _memory_bytes()
+    limit = memory // 4 if memory else 16 * 1024**3
+    if need > limit:
+        raise ZooError(
+            f"encoder {name!r}: img_size {img_size[0]}x{img_size[1]} is too large: one image of that size takes "
+            f"{need / 1024**3:,.1f} GiB (3 x H x W float32), more than a quarter of this machine's memory "
+            f"({(memory or 4 * limit) / 1024**3:,.1f} GiB). Choose a size such as 224 (timm's default for it is "
+            f"{tuple(timm.models.get_pretrained_cfg_value(name, 'input_size') or ())[1:] or 'unknown'})."
+        )
 
 
 def _create(name: str, img_size: tuple[int, int] | None, kwargs: dict[str, Any]) -> nn.Module:

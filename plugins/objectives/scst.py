@@ -35,7 +35,6 @@ import torch
 import zoo
 from zoo.contracts import Features, select_batch
 from zoo.errors import ZooError
-from zoo.generation import sample
 from zoo.runtime import distributed as dist
 from zoo.training.objective import (
     Objective,
@@ -194,11 +193,11 @@ class SelfCritical(Objective):
         try:
             with torch.no_grad():
                 feats = inputs if isinstance(inputs, Features) else model.encode(inputs)
-                s = sample(model.decoder, feats, bos_id=tok.bos_id, eos_id=tok.eos_id, pad_id=tok.pad_id, n=n,
-                           max_len=self.max_len, temperature=self.temperature, generator=self.generator)
+                # through the model, so that a failure inside the decoder's plugin names it (CaptionModel.blamed)
+                s = model.generate_samples(feats, n=n, max_len=self.max_len, temperature=self.temperature,
+                                           generator=self.generator)
                 if self.baseline == "greedy":
-                    g = sample(model.decoder, feats, bos_id=tok.bos_id, eos_id=tok.eos_id, pad_id=tok.pad_id, n=1,
-                               max_len=self.max_len, top_k=1)
+                    g = model.generate_samples(feats, n=1, max_len=self.max_len, top_k=1)
             row_images = np.repeat(uniq, n)
             r = self.rewards(s.tokens, s.lengths, row_images)
             if self.baseline == "mean":
@@ -226,7 +225,8 @@ def self_critical_loss(model: Any, net: torch.nn.Module, inputs: Any, tokens: to
     rows = select_batch(inputs, expand)
     prev = torch.cat([torch.full((R, 1), bos_id, dtype=torch.long, device=device), tokens[:, :-1]], dim=1)
     keep = torch.arange(L, device=device).unsqueeze(0) < lengths.unsqueeze(1)
-    logits = net(rows, prev, keep)  # (K, V): the sampled positions only, row-major
+    with model.blamed("decoder", "scoring sampled captions (teacher-forced forward)"):
+        logits = net(rows, prev, keep)  # (K, V): the sampled positions only, row-major
     logp = torch.log_softmax(logits.float(), dim=-1).gather(1, tokens[keep].unsqueeze(1)).squeeze(1)
     adv = torch.as_tensor(advantage, dtype=torch.float32, device=device)
     weight = adv.repeat_interleave(lengths.to(device))

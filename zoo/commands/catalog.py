@@ -154,14 +154,14 @@ def checkpoint_info(path: str) -> dict | None:
         return None
     if p.is_dir():
         p = p / "best.safetensors" if (p / "best.safetensors").exists() else p / "last.safetensors"
-    meta = read_metadata(p)  # a foreign or damaged file is refused, naming it
+    meta = read_metadata(p)  # a foreign or damaged file is refused, naming it (config and extra included)
     config = json.loads(meta.get("config", "{}"))
     extra = read_extra(p)
     objective = extra.get("objective") if isinstance(extra.get("objective"), dict) else None
     return {
         "kind": "checkpoint", "name": str(p), "zoo_version": meta.get("zoo_version"),
         **{part: config.get(part) for part in ("encoder", "decoder", "tokenizer") if part in config},
-        "objective": objective_signature(extra),
+        "objective": objective_signature(extra, p),
         "objective_options": (objective or {}).get("options", {}),
     }
 
@@ -174,8 +174,11 @@ def cmd_info(args: argparse.Namespace) -> int:
             return 0
         print(f"checkpoint {info['name']}")
         for part in ("encoder", "decoder", "tokenizer"):
-            if info.get(part):
-                print(f"  {part}: {info[part].get('name')} {info[part].get('kwargs') or ''}")
+            found = info.get(part)
+            if isinstance(found, dict):
+                print(f"  {part}: {found.get('name')} {found.get('kwargs') or ''}")
+            elif found:  # an edited config: shown as it is (zoo.load names what is wrong with it)
+                print(f"  {part}: {found!r} (malformed: expected {{'name': ..., 'kwargs': {{...}}}})")
         print(f"  objective: {info['objective']}")
         if info["objective_options"]:
             print(f"  objective options: {info['objective_options']}")

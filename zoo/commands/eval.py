@@ -15,7 +15,7 @@ from zoo.evaluation.coco import format_scores
 from zoo.evaluation.model_eval import evaluate_model
 from zoo.evaluation.report import DEFAULT_REPORT_IMAGES
 from zoo.generation.options import DecodingOptions, add_decoding_arguments
-from zoo.models.checkpoint import load, read_extra, read_metadata
+from zoo.models.checkpoint import load, objective_signature, read_extra, read_metadata, recorded_train_speed
 from zoo.registry.hookspecs import hookimpl
 from zoo.results.database import add_db_argument, check_writable
 from zoo.results.record import record
@@ -117,6 +117,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         model = load(ckpt)
         # the run it trained in: its folder's run.json, else what the checkpoint itself records
         spec = RunSpec.from_file(run_dir / "run.json") if run_dir else RunSpec.from_checkpoint(ckpt)
+        # everything the row takes from the checkpoint, read and checked now: a bad entry costs no decoding
+        extra = read_extra(ckpt)
+        objective = objective_signature(extra, ckpt)
+        train_speed = recorded_train_speed(extra, ckpt) or read_train_speed(run_dir)
+        seed = args.seed if args.seed is not None else (spec.train.get("seed", 0) if spec else None)
         data = args.data or (spec.data if spec else None)
         if data is None:
             raise ZooError(
@@ -143,8 +148,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
             )
         if ev is None:
             return 0
-        extra = read_extra(ckpt)
-        seed = args.seed if args.seed is not None else (spec.train.get("seed", 0) if spec else None)
         if args.no_ptb and not args.no_record:
             ev.notes.append(
                 "not recorded in the results database: scored without the PTB tokenizer (--no-ptb), which is not "
@@ -153,7 +156,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         elif not args.no_record:
             record(ev, model, args.db, checkpoint=ckpt, seed=seed,
                    run_name=str(run_dir) if run_dir else None,
-                   train_images_per_s=extra.get("train_images_per_s") or read_train_speed(run_dir))
+                   train_images_per_s=train_speed, objective=objective)
         if args.json:
             print(json.dumps(ev.summary(), indent=1))
         else:

@@ -12,8 +12,10 @@ typical vocabulary, layer and head counts, so a swapped axis shows), run without
 under a forked random state: it leaves the decoder's modes, its parameters and every RNG stream
 (torch, CUDA, numpy, Python) exactly as they were, so a run trains the same with or without it.
 It calls ``forward`` (and ``forward(..., keep=)`` for ``skips_padding``), ``prepare``, ``init_state``,
-``step``, ``last_attention`` (for ``attends``), then expands every row twice as the beam search does
-(``select_batch`` on the memory, ``reorder_state`` on the state) and steps again.
+``step``, ``last_attention`` (for ``attends``: weights that sum to 1 over the grid), then expands every image
+to 3 rows as beam 3 does (``select_batch`` on the memory, ``reorder_state`` on the state) and steps again,
+then gathers those 9 rows into 33 (a larger batch at beam 3: above the 8, 16 or 32 rows a fixed-size
+buffer might hold) and steps once more, checking the shapes and the attention each time.
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ from zoo.contracts.features import Features, select_batch
 from zoo.errors import ContractError, ZooError
 
 PROBE_BATCH, PROBE_GRID, PROBE_LEN = 3, 5, 4
+PROBE_BEAM, PROBE_ROWS = 3, 33
 DOCS = "See 'The decoder contract' in docs/plugins.md."
 
-__all__ = ["ContractError", "check_decoder_contract", "check_step_logits", "isolated"]
+__all__ = ["ContractError", "check_attention", "check_decoder_contract", "check_step_logits", "isolated"]
 
 
 def _shape(x: Any) -> str:
@@ -49,23 +52,6 @@ def check_logits(label: str, method: str, logits: Any, expected: tuple[int, ...]
     """``logits`` is a tensor of shape ``expected``; else a ContractError naming the method and both shapes."""
     if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != expected:
         raise _fail(label, method, f"returned logits of {_shape(logits)}; expected {expected} = {meaning}")
-
-
-def check_weights(label: str, alpha: torch.Tensor) -> None:
-    """Each row of ``last_attention`` is a distribution over the grid (non-negative, summing to 1): the
-    attention figures draw it as where the decoder looked, and raw scores would draw a picture that
-    means nothing."""
-    a = alpha.detach().double()
-    sums = a.sum(-1)
-    wrong = ((sums - 1).abs() > 1e-3) | (a < 0).any(-1)
-    if not bool(wrong.any()):
-        return
-    row = int(wrong.nonzero()[0, 0])
-    raise _fail(label, "last_attention(state)", (
-        f"returned weights that are not a distribution over the grid: row {row} sums to {float(sums[row]):.4g}"
-        f"{' and has negative weights' if bool((a[row] < 0).any()) else ''}; each row must be non-negative and "
-        "sum to 1 (a softmax over the N positions), since the attention figures draw it as where the decoder "
-        "looked"))
 
 
 def check_step_logits(decoder: Decoder, logits: Any, rows: int) -> None:
@@ -129,16 +115,20 @@ def isolated(module: torch.nn.Module) -> Iterator[None]:
         np.random.set_state(np_state)
 
 
-def _call(label: str, method: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+def _call(label: str, method: str, fn: Any, *args: Any, rows: int = PROBE_BATCH, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)``; an exception from it is a ContractError naming the decoder, its plugin (in
+    ``label``), the method and the number of rows it was called with."""
     try:
         return fn(*args, **kwargs)
     except ZooError:
         raise
     except Exception as exc:
+        batch = (f"B={rows} rows: {PROBE_BATCH} images expanded as the beam search does" if rows != PROBE_BATCH
+                 else f"B={PROBE_BATCH} images")
         raise ContractError(
-            f"decoder {label}: {method} raised {type(exc).__name__}: {exc}, on the contract probe (B="
-            f"{PROBE_BATCH} images, grid (B, {PROBE_GRID}, C), tokens (B, {PROBE_LEN})). {DOCS} "
-            f"Run with --debug (or ZOO_DEBUG=1) for the traceback."
+            f"decoder {label}: {method} raised {type(exc).__name__}: {exc}, on the contract probe ({batch}, grid "
+            f"(B, {PROBE_GRID}, C), tokens (B, {PROBE_LEN})). {DOCS} Run with --debug (or ZOO_DEBUG=1) for the "
+            f"traceback."
         ) from exc
 
 
@@ -183,16 +173,49 @@ def check_decoder_contract(decoder: Decoder, label: str | None = None) -> None:
                      f"(B, V) for prev_tokens (B,) = ({B},): one row of next-token logits per image, V={V}")
         if default_reorder:
             check_batch_first(label, "step(prev_tokens, state, memory)", state, "state", B, state_fix)
-        if getattr(decoder, "attends", False):
-            alpha = _call(label, "last_attention(state)", decoder.last_attention, state)
-            check_logits(label, "last_attention(state)", alpha, (B, N),
-                         f"(B, N): weights over the N={N} grid positions (attends = True)")
-            check_weights(label, alpha)
-        # as the beam search does: every image twice, then one more step with 2B rows
-        rows = torch.arange(B, device=device).repeat_interleave(2)
-        memory = _call(label, "prepare(features) (select_batch of its output)", select_batch, memory, rows)
-        state = _call(label, "reorder_state(state, index)", decoder.reorder_state, state, rows)
-        result = _call(label, "step(prev_tokens, state, memory) after reorder_state", decoder.step,
-                       prev.index_select(0, rows), state, memory)
-        check_logits(label, "step(prev_tokens, state, memory) after reorder_state", result[0], (2 * B, V),
-                     f"(B, V) with B={2 * B} rows after the beam search expanded each image twice, V={V}")
+        check_attention(label, decoder, state, B, N)
+        # as the beam search does: every image expanded to PROBE_BEAM rows, one step; then rows gathered as
+        # a larger batch at that beam would have them (PROBE_ROWS, above the 8, 16 and 32 rows a fixed-size
+        # buffer might hold), one more step
+        expansions = (
+            ("the beam search expanded each image {beam} times", torch.arange(B, device=device).repeat_interleave(PROBE_BEAM)),
+            ("rows were gathered as {rows} beams (a larger batch at beam {beam})", torch.arange(PROBE_ROWS, device=device) % (B * PROBE_BEAM)),
+        )
+        for why, rows in expansions:
+            n = len(rows)
+            memory = _call(label, "prepare(features) (select_batch of its output)", select_batch, memory, rows, rows=n)
+            state = _call(label, "reorder_state(state, index)", decoder.reorder_state, state, rows, rows=n)
+            prev = prev.index_select(0, rows)
+            result = _call(label, "step(prev_tokens, state, memory) after reorder_state", decoder.step, prev, state,
+                           memory, rows=n)
+            if not isinstance(result, tuple) or len(result) != 2:
+                raise _fail(label, "step(prev_tokens, state, memory) after reorder_state",
+                            f"returned {type(result).__name__}; expected a pair (logits (B, V), new state)")
+            logits, state = result
+            check_logits(label, "step(prev_tokens, state, memory) after reorder_state", logits, (n, V),
+                         f"(B, V) with B={n} rows after {why.format(beam=PROBE_BEAM, rows=n)}, V={V}")
+            if default_reorder:
+                check_batch_first(label, "step(prev_tokens, state, memory) after reorder_state", state, "state", n,
+                                  state_fix)
+            check_attention(label, decoder, state, n, N)
+
+
+def check_attention(label: str, decoder: Decoder, state: Any, rows: int, positions: int) -> None:
+    """For a decoder that ``attends``: ``last_attention(state)`` is (rows, N) weights, finite, >= 0, each
+    row summing to 1 over the N grid positions (the beam search keeps them, the attention figures and the
+    report draw them as a distribution: weights that sum to 0.33 drew panels saying "max 0.33")."""
+    if not getattr(decoder, "attends", False):
+        return
+    alpha = _call(label, "last_attention(state)", decoder.last_attention, state, rows=rows)
+    check_logits(label, "last_attention(state)", alpha, (rows, positions),
+                 f"(B, N): weights over the N={positions} grid positions (attends = True)")
+    weights = alpha.detach().double()
+    tol = 1e-2 if alpha.dtype in (torch.float16, torch.bfloat16) else 1e-3
+    sums = weights.sum(-1)
+    if not bool(torch.isfinite(weights).all()) or bool((weights < -tol).any()) or bool(((sums - 1).abs() > tol).any()):
+        raise _fail(label, "last_attention(state)",
+                    f"returned weights that are not a distribution over the N={positions} grid positions: each row "
+                    f"must be finite, >= 0 and sum to 1, but the row sums run from {float(sums.min()):.4g} to "
+                    f"{float(sums.max()):.4g} (smallest weight {float(weights.min()):.4g}). The beam search, "
+                    f"`zoo caption --attention` and the report draw them as one; normalise them over the positions "
+                    f"(a softmax over N)")

@@ -9,10 +9,12 @@ import inspect
 import re
 from typing import Any, Callable, Iterable
 
+import torch
+
 from zoo.contracts.probe import check_decoder_contract
 from zoo.contracts.tokenizer import Tokenizer
-from zoo.errors import ZooError
-from zoo.registry.manager import get_registry
+from zoo.errors import PluginError, ZooError
+from zoo.registry.manager import describe_failure, get_registry
 from zoo.registry.options import check_option_values
 from zoo.registry.recipes import check_kwargs, unknown_option
 
@@ -27,10 +29,50 @@ def create_decoder(name: str, vocab_size: int, feature_dim: int, **kwargs: Any) 
     batch, no gradient, RNG untouched) and that its options are plain JSON, so a plugin's mistake is a
     ContractError naming it here rather than a failure after training or decoding."""
     entry = get_registry().get("decoder", name)
-    check_option_values("decoder", entry.name, entry.plugin, kwargs)
-    dec = _build(entry, kwargs, lambda: entry.factory(vocab_size=vocab_size, feature_dim=feature_dim, **kwargs))
+    dec = _build_decoder(entry, vocab_size, feature_dim, kwargs)
     check_decoder_contract(dec, f"{entry.name!r} (plugin {entry.plugin!r}, {type(dec).__module__}.{type(dec).__qualname__})")
     return dec
+
+
+def _build_decoder(entry: Any, vocab_size: int, feature_dim: int, kwargs: dict[str, Any]) -> Any:
+    check_option_values("decoder", entry.name, entry.plugin, kwargs)
+    return _build(entry, kwargs, lambda: entry.factory(vocab_size=vocab_size, feature_dim=feature_dim, **kwargs))
+
+
+def build_on_meta(kind: str, name: str, kwargs: dict[str, Any], vocab_size: int = 0, feature_dim: int = 0) -> Any:
+    """Encoder or decoder ``name`` built on PyTorch's meta device: its tensors have shapes but no memory
+    and no values, so a config that implies terabytes (``hidden_size`` 10^7) is measured, not allocated
+    (``zoo.load`` compares it with the checkpoint's tensors before building for real). The decoder is not
+    probed (the probe needs values).
+
+    Unknown names and options raise as ``create_encoder``/``create_decoder`` do. None when the plugin's
+    constructor cannot run on the meta device (it reads values out of tensors it makes): then nothing can
+    be measured beforehand."""
+    entry = get_registry().get(kind, name)
+    try:
+        with torch.device("meta"):
+            if kind == "decoder":
+                return _build_decoder(entry, vocab_size, feature_dim, kwargs)
+            return _build(entry, kwargs, lambda: get_registry().create(kind, name, **kwargs))
+    except PluginError:  # the constructor raised (perhaps only on the meta device); the real build will say
+        return None
+    except ZooError as exc:
+        if _meta_device_failure(exc):
+            return None
+        raise
+    except Exception:  # noqa: BLE001 - a constructor that needs real tensors; the real build reports its errors
+        return None
+
+
+def _meta_device_failure(exc: BaseException) -> bool:
+    """True when ``exc`` (a ZooError wrapping what a constructor raised) comes from the meta device itself
+    (a tensor's value read on a device that holds none), not from a bad name or option."""
+    current: BaseException | None = exc
+    while current is not None:
+        if "meta" in str(current).lower() and not isinstance(current, ZooError):
+            return True
+        current = current.__cause__
+    return False
 
 
 def create_tokenizer(name: str, captions: Iterable[str], **kwargs: Any) -> Tokenizer:
@@ -52,12 +94,17 @@ def _build(entry: Any, kwargs: dict[str, Any], make: Callable[[], Any]) -> Any:
     check_kwargs("", entry.kind, entry, kwargs, ZooError, prefix=entry.kind)
     try:
         return make()
-    except (TypeError, ZooError) as exc:
-        found = _rejected_option(exc, kwargs)
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the factory is the plugin's code: whatever it raises names it
+        found = _rejected_option(exc, kwargs) if isinstance(exc, (TypeError, ZooError)) else None
         if found is None:
-            if isinstance(exc, ZooError):
+            if isinstance(exc, ZooError) or type(exc).__name__ == "OutOfMemoryError":
                 raise
-            raise ZooError(f"{entry.kind} {entry.name!r}: {exc}") from exc
+            raise PluginError(
+                f"{entry.kind} {entry.name!r} (plugin {entry.plugin!r}) could not be built with options {kwargs}: "
+                f"{describe_failure(exc, 'building it')}"
+            ) from exc
         option, callee_options = found
         own, required = entry.user_options()
         valid = sorted({*own, *required, *callee_options} - {option})

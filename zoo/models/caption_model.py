@@ -19,6 +19,7 @@ from zoo.generation.checks import DecodingOptionError, check_attends
 from zoo.generation.constraints import Constraints
 from zoo.generation.options import DecodingOptions
 from zoo.generation.sampling import Samples, sample
+from zoo.registry.blame import blamed
 
 
 class CaptionModel(nn.Module):
@@ -34,10 +35,25 @@ class CaptionModel(nn.Module):
 
     # -- training -------------------------------------------------------------------------------------
     def encode(self, images: torch.Tensor) -> Features:
+        with self.blamed("encoder", "encoding images"):
+            return self._encode(images)
+
+    def _encode(self, images: torch.Tensor) -> Features:
+        # forward's own path: no context manager inside what torch.compile traces (loss blames the call)
         if self.encoder.frozen:
             with torch.no_grad():
                 return self.encoder(images)
         return self.encoder(images)
+
+    def blamed(self, parts: str | Sequence[str], doing: str) -> Any:
+        """A context in which a failure inside the own plugin code of one of ``parts`` (``"decoder"``,
+        ``("decoder", "encoder")``) leaves as a PluginError naming the plugin and the part
+        (``zoo.registry.blame``), by the name the model's config records; other failures pass unchanged."""
+        found = []
+        for part in [parts] if isinstance(parts, str) else parts:
+            entry = self.config.get(part) if isinstance(self.config, dict) else None
+            found.append((part, entry.get("name") if isinstance(entry, dict) else None, getattr(self, part)))
+        return blamed(found, doing)
 
     def forward(
         self,
@@ -48,7 +64,7 @@ class CaptionModel(nn.Module):
         """Teacher-forcing logits (B, T, V) for input ``tokens`` (B, T) that start with <bos>; with a
         (B, T) bool mask ``keep``, only the logits at those positions, (K, V) in row-major order (decoders
         with ``skips_padding`` never compute the others)."""
-        feats = images_or_features if isinstance(images_or_features, Features) else self.encode(images_or_features)
+        feats = images_or_features if isinstance(images_or_features, Features) else self._encode(images_or_features)
         if keep is None:
             return self.decoder(feats, tokens)
         if self.decoder.skips_padding:
@@ -67,7 +83,8 @@ class CaptionModel(nn.Module):
         in place of this one: its DistributedDataParallel or ``torch.compile`` wrapper in training."""
         target = captions[:, 1:]
         keep = target != self.tokenizer.pad_id
-        logits = (net if net is not None else self)(images_or_features, captions[:, :-1], keep)
+        with self.blamed(("decoder", "encoder"), "computing the training loss (teacher-forced forward)"):
+            logits = (net if net is not None else self)(images_or_features, captions[:, :-1], keep)
         return nn.functional.cross_entropy(logits.float(), target[keep], label_smoothing=label_smoothing)
 
     # -- generation -----------------------------------------------------------------------------------
@@ -82,7 +99,10 @@ class CaptionModel(nn.Module):
 
     def _features(self, images_or_features: Any) -> Features:
         inputs = self._inputs(images_or_features)
-        return inputs if isinstance(inputs, Features) else self.encoder(inputs)
+        if isinstance(inputs, Features):
+            return inputs
+        with self.blamed("encoder", "encoding images"):
+            return self.encoder(inputs)
 
     @torch.no_grad()
     def generate_hypotheses(
@@ -98,17 +118,19 @@ class CaptionModel(nn.Module):
         ``return_attention`` its attention weights too)."""
         if return_attention:
             check_attends_model(self)
-        return beam_search(
-            self.decoder,
-            self._features(images_or_features),
-            bos_id=self.tokenizer.bos_id,
-            eos_id=self.tokenizer.eos_id,
-            beam_size=beam_size,
-            max_len=max_len,
-            length_penalty=length_penalty,
-            constraints=constraints,
-            return_attention=return_attention,
-        )
+        feats = self._features(images_or_features)
+        with self.blamed("decoder", f"decoding (beam search, beam {beam_size}, {feats.batch_size} images)"):
+            return beam_search(
+                self.decoder,
+                feats,
+                bos_id=self.tokenizer.bos_id,
+                eos_id=self.tokenizer.eos_id,
+                beam_size=beam_size,
+                max_len=max_len,
+                length_penalty=length_penalty,
+                constraints=constraints,
+                return_attention=return_attention,
+            )
 
     @torch.no_grad()
     def generate_samples(
@@ -125,20 +147,22 @@ class CaptionModel(nn.Module):
     ) -> Samples:
         """``n`` sampled captions per image as token ids (``zoo.generation.sample``): rows
         ``i*n .. i*n+n-1`` are image i's. In the mode the model is in (self-critical rollouts call it)."""
-        return sample(
-            self.decoder,
-            self._features(images_or_features),
-            bos_id=self.tokenizer.bos_id,
-            eos_id=self.tokenizer.eos_id,
-            pad_id=self.tokenizer.pad_id,
-            n=n,
-            max_len=max_len,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            generator=generator,
-            constraints=constraints,
-        )
+        feats = self._features(images_or_features)
+        with self.blamed("decoder", f"sampling ({n} per image, {feats.batch_size} images)"):
+            return sample(
+                self.decoder,
+                feats,
+                bos_id=self.tokenizer.bos_id,
+                eos_id=self.tokenizer.eos_id,
+                pad_id=self.tokenizer.pad_id,
+                n=n,
+                max_len=max_len,
+                temperature=temperature,
+                top_k=top_k,
+                top_p=top_p,
+                generator=generator,
+                constraints=constraints,
+            )
 
     @torch.no_grad()
     def generate(

@@ -9,6 +9,7 @@
 - ``options``: plugin options checked as plain JSON (defaults at registration, values at construction).
 - ``recipes``: the catalogue (``registry.yaml`` and plugins' recipe files): named, checked model recipes.
 - ``loading``: ``load_plugin``, a plugin added by hand (``--plugin``), which fails loudly.
+- ``blame``: a failure raised inside a plugin's own code, as a ``PluginError`` naming the plugin and part.
 
 May import: ``zoo.errors`` and the standard library, pluggy, yaml. Nothing here knows torch: the layers
 above (contracts, models, …) use the registry, never the other way round.

@@ -52,7 +52,7 @@ def load_plugin(module_or_path: str | ModuleType | Any, name: str | None = None)
                 ispec.loader.exec_module(plugin)
             else:
                 plugin = importlib.import_module(spec)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # sys.exit() at import must not end `zoo` silently
             raise PluginLoadError(_import_failure(spec, exc)) from exc
         name = name or spec
     elif inspect.isfunction(module_or_path) and hasattr(module_or_path, f"{pm.project_name}_impl"):

@@ -75,7 +75,7 @@ def get_plugin_manager() -> pluggy.PluginManager:
             name = f"{dist}:{ep.name}" if taken else ep.name
             try:
                 plugin = ep.load()
-            except Exception as exc:  # noqa: BLE001 - any import error is reported, never fatal
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - any import error is reported, never fatal
                 failures[name] = describe_failure(exc, f"entry point {ep.name} = {ep.value} of {dist}")
                 continue
             if pm.is_registered(plugin):
@@ -143,6 +143,9 @@ def describe_failure(exc: BaseException, where: str) -> str:
     theirs = [f for f in frames if not str(Path(f.filename).resolve()).startswith(ours + os.sep)]
     frame = (theirs or frames or [None])[-1]
     loc = f" at {frame.filename}:{frame.lineno}" if frame else ""
+    if isinstance(exc, SystemExit):  # sys.exit() in a plugin would end `zoo` silently, often with status 0
+        return (f"SystemExit: the plugin called sys.exit({exc.code!r}) ({where}{loc}); a plugin must not end the "
+                f"program: remove the call (or keep script code under `if __name__ == \"__main__\":`)")
     return f"{type(exc).__name__}: {exc} ({where}{loc})"
 
 
@@ -179,7 +182,7 @@ def _register_impls(pm: pluggy.PluginManager, plugin: Any) -> list[Any]:
 
 def call_register(
     reg: Registry, pm: pluggy.PluginManager, plugin: Any, name: str, warn: bool = True
-) -> Exception | None:
+) -> BaseException | None:
     """Run ``plugin``'s ``zoo_register`` implementation(s) as pluggy registered them (so
     ``@hookimpl(specname="zoo_register")`` on a function of another name works). On failure the plugin's
     partial registrations are undone, the reason is recorded and warned about, and the error returned."""
@@ -191,11 +194,12 @@ def call_register(
     try:
         for impl in impls:
             impl.function(*[kwargs[arg] for arg in impl.argnames])
-    except Exception as exc:  # noqa: BLE001 - a duplicate name included: one plugin never takes the rest down
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - a duplicate name or sys.exit included: one plugin never takes the rest down
         reg.discard_plugin(name)
         reg.failed_plugins[name] = describe_failure(exc, "zoo_register")
         if warn:
-            warnings.warn(f"zoo plugin {name!r} raised in zoo_register and was skipped: {exc}", stacklevel=3)
+            warnings.warn(f"zoo plugin {name!r} raised in zoo_register and was skipped: {reg.failed_plugins[name]}",
+                          stacklevel=3)
         return exc
     finally:
         reg.current_plugin = "<direct>"
