@@ -147,14 +147,24 @@ def write_report(
     (for the thumbnails). ``attention``: image id → strips, or a function from the ids to show them for
     (at most :data:`ATTENTION_IMAGES` of those with thumbnails) to the strips. Returns the thumbnails made
     (image id → JPEG), for the results database."""
+    page, thumbs = build_report(ev, items, system, report_images, attention, source)
+    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
+    return thumbs
+
+
+def build_report(
+    ev: Any, items: Mapping[str, Any], system: str, report_images: int = DEFAULT_REPORT_IMAGES,
+    attention: Any = None, source: str | None = None,
+) -> tuple[str, dict[str, bytes]]:
+    """The report page (HTML text) and the thumbnails made for it, without writing anything: what
+    :func:`write_report` writes, kept apart so the thumbnails survive a page that cannot be written."""
     ids = [str(k) for k in ev.captions]
     chosen = thumbnail_ids(ev.per_image_cider, ids, report_images)
     thumbs = make_thumbnails(items, chosen)
     if callable(attention):  # attention(ids) → strips, for the images chosen here
         attention = attention(thumbnail_ids(ev.per_image_cider, chosen, min(ATTENTION_IMAGES, len(chosen))))
     page = render_report(ev, system, thumbs, attention, source=source, thumbnail_limit=report_images)
-    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
-    return thumbs
+    return page, thumbs
 
 
 def attention_strips(
@@ -219,5 +229,7 @@ def report_evaluation(
     def strips(ids: Sequence[str]) -> dict[str, list[tuple[str, bytes]]]:
         return attention_strips(model, items, ids, ev.decoding, {str(k): c for k, c in ev.captions.items()})
 
-    ev.thumbnails = write_report(ev, items, path, system_name(model.config), report_images, attention=strips)
+    page, ev.thumbnails = build_report(ev, items, system_name(model.config), report_images, attention=strips)
+    # the thumbnails are kept on ``ev`` first: the database stores them even if the page cannot be written
+    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
     ev.report_path = path

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from zoo.errors import ResultsDBError
 from zoo.evaluation.model_eval import ModelEvaluation
 from zoo.files import sha256_file
 from zoo.models.caption_model import CaptionModel
@@ -65,8 +66,14 @@ def record(ev: ModelEvaluation, model: CaptionModel, db_path: str | Path | None,
     db = ResultsDB(db_path)
     try:
         ev.record_id = db.record(rec)
-        # the references and thumbnails of this reference set, for the leaderboard page's drill-down
-        db.record_images(rec.references_hash, {str(k): v for k, v in ev.references.items()}, ev.thumbnails)
+        # the references and thumbnails of this reference set, for the leaderboard page's drill-down: the
+        # row is committed already, so a failure here (a full disk) is noted on ``ev``, not raised as if
+        # nothing had been recorded
+        try:
+            db.record_images(rec.references_hash, {str(k): v for k, v in ev.references.items()}, ev.thumbnails)
+        except ResultsDBError as exc:
+            ev.not_written[f"the reference captions and {len(ev.thumbnails)} thumbnail(s) of row {ev.record_id}"
+                           f" (the leaderboard page's drill-down)"] = str(exc)
     finally:
         db.close()
     return ev.record_id
