@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from zoo.data.datasets import add_image_arguments, load_dataset
-from zoo.errors import ResultsDBError, ZooError
+from zoo.errors import CheckpointError, ResultsDBError, ZooError
+from zoo.files import missing_reason
 from zoo.evaluation.caption_stats import format_statistics, read_caption_file
 from zoo.evaluation.cider import SmallCorpusWarning
 from zoo.evaluation.coco import format_scores
@@ -96,6 +97,9 @@ def resolve_checkpoint(path: str) -> tuple[Path, Path | None]:
     loads): a run's resumable training state (``state.safetensors``) is refused, pointing to the run's
     model checkpoints."""
     p = Path(path)
+    problem = missing_reason(p)
+    if problem is not None and problem != "does not exist":  # a symbolic link loop is not a missing file
+        raise CheckpointError(f"checkpoint {p} {problem}")
     if p.is_dir():
         for name in ("best.safetensors", "last.safetensors"):
             if (p / name).exists():
