@@ -116,3 +116,29 @@ def test_the_room_check_counts_the_entry(setup, small_disk):
     with pytest.raises(FeatureCacheError, match=r"needs 24\d\.\d KB \(24 images, float32\)"):
         get_or_build(enc, ds, root=cache, batch_size=8, progress=False)
     assert list(cache.iterdir()) == []
+
+
+@pytest.mark.filterwarnings("ignore:CIDEr-D")
+def test_training_on_a_damaged_entry_rebuilds_it_first(tmp_path, monkeypatch):
+    """The issue's case end to end: bytes that read as NaN written into an entry's grid.npy; the next run
+    names the entry, rebuilds it, and trains on finite features (before: loss NaN, a state of NaN tensors)."""
+    import math
+
+    from zoo.training.runs import RunSpec, execute
+
+    monkeypatch.setenv("ZOO_FEATURE_CACHE", str(tmp_path / "cache"))
+    spec = RunSpec(encoder="resnet10t", decoder="gru-attn", tokenizer="word", data="shapes",
+                   encoder_kwargs={"img_size": 32, "freeze": True}, decoder_kwargs={"embed_size": 8, "hidden_size": 16},
+                   tokenizer_kwargs={"min_count": 0}, val_split=None,
+                   data_options={"num_train": 16, "num_val": 2, "num_test": 2, "image_size": 32},
+                   train={"steps": 3, "batch_size": 8, "log_every": 1, "progress": False})
+    execute(spec, tmp_path / "first", progress=False)
+    (entry,) = [p for p in (tmp_path / "cache").iterdir()]
+    grid = entry / "grid.npy"
+    with open(grid, "r+b") as fh:
+        fh.seek(grid.stat().st_size // 2)
+        fh.write(b"\xff" * 256)  # 0xffffffff is a NaN as float32
+    with pytest.warns(FeatureCacheWarning, match=r"grid.npy bytes .* do not match their checksum"):
+        result = execute(spec, tmp_path / "second", progress=False)
+    assert result.final_loss is not None and math.isfinite(result.final_loss)
+    assert all(math.isfinite(e["loss"]) for e in result.history if "loss" in e)

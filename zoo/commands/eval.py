@@ -53,7 +53,9 @@ def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
         description="Decode every image of a split, score with pycocoevalcap's protocol (PTB tokenizer), "
         "write results_*.json (COCO format) and metrics_*.json, and add a row to the results database. "
         "The metrics are checked before decoding; the captions (results_*.json) and references "
-        "(references_*.json) are written before scoring, so `zoo score` can score them if scoring fails.",
+        "(references_*.json) are written before scoring, so `zoo score` can score them if scoring fails. "
+        "A file that cannot be written once the scores are in (a full disk) does not cost the database row: "
+        "the command says what was recorded and written and what was not, and exits with status 1.",
     )
     p.add_argument("checkpoint", help="a .safetensors checkpoint, or a run folder (uses best.safetensors)")
     p.add_argument("--data", default=None, help="data set name (default: the one the checkpoint was trained on, from its run folder or its own metadata)")
@@ -170,8 +172,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
             print(format_statistics(ev.caption_stats))
             for note in ev.notes[len(ev.scoring.notes):]:
                 print(f"note: {note}")
-            print(f"results: {ev.results_path}\nreferences: {ev.references_path}\nmetrics: {ev.metrics_path}")
-            print(f"report: {ev.report_path}")
+            for what, path in (("results", ev.results_path), ("references", ev.references_path),
+                               ("metrics", ev.metrics_path), ("report", ev.report_path)):
+                print(f"{what}: {path or 'NOT written (see below)'}")
         if ev.not_written:
             raise PartlyKept(_partly_kept(ev, args.db))
     finally:
