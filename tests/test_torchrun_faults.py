@@ -105,4 +105,4 @@ def test_a_rank_whose_peer_stops_while_the_cache_is_built_says_so_in_words(tmp_p
     for line in text.splitlines():
         if line.startswith("zoo: error: rank 1"):
             assert "another process of this torchrun job stopped" in line and "feature cache" in line, line
-    assert list(cache.iterdir()) == []
+    assert list(cache.iterdir()) == [] and not (tmp_path / "run").exists()  # nothing left behind

@@ -189,10 +189,11 @@ def _read_only_text(path: Path) -> str:
 FULL_BELOW = 64 * 1024
 
 
-def _full_text(path: Path) -> str:
-    """"the disk holding X is full (N bytes free)" when it is, else "" (a real I/O error: say that)."""
+def _full_text(path: Path, sqlite_says_full: bool = False) -> str:
+    """"the disk holding X is full (N bytes free)" when it is (or SQLite says so: it needed more than was
+    left), else "" (a real I/O error: say that)."""
     free = free_bytes(path)
-    if free is None or free >= FULL_BELOW:
+    if free is None or (free >= FULL_BELOW and not sqlite_says_full):
         return ""
     return f"the disk holding {path.parent} is full ({free} bytes free)"
 
@@ -414,7 +415,7 @@ class ResultsDB:
                     f"Pass --db with another path, or move the file away."
                 ) from exc
             if "disk is full" in text or "disk I/O error" in text:
-                full = _full_text(self.path)
+                full = _full_text(self.path, sqlite_says_full="disk is full" in text)
                 if full:
                     raise ResultsDBError(f"cannot write results database {self.path}: {full} (SQLite: {text}). "
                                          f"Free some space there, or {WRITE_ADVICE[0].lower()}{WRITE_ADVICE[1:]}") from exc

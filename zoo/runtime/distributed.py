@@ -33,13 +33,15 @@ _PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "connecti
 def is_peer_failure(exc: BaseException) -> bool:
     """Whether ``exc`` is torch.distributed's way of saying another process of the job is gone (or stopped
     answering): a ``DistError``, or a ``RuntimeError`` from gloo or NCCL about the connection."""
-    if isinstance(exc, tdist.DistError):
+    if isinstance(exc, (tdist.DistError, PeerStopped)):
         return True
     return isinstance(exc, RuntimeError) and any(s in str(exc) for s in _PEER_GONE)
 
 
 def peer_detail(exc: BaseException) -> str:
     """The useful part of a gloo/NCCL message (its first sentence, without the source path)."""
+    if isinstance(exc, PeerStopped) and exc.__cause__ is not None:  # already said once: the torch error under it
+        exc = exc.__cause__
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if text.startswith("[") and "] " in text:  # "[/__w/.../pair.cc:561] Connection closed by peer ..."
         text = text.split("] ", 1)[1]
