@@ -18,7 +18,9 @@ Every file is written atomically (temp + rename), so a run killed at any moment 
 the RNG states are saved, ends with the same weights as a run that was never interrupted. The state is
 written before validating (a state saved ahead of its validation says so, and a resume validates first);
 any exception inside the loop saves the state of the last completed step and is reported with the
-``zoo train --resume`` command (``zoo.training.run_guard``).
+``zoo train --resume`` command (``zoo.training.run_guard``). A step whose loss or gradient is not finite
+is never applied, nor an update that leaves a weight non-finite: the run stops there (``NonFiniteLoss``),
+so no state or model file holds NaN weights.
 
 An epoch is one pass over every (image, caption) pair. With a frozen encoder (and no augmentation) the
 features come from the on-disk feature cache (``zoo.data.feature_cache``), so the decoder trains without the
@@ -303,8 +305,8 @@ def _non_finite_message(step: int, loss: torch.Tensor, norm: torch.Tensor, cache
         f"the gradient of step {step} is not finite (norm {float(norm)}; loss {value:.4g})")
     if dist.is_distributed() and math.isfinite(value) and math.isfinite(float(norm)):
         what = f"the loss or gradient of step {step} is not finite on another rank"
-    source = ("damaged input features (the feature cache is checked when opened: `zoo cache prune` and a "
-              "new run rebuild it)" if cached else "images that decode to garbage")
+    source = ("damaged input features (a feature cache entry is checked when a run opens it, and rebuilt "
+              "if damaged)" if cached else "images that decode to garbage")
     return (f"{what}: training stops before that step changes the weights (they are still those of step "
             f"{step - 1}). Usual causes: a learning rate too high (train.lr={cfg.lr:g}; try a tenth), "
             f"{source}, or a decoder plugin whose output overflows")
