@@ -95,13 +95,16 @@ def test_a_row_committed_on_a_full_disk_is_said_to_be_recorded(tmp_path, small_d
 
     assert row == 1 and ev.record_id == 1
     (what, why), = ev.not_written.items()
-    assert "thumbnail" in what and "row 1" in what and "full" in why
+    assert "4 thumbnail(s) of row 1" in what and "full" in why, (what, why)
     shutil.copy(db, tmp_path / "copy.sqlite")  # read it where there is room (the WAL may hold the row)
     for suffix in ("-wal",):
         if (disk / f"results.sqlite{suffix}").exists():
             shutil.copy(disk / f"results.sqlite{suffix}", tmp_path / f"copy.sqlite{suffix}")
-    rows, _ = _rows(tmp_path / "copy.sqlite")
+    rows, images = _rows(tmp_path / "copy.sqlite")
     assert [r.id for r in rows] == [1]
+    # the reference captions (small) were stored without the thumbnails (large) that did not fit
+    assert len(images) == 4 and all(refs and thumb is None for refs, thumb in images.values())
+    assert "reference captions" not in what
 
 
 def test_the_pre_check_on_a_full_disk_says_the_disk_is_full(small_disk):
