@@ -57,3 +57,28 @@ def fresh_registry():
     zoo.registry.manager.reset()
     yield
     zoo.registry.manager.reset()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """Real full disks: ``small_disk(size_bytes)`` mounts a fresh tmpfs of that size on a new folder under
+    ``tmp_path`` and returns it; every one is unmounted at teardown. Skips, saying why, where mounting is
+    not allowed (not root, or no CAP_SYS_ADMIN in a container). Fill it with ``tests.helpers.fill_disk``."""
+    import subprocess
+
+    mounted: list[Path] = []
+
+    def mount(size: int, name: str | None = None) -> Path:
+        folder = tmp_path / (name or f"disk{len(mounted)}")
+        folder.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={int(size)}", "tmpfs", str(folder)],
+                              capture_output=True, text=True)
+        if done.returncode:
+            pytest.skip(f"needs a small tmpfs to fill, and mounting is not allowed here: {done.stderr.strip()}")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in reversed(mounted):
+        if subprocess.run(["umount", str(folder)], capture_output=True).returncode:
+            subprocess.run(["umount", "-l", str(folder)], capture_output=True)

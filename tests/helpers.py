@@ -52,3 +52,24 @@ class TableDecoder(zoo.Decoder):
 
     def step(self, prev, state, memory):
         return self.table[prev], state
+
+
+def fill_disk(folder, leave: int = 0):
+    """Fill the file system holding ``folder`` (a ``small_disk``) until at most ``leave`` bytes are free,
+    with one file ``folder/filler``; returns its path (delete it to free the space again)."""
+    import os
+    from pathlib import Path
+
+    path = Path(folder) / "filler"
+    st = os.statvfs(folder)
+    free = st.f_bavail * st.f_frsize
+    with open(path, "ab") as fh:
+        block = b"\0" * (1 << 16)
+        remaining = max(free - leave, 0)
+        try:
+            while remaining > 0:
+                remaining -= fh.write(block[: min(len(block), remaining)])
+            fh.flush()
+        except OSError:  # full already
+            pass
+    return path

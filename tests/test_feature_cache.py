@@ -10,7 +10,7 @@ import torch
 
 import zoo
 from zoo.data.datasets import ImageDataset, load_dataset
-from zoo.data.feature_cache import get_or_build
+from zoo.data.feature_cache import FeatureCacheWarning, get_or_build
 
 
 @pytest.fixture
@@ -56,7 +56,8 @@ def test_corrupt_cache_is_rebuilt(setup):
     meta = json.loads((cache.path / "meta.json").read_text())
     np.save(cache.path / "grid.npy", np.zeros((3, 1, 1), dtype=np.float32))  # wrong shape
     (cache.path / "meta.json").write_text(json.dumps(meta))
-    rebuilt = _build(enc, ds, root, log)
+    with pytest.warns(FeatureCacheWarning, match=r"grid.npy is \d+ bytes, 196736 were written"):  # named, then rebuilt
+        rebuilt = _build(enc, ds, root, log)
     assert len(log) == 2 and rebuilt.grid.shape[0] == len(ds)
 
 

@@ -13,6 +13,7 @@ import torch
 from zoo.commands.eval import resolve_checkpoint
 from zoo.data.datasets import add_image_arguments, open_image
 from zoo.errors import DataError
+from zoo.files import missing_reason
 from zoo.generation.checks import DecodingOptionError
 from zoo.generation.options import DecodingOptions, add_decoding_arguments
 from zoo.models.checkpoint import load
@@ -42,8 +43,9 @@ def _open(path: str) -> Any:
     """The image at ``path``; a file that is missing or not an image is a ZooError saying so, in words
     for this command (``zoo.data.datasets.open_image``'s own advice is about data sets)."""
     p = Path(path)
-    if not p.exists():
-        raise DataError(f"image file {p} does not exist; check the path (zoo caption takes image files)")
+    problem = missing_reason(p)  # "does not exist", or a symbolic link loop, a broken link
+    if problem is not None:
+        raise DataError(f"image file {p} {problem}; check the path (zoo caption takes image files)")
     if p.is_dir():
         raise DataError(f"{p} is a folder; zoo caption takes image files (e.g. {p / '*.jpg'})")
     try:

@@ -6,18 +6,20 @@ import argparse
 import json
 import warnings
 from pathlib import Path
+from typing import Any
 
 from zoo.data.datasets import add_image_arguments, load_dataset
-from zoo.errors import ZooError
+from zoo.errors import CheckpointError, ResultsDBError, ZooError
 from zoo.evaluation.caption_stats import format_statistics, read_caption_file
 from zoo.evaluation.cider import SmallCorpusWarning
 from zoo.evaluation.coco import format_scores
 from zoo.evaluation.model_eval import evaluate_model
 from zoo.evaluation.report import DEFAULT_REPORT_IMAGES
+from zoo.files import missing_reason
 from zoo.generation.options import DecodingOptions, add_decoding_arguments
 from zoo.models.checkpoint import load, objective_signature, read_extra, read_metadata, recorded_train_speed
 from zoo.registry.hookspecs import hookimpl
-from zoo.results.database import add_db_argument, check_writable
+from zoo.results.database import add_db_argument, check_writable, resolve_db_path
 from zoo.results.record import record
 from zoo.runtime import distributed as dist
 from zoo.training.runs import RunSpec, read_train_speed
@@ -51,7 +53,9 @@ def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
         description="Decode every image of a split, score with pycocoevalcap's protocol (PTB tokenizer), "
         "write results_*.json (COCO format) and metrics_*.json, and add a row to the results database. "
         "The metrics are checked before decoding; the captions (results_*.json) and references "
-        "(references_*.json) are written before scoring, so `zoo score` can score them if scoring fails.",
+        "(references_*.json) are written before scoring, so `zoo score` can score them if scoring fails. "
+        "A file that cannot be written once the scores are in (a full disk) does not cost the database row: "
+        "the command says what was recorded and written and what was not, and exits with status 1.",
     )
     p.add_argument("checkpoint", help="a .safetensors checkpoint, or a run folder (uses best.safetensors)")
     p.add_argument("--data", default=None, help="data set name (default: the one the checkpoint was trained on, from its run folder or its own metadata)")
@@ -95,6 +99,9 @@ def resolve_checkpoint(path: str) -> tuple[Path, Path | None]:
     loads): a run's resumable training state (``state.safetensors``) is refused, pointing to the run's
     model checkpoints."""
     p = Path(path)
+    problem = missing_reason(p)
+    if problem is not None and problem != "does not exist":  # a symbolic link loop is not a missing file
+        raise CheckpointError(f"checkpoint {p} {problem}")
     if p.is_dir():
         for name in ("best.safetensors", "last.safetensors"):
             if (p / name).exists():
@@ -154,9 +161,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 "the official protocol, so the row would not be comparable with the others"
             )
         elif not args.no_record:
-            record(ev, model, args.db, checkpoint=ckpt, seed=seed,
-                   run_name=str(run_dir) if run_dir else None,
-                   train_images_per_s=train_speed, objective=objective)
+            try:
+                record(ev, model, args.db, checkpoint=ckpt, seed=seed,
+                       run_name=str(run_dir) if run_dir else None,
+                       train_images_per_s=train_speed, objective=objective)
+            except ResultsDBError as exc:  # the row is not recorded: say what the evaluation kept
+                raise ResultsDBError(f"{exc}\nThe evaluation was scored but NOT recorded. {_files_kept(ev)}") from exc
         if args.json:
             print(json.dumps(ev.summary(), indent=1))
         else:
@@ -165,11 +175,43 @@ def cmd_eval(args: argparse.Namespace) -> int:
             print(format_statistics(ev.caption_stats))
             for note in ev.notes[len(ev.scoring.notes):]:
                 print(f"note: {note}")
-            print(f"results: {ev.results_path}\nreferences: {ev.references_path}\nmetrics: {ev.metrics_path}")
-            print(f"report: {ev.report_path}")
+            for what, path in (("results", ev.results_path), ("references", ev.references_path),
+                               ("metrics", ev.metrics_path), ("report", ev.report_path)):
+                print(f"{what}: {path or 'NOT written (see below)'}")
+        if ev.not_written:
+            raise PartlyKept(_partly_kept(ev, args.db))
     finally:
         dist.cleanup()
     return 0
+
+
+class PartlyKept(ZooError):
+    """The evaluation was scored (and recorded, unless said otherwise) but something could not be written;
+    exit status 1, apart from 2 (nothing done), so a script can tell "scores kept, files missing"."""
+
+    exit_code = 1
+
+
+def _files_kept(ev: Any) -> str:
+    kept = [str(p) for p in (ev.results_path, ev.references_path, ev.metrics_path, ev.report_path) if p]
+    return f"Written: {', '.join(kept)}." if kept else "No file was written."
+
+
+def _partly_kept(ev: Any, db: str | None) -> str:
+    """What an evaluation kept and what it did not, once something could not be written."""
+    scores = ", ".join(f"{k} {v:.4f}" for k, v in ev.metrics.items())
+    if ev.record_id is not None:
+        recorded = (f"Recorded: row {ev.record_id} in results database {resolve_db_path(db)} (scores, per-image "
+                    f"CIDEr-D, captions): the leaderboard has it.")
+    else:
+        recorded = "Not recorded in the results database (--no-record, or --no-ptb)."
+    missing = "; ".join(f"{what}: {why}" for what, why in ev.not_written.items())
+    again = " Pass --no-record to keep from recording a second row." if ev.record_id is not None else ""
+    return (
+        f"the evaluation was scored ({scores}), but not everything could be written. {recorded} "
+        f"{_files_kept(ev)} NOT written: {missing}. Free some space (or pass --out with another folder) and run "
+        f"`zoo eval` again for the missing files.{again}"
+    )
 
 
 

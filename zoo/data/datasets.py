@@ -32,6 +32,7 @@ import torch.utils.data
 from tqdm.auto import tqdm
 
 from zoo.errors import DataError, ZooError
+from zoo.files import missing_reason
 from zoo.registry.manager import get_registry
 
 __all__ = [
@@ -57,8 +58,9 @@ def read_json(path: str | Path, what: str) -> Any:
     shipped either way). Every failure is a DataError naming ``what`` (e.g. "COCO captions file") and the
     path: missing, unreadable, a damaged gzip stream, or not JSON (with line and column)."""
     p = Path(path)
-    if not p.exists():
-        raise DataError(f"{what} {p} does not exist")
+    problem = missing_reason(p)  # a symbolic link loop is not "does not exist"
+    if problem is not None:
+        raise DataError(f"{what} {p} {problem}")
     compressed = False
     try:
         with p.open("rb") as fh:
@@ -174,14 +176,24 @@ def open_image(path: str | Path) -> PIL.Image.Image:
         raise DataError(f"image path {path} is a folder, not an image file.") from exc
     except PermissionError as exc:
         raise DataError(f"image file {path} cannot be read: permission denied.") from exc
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        # UnidentifiedImageError (not an image) and "image file is truncated" are OSErrors; some plugins
-        # raise SyntaxError or ValueError on malformed headers.
-        raise DataError(
-            f"image file {path} cannot be decoded ({type(exc).__name__}: {exc}): it is corrupt, truncated or "
-            f"not an image. Replace or delete it, or skip such files (skip_bad_images=True; command line: "
-            f"--skip-bad-images)."
-        ) from exc
+    except OSError as exc:
+        problem = missing_reason(path) if exc.errno is not None else None
+        if problem is not None:  # a symbolic link loop, a broken link: not a damaged image
+            raise DataError(f"image file {path} {problem}.") from exc
+        raise _undecodable(path, exc) from exc
+    except (SyntaxError, ValueError, EOFError) as exc:
+        # some plugins raise SyntaxError or ValueError on malformed headers
+        raise _undecodable(path, exc) from exc
+
+
+def _undecodable(path: Path, exc: BaseException) -> DataError:
+    """An image that opens but does not decode (UnidentifiedImageError, "image file is truncated" and
+    friends are OSErrors too)."""
+    return DataError(
+        f"image file {path} cannot be decoded ({type(exc).__name__}: {exc}): it is corrupt, truncated or "
+        f"not an image. Replace or delete it, or skip such files (skip_bad_images=True; command line: "
+        f"--skip-bad-images)."
+    )
 
 
 def to_rgb(im: PIL.Image.Image) -> PIL.Image.Image:

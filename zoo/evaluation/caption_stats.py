@@ -17,6 +17,7 @@ from typing import Any, Iterable
 
 from zoo.data.datasets import read_json
 from zoo.errors import DataError
+from zoo.files import missing_reason
 from zoo.evaluation.captioning import simple_tokenize
 from zoo.generation.constraints import ends_badly
 
@@ -59,8 +60,11 @@ def read_caption_file(path: str) -> list[str]:
     """Training captions from ``path``: a COCO captions JSON (``annotations[].caption``, gzip or not), a
     Karpathy-split JSON (``images[].sentences[].raw``), or plain text with one caption per line."""
     p = Path(path)
+    problem = missing_reason(p)
+    if problem is not None:
+        raise DataError(f"training captions file {p} {problem} (--train-captions)")
     if not p.is_file():
-        raise DataError(f"training captions file {p} does not exist (--train-captions)")
+        raise DataError(f"training captions file {p} is not a file (--train-captions)")
     if p.suffix in (".json", ".gz"):
         doc = read_json(p, "training captions file")
         if isinstance(doc, dict) and isinstance(doc.get("annotations"), list):

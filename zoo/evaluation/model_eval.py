@@ -54,6 +54,9 @@ class ModelEvaluation:
     record_id: int | None = None
     caption_stats: dict[str, Any] = field(default_factory=dict)  # zoo.evaluation.caption_stats: not metrics
     samples: dict[Any, list[str]] = field(default_factory=dict, repr=False)  # with n > 1: every sample
+    #: what could not be kept, and why ("report_x.html" → "No space left on device ..."): a file that failed
+    #: to write, or part of the database row (``zoo.results.record``); the scores are kept all the same
+    not_written: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -169,11 +172,15 @@ def evaluate_model(
     decoding = options.recorded()
     tag = output_tag(dataset.name, dataset.split, decoding, max_images, tokenize=tokenize)
     paths: dict[str, Path] = {}
+    failed: dict[str, str] = {}  # file → why it could not be written (a full disk): the scores go on
     if out_dir is not None:  # before scoring, which can fail (a Java crash, SPICE's jar)
-        paths = write_captions(res, gts, Path(out_dir), tag)
+        try:
+            paths = write_captions(res, gts, Path(out_dir), tag)
+        except OSError as exc:
+            failed[f"{Path(out_dir) / f'results_{tag}.json'} and references_{tag}.json"] = _why(exc)
         if samples:
-            atomic_write(Path(out_dir) / f"samples_{tag}.json", lambda tmp: Path(tmp).write_text(
-                json.dumps([{"image_id": k, "captions": v} for k, v in samples.items()])))
+            _keep_going(failed, Path(out_dir) / f"samples_{tag}.json", lambda path: atomic_write(path, lambda tmp: Path(
+                tmp).write_text(json.dumps([{"image_id": k, "captions": v} for k, v in samples.items()]))))
     subset_of = len(dataset) if len(res) < len(dataset) else None
     try:
         if tokenize:
@@ -207,15 +214,31 @@ def evaluate_model(
         tokenized=tokenize,
         caption_stats=caption_statistics(res.values(), train_captions),
         samples=samples,
+        not_written=failed,
     )
-    if out_dir is not None:
-        ev.results_path, ev.references_path = paths["results"], paths["references"]
-        _write_metrics(ev, Path(out_dir) / f"metrics_{tag}.json")
+    if out_dir is not None:  # a file that cannot be written (a full disk) is noted, and the rest goes on
+        ev.results_path, ev.references_path = paths.get("results"), paths.get("references")
+        _keep_going(failed, Path(out_dir) / f"metrics_{tag}.json", lambda path: _write_metrics(ev, path))
 
         items = {str(dataset[i].image_id): dataset[i] for i in sorted(by_index)}
         limit = DEFAULT_REPORT_IMAGES if report_images is None else report_images
-        report_evaluation(ev, model, items, Path(out_dir) / f"report_{tag}.html", limit)
+        _keep_going(failed, Path(out_dir) / f"report_{tag}.html",
+                    lambda path: report_evaluation(ev, model, items, path, limit))
     return ev
+
+
+def _why(exc: OSError) -> str:
+    return f"{exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
+
+
+def _keep_going(failed: dict[str, str], path: Path, write: Any) -> None:
+    """``write(path)``; an OSError (a full disk, a folder that cannot be written) is noted in ``failed``
+    instead of raised: once the captions are scored, a file that cannot be written must not cost the scores
+    or the database row (the caller says what was kept and what was not)."""
+    try:
+        write(path)
+    except OSError as exc:
+        failed[str(path)] = _why(exc)
 
 
 def _with_saved_hint(exc: Exception, paths: dict[str, Path]) -> Exception | None:
@@ -274,5 +297,5 @@ def write_captions(res: dict[Any, str], gts: dict[Any, list[str]], out: Path, ta
 
 
 def _write_metrics(ev: ModelEvaluation, path: Path) -> None:
-    ev.metrics_path = path
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(ev.summary(), indent=1)))
+    ev.metrics_path = path

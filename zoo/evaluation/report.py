@@ -216,6 +216,18 @@ def write_report(
     (at most :data:`ATTENTION_IMAGES` of those with thumbnails) to the strips. ``crop_of``: image size →
     the encoder's crop (:func:`framed_thumbnails`), ``encoder_input`` that crop in words, for the page.
     Returns the plain thumbnails made (image id → JPEG), for the results database."""
+    page, thumbs = build_report(ev, items, system, report_images, attention, source, crop_of, encoder_input)
+    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
+    return thumbs
+
+
+def build_report(
+    ev: Any, items: Mapping[str, Any], system: str, report_images: int = DEFAULT_REPORT_IMAGES,
+    attention: Any = None, source: str | None = None, crop_of: CropOf | None = None,
+    encoder_input: str | None = None,
+) -> tuple[str, dict[str, bytes]]:
+    """The report page (HTML text) and the plain thumbnails made for it, without writing anything: what
+    :func:`write_report` writes, kept apart so the thumbnails survive a page that cannot be written."""
     ids = [str(k) for k in ev.captions]
     chosen = thumbnail_ids(ev.per_image_cider, ids, report_images)
     thumbs = make_thumbnails(items, chosen)
@@ -224,8 +236,7 @@ def write_report(
     shown = framed_thumbnails(items, thumbs, crop_of) if crop_of is not None else thumbs
     page = render_report(ev, system, shown, attention, source=source, thumbnail_limit=report_images,
                          encoder_input=encoder_input)
-    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
-    return thumbs
+    return page, thumbs
 
 
 def attention_strips(
@@ -305,6 +316,9 @@ def report_evaluation(
                      "outside the crop dimmed and framed") if crop is not None else (
         "the image as the encoder's transform makes it; which part that is cannot be read from the "
         "transform, so the thumbnails show the whole image")
-    ev.thumbnails = write_report(ev, items, path, system_name(model.config), report_images, attention=strips,
-                                 crop_of=lambda size: encoder_crop(transform, size), encoder_input=encoder_input)
+    page, ev.thumbnails = build_report(ev, items, system_name(model.config), report_images, attention=strips,
+                                       crop_of=lambda size: encoder_crop(transform, size),
+                                       encoder_input=encoder_input)
+    # the thumbnails are kept on ``ev`` first: the database stores them even if the page cannot be written
+    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
     ev.report_path = path

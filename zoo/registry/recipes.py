@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from zoo.errors import RecipeError, UnknownNameError
+from zoo.files import missing_reason
 from zoo.registry.manager import get_registry
 
 RECIPE_KEYS = {
@@ -291,6 +292,8 @@ def parse_file(path: str | Path, check_names: bool = True) -> dict[str, Recipe]:
         doc = yaml.safe_load(path.read_text())
     except FileNotFoundError as exc:
         raise RecipeError(f"recipe file {path} does not exist") from exc
+    except OSError as exc:  # a symbolic link loop, a folder, a file that cannot be read
+        raise RecipeError(f"recipe file {path} {missing_reason(path) or f'cannot be read ({exc.strerror})'}") from exc
     except yaml.YAMLError as exc:
         raise RecipeError(f"{path} is not valid YAML: {exc}") from exc
     if doc is None:

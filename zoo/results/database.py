@@ -35,6 +35,7 @@ from typing import Any, Callable, Iterable, Mapping, TypeVar
 from urllib.parse import quote
 
 from zoo.errors import ResultsDBError
+from zoo.files import free_bytes, missing_reason
 from zoo.results.evalrecord import EvalRecord, canonical_json
 from zoo.version import __version__
 
@@ -183,6 +184,42 @@ def _read_only_text(path: Path) -> str:
     return ""
 
 
+#: a disk with less than this free is called full (SQLite needs a few pages for its journal, and the
+#: kernel keeps some blocks back, so writes fail before ``statvfs`` reaches exactly 0)
+FULL_BELOW = 64 * 1024
+
+
+def _full_text(path: Path, sqlite_says_full: bool = False) -> str:
+    """"the disk holding X is full (N bytes free)" when it is (or SQLite says so: it needed more than was
+    left), else "" (a real I/O error: say that)."""
+    free = free_bytes(path)
+    if free is None or (free >= FULL_BELOW and not sqlite_says_full):
+        return ""
+    return f"the disk holding {path.parent} is full ({free} bytes free)"
+
+
+def _sqlite_header(path: Path) -> bool:
+    """Whether ``path`` starts like an SQLite file, so a read error means damage, not a foreign file."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return False
+
+
+def _damaged_text(path: Path, text: str) -> str:
+    """What to do about a damaged results database: where the rows may still be, how to get them out."""
+    wal = path.with_name(path.name + "-wal")
+    keep = (f" Keep {wal} beside it: it holds the most recent rows (SQLite's write-ahead log), and copy both "
+            f"together." if wal.exists() else "")
+    return (
+        f"results database {path} is damaged (SQLite: {text}): it is an SQLite file, but parts of it cannot be "
+        f"read, e.g. it was cut short by a full disk or an interrupted copy.{keep} To recover the rows that "
+        f"can be read: `sqlite3 {path} .recover | sqlite3 {path}.recovered` and pass --db {path}.recovered (or "
+        f"restore the file from a backup). Meanwhile pass --db with another path; the damaged file is left as it is."
+    )
+
+
 def check_writable(path: str | Path | None, otherwise: str = "") -> Path:
     """That the results database at ``path`` (``--db``; default: ``default_db_path()``) can be created or
     opened, is ours, and can be written: call it before the work whose result is to be recorded. Returns
@@ -212,6 +249,9 @@ class ResultsDB:
     def __init__(self, path: str | Path | None = None, create: bool = True):
         self.path = resolve_db_path(path)
         self.read_only = False  # True when opened for reading only (a database in a read-only place)
+        problem = missing_reason(self.path)
+        if problem is not None and problem != "does not exist" and "broken symbolic link" not in problem:
+            raise ResultsDBError(f"results database {self.path} {problem}. Or pass --db with another path.")
         if self.path.is_dir():
             raise ResultsDBError(f"results database {self.path} is a folder; pass --db with a file path")
         if not self.path.exists():
@@ -367,11 +407,18 @@ class ResultsDB:
             return fn()
         except sqlite3.DatabaseError as exc:
             text = str(exc)
-            if "not a database" in text or "malformed" in text or "encrypted" in text:
+            if "malformed" in text or ("not a database" in text and _sqlite_header(self.path)):
+                raise ResultsDBError(_damaged_text(self.path, text)) from exc
+            if "not a database" in text or "encrypted" in text:
                 raise ResultsDBError(
-                    f"{self.path} is not an SQLite results database ({text}). Pass --db with another path, "
-                    f"or move the file away."
+                    f"{self.path} is not an SQLite results database: it is not an SQLite file at all ({text}). "
+                    f"Pass --db with another path, or move the file away."
                 ) from exc
+            if "disk is full" in text or "disk I/O error" in text:
+                full = _full_text(self.path, sqlite_says_full="disk is full" in text)
+                if full:
+                    raise ResultsDBError(f"cannot write results database {self.path}: {full} (SQLite: {text}). "
+                                         f"Free some space there, or {WRITE_ADVICE[0].lower()}{WRITE_ADVICE[1:]}") from exc
             if "readonly" in text or "read-only" in text or "unable to open" in text:
                 raise ResultsDBError(
                     f"cannot write results database {self.path} ({text}): it is read-only"

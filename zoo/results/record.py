@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from zoo.errors import ResultsDBError
 from zoo.evaluation.model_eval import ModelEvaluation
 from zoo.files import sha256_file
 from zoo.models.caption_model import CaptionModel
@@ -65,8 +66,22 @@ def record(ev: ModelEvaluation, model: CaptionModel, db_path: str | Path | None,
     db = ResultsDB(db_path)
     try:
         ev.record_id = db.record(rec)
-        # the references and thumbnails of this reference set, for the leaderboard page's drill-down
-        db.record_images(rec.references_hash, {str(k): v for k, v in ev.references.items()}, ev.thumbnails)
+        # the references and thumbnails of this reference set, for the leaderboard page's drill-down: the
+        # row is committed already, so a failure here (a full disk) is noted on ``ev``, not raised as if
+        # nothing had been recorded
+        references = {str(k): v for k, v in ev.references.items()}
+        try:
+            db.record_images(rec.references_hash, references, ev.thumbnails)
+        except ResultsDBError as exc:
+            try:  # the thumbnails are most of the bytes: the reference captions alone may still fit
+                if not ev.thumbnails:
+                    raise
+                db.record_images(rec.references_hash, references, {})
+                ev.not_written[f"the {len(ev.thumbnails)} thumbnail(s) of row {ev.record_id} (the leaderboard "
+                               f"page's drill-down shows its captions and references without pictures)"] = str(exc)
+            except ResultsDBError:
+                ev.not_written[f"the reference captions and {len(ev.thumbnails)} thumbnail(s) of row "
+                               f"{ev.record_id} (the leaderboard page's drill-down)"] = str(exc)
     finally:
         db.close()
     return ev.record_id

@@ -105,25 +105,40 @@ def _finite(v: float) -> bool:
     return math.isfinite(v)
 
 
+#: the longest run a setting may ask for: a billion optimiser steps (months at 100 steps a second). Beyond
+#: it a number is a typo (``train.steps=1e99`` would otherwise be taken and run forever)
+MAX_STEPS = 10**9
+MAX_EPOCHS = 10**6
+_STEPS = f"{MAX_STEPS:,}"
+
+
+def _count(low: int, high: int) -> Any:
+    return lambda v: low <= v <= high
+
+
 #: the values each training setting may take (after type conversion; ``None`` is checked by the type):
 #: ``name → (test, the allowed values in words)``. ``device`` is checked by :func:`_check_device`.
 _LIMITS: dict[str, tuple[Any, str]] = {
-    "steps": (lambda v: v >= 1, "an integer ≥ 1 (the total optimiser steps), or null to give train.epochs"),
-    "epochs": (lambda v: v >= 1, "an integer ≥ 1, or null to give train.steps"),
+    "steps": (_count(1, MAX_STEPS), f"an integer ≥ 1 and ≤ {_STEPS} (the total optimiser steps), or null to give "
+              f"train.epochs"),
+    "epochs": (_count(1, MAX_EPOCHS), f"an integer ≥ 1 and ≤ {MAX_EPOCHS:,}, or null to give train.steps"),
     "batch_size": (lambda v: v >= 1, "an integer ≥ 1"),
     "lr": (lambda v: _finite(v) and v > 0, "a number > 0 (e.g. 5e-4)"),
     "weight_decay": (lambda v: _finite(v) and v >= 0, "a number ≥ 0"),
-    "warmup_steps": (lambda v: v >= 0, "an integer ≥ 0 (0: no warm-up)"),
+    "warmup_steps": (_count(0, MAX_STEPS), f"an integer ≥ 0 (0: no warm-up) and ≤ {_STEPS}"),
     "label_smoothing": (lambda v: 0 <= v < 1, "a number from 0 (none) up to, not including, 1"),
     "grad_clip": (lambda v: _finite(v) and v >= 0, "a number ≥ 0 (0: no clipping)"),
     "max_caption_len": (lambda v: v >= 1, "an integer ≥ 1 (tokens)"),
     "num_workers": (lambda v: v >= 0, "an integer ≥ 0 (0: load in the main process)"),
-    "eval_every": (lambda v: v is None or v >= 1, "an integer ≥ 1 (steps), or null for once per epoch"),
-    "checkpoint_every": (lambda v: v is None or v >= 1, "an integer ≥ 1 (steps), or null for every validation"),
+    "eval_every": (lambda v: v is None or 1 <= v <= MAX_STEPS, f"an integer ≥ 1 and ≤ {_STEPS} (steps), or null "
+                   f"for once per epoch"),
+    "checkpoint_every": (lambda v: v is None or 1 <= v <= MAX_STEPS, f"an integer ≥ 1 and ≤ {_STEPS} (steps), or "
+                         f"null for every validation"),
     "val_images": (lambda v: v >= 1, "an integer ≥ 1"),
     "val_beam_size": (lambda v: v >= 1, "an integer ≥ 1 (1: greedy)"),
-    "log_every": (lambda v: v >= 1, "an integer ≥ 1 (steps)"),
-    "scst_after": (lambda v: v is None or v >= 1, "an integer ≥ 1 (steps of xe before train.objective), or null"),
+    "log_every": (_count(1, MAX_STEPS), f"an integer ≥ 1 and ≤ {_STEPS} (steps)"),
+    "scst_after": (lambda v: v is None or 1 <= v <= MAX_STEPS, f"an integer ≥ 1 and ≤ {_STEPS} (steps of xe before "
+                   f"train.objective), or null"),
     "cache_dtype": (lambda v: v in CACHE_DTYPES, " or ".join(CACHE_DTYPES) + " (float16: half the disk)"),
 }
 

@@ -18,7 +18,9 @@ Every file is written atomically (temp + rename), so a run killed at any moment 
 the RNG states are saved, ends with the same weights as a run that was never interrupted. The state is
 written before validating (a state saved ahead of its validation says so, and a resume validates first);
 any exception inside the loop saves the state of the last completed step and is reported with the
-``zoo train --resume`` command (``zoo.training.run_guard``).
+``zoo train --resume`` command (``zoo.training.run_guard``). A step whose loss or gradient is not finite
+is never applied, nor an update that leaves a weight non-finite: the run stops there (``NonFiniteLoss``),
+so no state or model file holds NaN weights.
 
 An epoch is one pass over every (image, caption) pair. With a frozen encoder (and no augmentation) the
 features come from the on-disk feature cache (``zoo.data.feature_cache``), so the decoder trains without the
@@ -29,6 +31,7 @@ a strided share of every global batch; validation and checkpoints happen on rank
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -50,7 +53,7 @@ from zoo.training.config import TrainConfig, TrainResult
 from zoo.training.monitor import RunMonitor
 from zoo.training.objective import ObjectiveBatch, ObjectiveContext, ObjectiveSchedule, StepOutput
 from zoo.training.pairs import PairIndex, image_batches
-from zoo.training.run_guard import RunGuard
+from zoo.training.run_guard import NonFiniteLoss, RunGuard
 from zoo.training.schedule import lr_at, total_steps
 from zoo.training.state import load_state, save_state, seed_everything, trim_log
 
@@ -72,7 +75,7 @@ def train(
 
     Any exception inside the loop becomes a :class:`zoo.training.run_guard.RunFailed` naming the run folder and
     the ``zoo train --resume`` command, after the state of the last completed step is saved."""
-    guard = RunGuard(Path(out_dir))
+    guard = RunGuard(Path(out_dir), writer=dist.rank() == 0)  # only rank 0 writes the training state
     try:
         return _train(model, train_set, val_set, out_dir, cfg, run_info, resume, stop_after, guard, objective_options)
     except BaseException as exc:
@@ -199,9 +202,17 @@ class _Run:
         loss = result.loss
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.trainable, cfg.grad_clip)
+        # the gradient norm (clipped to grad_clip, or only measured): a NaN or infinite loss or gradient stops
+        # the run before the optimiser applies it, so no saved state or model ever holds NaN weights
+        norm = torch.nn.utils.clip_grad_norm_(self.trainable, cfg.grad_clip or float("inf"))
+        if dist.any_rank(not (torch.isfinite(loss.detach()) and torch.isfinite(norm))):
+            raise NonFiniteLoss(_non_finite_message(step + 1, loss, norm, self.cache is not None, cfg))
         self.opt.step()
+        if not _finite_weights(self.trainable):  # an update that overflowed (a huge lr or weight decay)
+            raise NonFiniteLoss(
+                f"the optimiser's update at step {step + 1} made weights NaN or infinite (its loss and gradient "
+                f"were finite): training stops here, and these weights are never saved. Usual cause: a learning "
+                f"rate or weight decay too high (train.lr={cfg.lr:g}, train.weight_decay={cfg.weight_decay:g})")
         step += 1
         self.progress["pos"] += cfg.batch_size
         self.progress["step"] = step
@@ -272,6 +283,33 @@ class _Run:
             atomic_write(self.out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1)))
         dist.barrier()  # no rank returns before rank 0 has written the run's final files
         return TrainResult(self.out, step, best, self.last_loss, images_per_s, self.history, self.model)
+
+
+def _finite_weights(params: list[torch.nn.Parameter]) -> bool:
+    """Whether every weight is finite: the largest magnitude of each tensor (an inf-norm, which cannot
+    overflow as a 2-norm of large weights would), one reduction and one sync per step. The same answer on
+    every rank: DDP keeps their weights equal."""
+    if not params:
+        return True
+    total = getattr(torch.nn.utils, "get_total_norm", None)  # torch ≥ 2.6: fused over the tensors
+    with torch.no_grad():
+        largest = total(params, norm_type=float("inf")) if total is not None else \
+            torch.stack([p.detach().abs().max() for p in params]).max()
+    return bool(torch.isfinite(largest))
+
+
+def _non_finite_message(step: int, loss: torch.Tensor, norm: torch.Tensor, cached: bool, cfg: TrainConfig) -> str:
+    """Why a step was not applied, and what usually causes it."""
+    value = float(loss.detach())
+    what = f"the loss of step {step} is {value}" if not math.isfinite(value) else (
+        f"the gradient of step {step} is not finite (norm {float(norm)}; loss {value:.4g})")
+    if dist.is_distributed() and math.isfinite(value) and math.isfinite(float(norm)):
+        what = f"the loss or gradient of step {step} is not finite on another rank"
+    source = ("damaged input features (a feature cache entry is checked when a run opens it, and rebuilt "
+              "if damaged)" if cached else "images that decode to garbage")
+    return (f"{what}: training stops before that step changes the weights (they are still those of step "
+            f"{step - 1}). Usual causes: a learning rate too high (train.lr={cfg.lr:g}; try a tenth), "
+            f"{source}, or a decoder plugin whose output overflows")
 
 
 @dataclass
@@ -356,11 +394,12 @@ def _feature_cache(model: CaptionModel, train_set: Any, cfg: TrainConfig, device
     once per machine: the other local ranks wait for it, then read it)."""
     builder = dist.local_rank() == 0  # one build per machine (caches are usually machine-local)
     if not builder:
-        dist.barrier()  # wait for the builders, then read their cache
+        dist.barrier("waiting for local rank 0 to check or build the feature cache")  # then read it
+    # the builder has just checked the entry's checksums (or written it): the others need not read it all again
     cache = get_or_build(model.encoder, train_set, dtype=cfg.cache_dtype, num_workers=cfg.num_workers,
-                         device=device, progress=cfg.progress and is_main)
+                         device=device, progress=cfg.progress and is_main, verify=builder)
     if builder:
-        dist.barrier()
+        dist.barrier("telling the other ranks the feature cache is ready")
     return cache
 
 

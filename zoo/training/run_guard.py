@@ -8,6 +8,11 @@ folder and the exact ``zoo train --resume RUN`` command. A failure in the middle
 backward or optimiser update) cannot be saved exactly (dropout has drawn, batch-norm statistics moved),
 so the guard points to the last state written instead and says which steps will be trained again.
 
+Under ``torchrun`` only rank 0 writes the state; every other rank, when it fails, reports the state that is
+on disk (read back from the file), never a step of its own as "saved". A rank whose peer stopped (gloo's
+"Connection closed by peer") says that, not the raw error. A step whose loss is not finite is never applied
+(:class:`NonFiniteLoss`): the loop stops there, so no state or model file ever holds NaN weights.
+
 Why a guard rather than ``try`` inside the loop: the loop stays the loop, and the one place that decides
 what a failure may save is here, with its own tests (``tests/test_train_failures.py``).
 """
@@ -18,7 +23,9 @@ import shlex
 from pathlib import Path
 from typing import Any, Callable
 
-from zoo.errors import ZooError
+from zoo.errors import CheckpointError, ZooError
+from zoo.runtime import distributed as dist
+from zoo.training.state import saved_step
 
 
 class RunFailed(ZooError):
@@ -30,11 +37,19 @@ class RunFailed(ZooError):
         self.exit_code = exit_code
 
 
-class RunGuard:
-    """Tracks, for one run, whether the model is between steps and which step's state is on disk."""
+class NonFiniteLoss(ZooError):
+    """A training step whose loss (or gradient) is NaN or infinite: raised before the optimiser applies it,
+    so the weights stay those of the last good step."""
 
-    def __init__(self, out: Path) -> None:
+
+class RunGuard:
+    """Tracks, for one run, whether the model is between steps and which step's state is on disk.
+    ``writer``: whether this process writes the training state (rank 0 under ``torchrun``); another rank
+    reports the state on disk instead of its own step."""
+
+    def __init__(self, out: Path, writer: bool = True) -> None:
         self.out = out
+        self.writer = writer
         self.active = False  # True once the loop runs: failures before it are passed on unchanged
         self.between_steps = True
         self.step = 0  # the last completed step
@@ -73,11 +88,22 @@ class RunGuard:
             except Exception:  # noqa: BLE001 - a progress bar that cannot close must not hide the error
                 pass
         interrupted = isinstance(exc, KeyboardInterrupt)
-        what = "interrupted (Ctrl-C)" if interrupted else f"{type(exc).__name__}: {exc}"
+        if interrupted:
+            what = "interrupted (Ctrl-C)"
+        elif dist.is_peer_failure(exc):
+            what = (f"another process of this torchrun job stopped (its own message says why; "
+                    f"torch.distributed: {dist.peer_detail(exc)})")
+        else:
+            what = f"{type(exc).__name__}: {str(exc).rstrip('.')}"
         where = f"training stopped at step {self.step} of {self.total}" if self.between_steps else (
             f"training failed during step {self.step + 1} of {self.total}"
         )
+        if dist.is_distributed():
+            where = f"rank {dist.rank()} of {dist.world_size()}: {where}"
         state = self.out / "state.safetensors"
+        if not self.writer:
+            return RunFailed(f"{where}: {what}. {self._on_disk(state)} Run folder: {self.out}.",
+                             130 if interrupted else 2)
         saved_now, save_error = False, None
         if self.between_steps and self.saved_step != self.step and self._save is not None:
             try:
@@ -104,3 +130,18 @@ class RunGuard:
             f"the run uses a plugin loaded by hand).",
             130 if interrupted else 2,
         )
+
+    def _on_disk(self, state: Path) -> str:
+        """What a rank that does not write the state says about it: the step of the file on disk, read
+        back now (rank 0 writes it, and may still be writing a later one as this rank stops)."""
+        try:
+            on_disk = saved_step(state) if state.exists() else None
+        except CheckpointError:
+            on_disk = None
+        resume = f"zoo train --resume {shlex.quote(str(self.out))}"
+        if on_disk is None:
+            return (f"This rank writes no training state (rank 0 does), and {state} holds none now: rank 0's "
+                    f"message says whether it saved one; without one, start the run again.")
+        redo = f"; steps {on_disk + 1} to {self.step} will be trained again" if self.step > on_disk else ""
+        return (f"This rank writes no training state (rank 0 does): {state} holds step {on_disk}, saved by rank 0"
+                f"{redo} (rank 0's message says if it saved a later one). Continue with: {resume}.")

@@ -22,7 +22,7 @@ import yaml
 
 from zoo.data.datasets import drop_bad_images, load_dataset
 from zoo.errors import ZooError
-from zoo.files import atomic_write, sha256_file
+from zoo.files import atomic_write, missing_reason, sha256_file
 from zoo.models.builder import create_tokenizer, tokenizer_from_bytes
 from zoo.models.checkpoint import load, read_extra, read_metadata
 from zoo.models.factory import create_model
@@ -97,6 +97,8 @@ class RunSpec:
             return cls(**data)
         except FileNotFoundError as exc:
             raise ZooError(f"{path} does not exist: is this a run folder made by `zoo train`?") from exc
+        except OSError as exc:  # a symbolic link loop, a file that cannot be read
+            raise ZooError(f"{path} {missing_reason(path) or f'cannot be read ({exc.strerror})'}") from exc
         except (TypeError, json.JSONDecodeError) as exc:
             raise ZooError(f"{path} is not a valid run description: {exc}") from exc
 
@@ -363,8 +365,11 @@ def load_init(spec: RunSpec) -> Any:
     that changed since would silently start the run from other weights)."""
     assert spec.init is not None
     path = Path(spec.init["path"])
-    if not path.exists():
+    problem = missing_reason(path)
+    if problem == "does not exist":
         raise ZooError(f"--init {path}: the checkpoint does not exist (any more); train from another one")
+    if problem is not None:
+        raise ZooError(f"--init {path}: the checkpoint {problem}")
     got = sha256_file(path)
     if spec.init.get("sha256") and got != spec.init["sha256"]:
         raise ZooError(

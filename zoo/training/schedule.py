@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 from zoo.errors import ZooError
-from zoo.training.config import TrainConfig
+from zoo.training.config import MAX_STEPS, TrainConfig
 
 
 def effective_warmup(cfg: TrainConfig, total: int) -> int:
@@ -33,4 +33,10 @@ def total_steps(cfg: TrainConfig, num_pairs: int) -> tuple[int, int]:
     if cfg.steps is None and cfg.epochs is None:
         raise ZooError("say how long to train: --set train.steps=N or --set train.epochs=N")
     total = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch  # type: ignore[operator]
+    if total > MAX_STEPS:  # epochs within their bound can still make a run no one means to wait for
+        raise ZooError(
+            f"train.epochs={cfg.epochs} over {num_pairs:,} (image, caption) pairs in batches of {cfg.batch_size} "
+            f"is {total:,} optimiser steps, more than the {MAX_STEPS:,} a run may take; ask for fewer epochs, "
+            f"or give train.steps"
+        )
     return total, steps_per_epoch

@@ -63,7 +63,14 @@ def _np_state() -> list:
 
 def save_state(path: Path, model: CaptionModel, opt: torch.optim.Optimizer, progress: dict[str, Any],
                extra_tensors: dict[str, torch.Tensor] | None = None) -> None:
-    """``extra_tensors``: more resumable state (the objectives' ``objective/...`` tensors)."""
+    """``extra_tensors``: more resumable state (the objectives' ``objective/...`` tensors). Weights that are
+    not finite are refused (a CheckpointError naming them): a state to resume from must never hold NaN."""
+    bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(
+            f"not saving the training state to {path}: {len(bad)} weight tensor(s) hold NaN or infinite values "
+            f"({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}); the state on disk is kept as it was"
+        )
     tensors, optim_meta = _state_tensors(model, opt)
     tensors.update(extra_tensors or {})
     meta = {
