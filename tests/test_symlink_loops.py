@@ -42,7 +42,7 @@ def test_library_path_checks_name_the_loop(loop):
 
 
 @pytest.mark.parametrize("command", [["caption", "{ckpt}", "{loop}"], ["eval", "{loop}", "--data", "shapes"],
-                                     ["caption", "{loop}", "x.png"]])
+                                     ["caption", "{loop}", "x.png"], ["info", "{loop}"]])
 def test_commands_name_the_loop(tmp_path, loop, capsys, command):
     import zoo
 
@@ -52,3 +52,13 @@ def test_commands_name_the_loop(tmp_path, loop, capsys, command):
     rc = zoo_main([c.format(ckpt=ckpt, loop=loop) for c in command])
     err = capsys.readouterr().err
     assert rc == 2 and "symbolic link loop" in err and "Traceback" not in err, err
+
+
+def test_loading_a_checkpoint_through_a_loop_names_the_loop(loop):
+    import zoo
+    from zoo.models.checkpoint import read_metadata
+
+    for call in (lambda: zoo.load(loop), lambda: read_metadata(loop)):
+        with pytest.raises(ZooError) as err:
+            call()
+        assert "symbolic link loop" in str(err.value) and "does not exist" not in str(err.value), err.value

@@ -10,7 +10,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from zoo.errors import UnknownNameError, ZooError
+from zoo.errors import CheckpointError, UnknownNameError, ZooError
+from zoo.files import missing_reason
 from zoo.models.checkpoint import objective_signature, read_extra, read_metadata
 from zoo.models.factory import list_names
 from zoo.registry.hookspecs import hookimpl
@@ -149,6 +150,8 @@ def checkpoint_info(path: str) -> dict | None:
     None when ``path`` is not a file or folder, so the name is looked up in the registry instead."""
 
     p = Path(path)
+    if p.is_symlink() and missing_reason(p) is not None:  # a link loop or a broken link: say so, not "unknown name"
+        raise CheckpointError(f"{p} {missing_reason(p)}")
     if not (p.is_file() or p.is_dir()) or not (p.is_file() or (p / "best.safetensors").exists()
                                                   or (p / "last.safetensors").exists()):
         return None

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_model, save_model
 
 from zoo.errors import CheckpointError, UnknownNameError, ZooError
-from zoo.files import atomic_write
+from zoo.files import atomic_write, missing_reason
 from zoo.models.builder import build_on_meta, create_decoder, create_encoder, tokenizer_from_bytes
 from zoo.models.caption_model import CaptionModel
 from zoo.version import __version__
@@ -82,8 +82,9 @@ def _read_header(path: str | Path) -> tuple[dict[str, str], dict[str, Any]]:
     are strings, and ``config`` and ``extra`` that are JSON objects. A command that calls this first fails
     at once, naming the file and the entry, rather than after decoding a split."""
     path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+    reason = missing_reason(path)  # a symbolic link loop or a broken link is said as such
+    if reason is not None:
+        raise CheckpointError(f"checkpoint {path} {reason}")
     if path.is_dir():
         raise CheckpointError(f"checkpoint {path} is a folder; give the .safetensors file inside it")
     size = path.stat().st_size
