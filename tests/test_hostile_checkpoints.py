@@ -209,3 +209,18 @@ def test_a_shape_that_its_data_cannot_hold(good, tmp_path):
 def test_a_bad_option_value_in_a_checkpoint(good, tmp_path, value):
     bad = _edited(good, tmp_path / "value.safetensors", _config_edit(decoder=(None, {"hidden_size": value})))
     _refused(bad, "'decoder'", "hidden_size", repr(value), calls=(zoo.load,))
+
+
+@pytest.mark.parametrize("config", [{"encoder": "resnet10t"}, {"encoder": {"name": 3}}])
+def test_train_init_from_a_checkpoint_with_a_malformed_config_names_the_file(tmp_path, capsys, config):
+    """``zoo train --init`` plans the run from the checkpoint's parts: a part that is not an object (a raw
+    KeyError/TypeError before) is named with the file and the entry."""
+    from safetensors.torch import save_file
+
+    from zoo.cli import main
+
+    ckpt = tmp_path / "odd.safetensors"
+    save_file({"w": torch.zeros(1)}, str(ckpt), metadata={"format": "caption-zoo", "config": json.dumps(config)})
+    rc = main(["train", "--init", str(ckpt), "--data", "shapes", "--out", str(tmp_path / "run"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err and str(ckpt) in err and "'encoder'" in err, err

@@ -263,6 +263,15 @@ def _config_part(config: Any, key: str, path: Any, meta: dict[str, str]) -> tupl
     return name, dict(kwargs)
 
 
+def config_parts(path: str | Path) -> dict[str, tuple[str, dict[str, Any]]]:
+    """The checkpoint's encoder, decoder and tokenizer as ``{part: (name, kwargs)}``, every entry checked
+    (a malformed one is a CheckpointError naming the file and the entry), without building anything:
+    what ``zoo train --init`` needs to plan a run from a checkpoint."""
+    meta = read_metadata(path)
+    config = json.loads(meta["config"])
+    return {key: _config_part(config, key, path, meta) for key in ("encoder", "decoder", "tokenizer")}
+
+
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> "CaptionModel":
     """Rebuild a model from the file alone (no network, no other file).
 

@@ -24,7 +24,7 @@ from zoo.data.datasets import drop_bad_images, load_dataset
 from zoo.errors import ZooError
 from zoo.files import atomic_write, missing_reason, sha256_file
 from zoo.models.builder import create_tokenizer, tokenizer_from_bytes
-from zoo.models.checkpoint import load, read_extra, read_metadata
+from zoo.models.checkpoint import config_parts, load, read_extra
 from zoo.models.factory import create_model
 from zoo.registry.recipes import get_recipe
 from zoo.runtime import distributed as dist
@@ -335,8 +335,7 @@ def init_from_checkpoint(spec: RunSpec | None, path: str | Path) -> RunSpec:
     path = Path(path).resolve()
     if path.is_dir():
         path = path / "best.safetensors"
-    meta = read_metadata(path)  # a missing, damaged or foreign file is a clear error here
-    config = json.loads(meta["config"])
+    parts = config_parts(path)  # a missing, damaged or foreign file, or a malformed entry, is a clear error here
     recorded = (read_extra(path).get("run") or {}).get("spec")
     if spec is None:
         if not recorded:
@@ -344,17 +343,19 @@ def init_from_checkpoint(spec: RunSpec | None, path: str | Path) -> RunSpec:
                 f"--init {path}: the checkpoint does not record the run that made it, so the data set is "
                 "unknown; also give --data (and --data-root) or a recipe"
             )
-        spec = RunSpec(**recorded)
+        try:
+            spec = RunSpec(**recorded)
+        except TypeError as exc:
+            raise ZooError(
+                f"--init {path}: the run recorded in the checkpoint (extra entry 'run.spec') is malformed ({exc}); "
+                "give --data (and --data-root) or a recipe so it is not needed"
+            ) from None
         spec.recipe = None
     spec = copy.deepcopy(spec)
-    spec.encoder = config["encoder"]["name"]
-    spec.decoder = config["decoder"]["name"]
-    if isinstance(config.get("tokenizer"), dict):
-        spec.tokenizer = config["tokenizer"]["name"]
-        spec.tokenizer_kwargs = dict(config["tokenizer"].get("kwargs") or {})
-    spec.encoder_kwargs = dict(config["encoder"].get("kwargs") or {})
+    spec.encoder, spec.encoder_kwargs = parts["encoder"]
+    spec.decoder, spec.decoder_kwargs = parts["decoder"]
+    spec.tokenizer, spec.tokenizer_kwargs = parts["tokenizer"]
     spec.encoder_kwargs.pop("pretrained", None)
-    spec.decoder_kwargs = dict(config["decoder"].get("kwargs") or {})
     spec.pretrained = False  # every weight comes from the checkpoint
     spec.init = {"path": str(path), "sha256": sha256_file(path)}
     return spec
