@@ -83,6 +83,8 @@ class Tiny(zoo.Decoder):
                 logits = torch.cat([logits, logits.new_zeros(B, 5)], 1)
             elif self.bad == "step-vb":
                 logits = logits.t()
+            elif self.bad.startswith("step-short-above") and B > int(self.bad[16:]):
+                logits = logits[:-1]  # a row lost, only on batches larger than the probe's
         return logits, h
 
 
@@ -373,3 +375,16 @@ def test_a_failure_inside_a_plugin_while_building_names_the_plugin(plugin):
     msg = str(info.value)
     assert "decoder 'tiny-test'" in msg and "plugin 'tiny-test-plugin'" in msg and "cannot build" in msg, msg
     assert "tiny_test_plugin.py:" in msg and "ValueError" in msg, msg
+
+
+def test_a_shape_fault_caught_by_the_beam_search_names_the_plugin(plugin):
+    """The beam search's per-step shape guard knows only the decoder's class; the model's decoding context
+    adds the registered name and the plugin."""
+    from tests.helpers import tiny_tokenizer
+
+    model = zoo.create_model(encoder="resnet10t", decoder="tiny-test", tokenizer=tiny_tokenizer(),
+                             encoder_kwargs={"img_size": 32}, decoder_kwargs={"bad": "step-short-above40"})
+    with pytest.raises(ContractError) as info:
+        model.generate(torch.randn(16, 3, 32, 32), beam_size=3, max_len=3)
+    msg = str(info.value)
+    assert "decoder 'tiny-test' (plugin 'tiny-test-plugin')" in msg and "step(prev_tokens" in msg, msg

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from zoo.errors import PluginError, ZooError
+from zoo.errors import ContractError, PluginError, ZooError
 from zoo.registry.manager import get_registry
 
 #: top-level packages whose code is never a plugin's own
@@ -89,6 +89,12 @@ def blamed(parts: list[tuple[str, str | None, Any]], doing: str) -> Iterator[Non
     the part, the original exception as its cause; any other passes through unchanged."""
     try:
         yield
+    except ContractError as exc:  # a guard that knew only the part's class (the beam search's shape check)
+        for kind, name, part in parts:
+            plugin = plugin_of(kind, name)
+            if plugin and repr(type(part).__name__) in str(exc) and repr(plugin) not in str(exc):
+                raise ContractError(f"{kind} {name!r} (plugin {plugin!r}) while {doing}: {exc}") from exc
+        raise
     except Exception as exc:
         for kind, name, part in parts:
             failure = part_failure(exc, kind, name, part, doing)
