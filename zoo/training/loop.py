@@ -46,6 +46,7 @@ from zoo.models.caption_model import CaptionModel
 from zoo.models.checkpoint import save
 from zoo.runtime import distributed as dist
 from zoo.runtime.device import resolve_device
+from zoo.runtime.threads import adapt_threads
 from zoo.training.config import TrainConfig, TrainResult
 from zoo.training.monitor import RunMonitor
 from zoo.training.objective import ObjectiveBatch, ObjectiveContext, ObjectiveSchedule, StepOutput
@@ -117,6 +118,7 @@ def _train(
             images_per_s = speed.now()
             bar.set_postfix(loss=f"{run.last_loss:.3f}", img_s=f"{images_per_s:.0f}")
             run.after_step(result, epoch, images_per_s, guard)
+            adapt_threads()  # a zoo command's threads follow the CPUs left free (zoo.runtime.threads)
             if stop_after is not None and done_here >= stop_after:
                 bar.close()
                 return TrainResult(run.out, run.step, run.progress["best"], run.last_loss, None, run.history, model)
