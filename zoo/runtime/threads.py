@@ -14,12 +14,13 @@ while it trains. The rules, first match wins:
 3. Otherwise the **budget**: the cores this process may really use (:func:`zoo.runtime.cpus.usable_cores`:
    its CPU affinity, capped by the cgroup CPU quota, where ``os.cpu_count()`` counts the host; without a
    user's ``OMP_NUM_THREADS``, at most torch's own default) divided among the local ranks
-   (``LOCAL_WORLD_SIZE``, 1 without torchrun), at least 1. The command starts with the budget, and
-   during training (:func:`adapt_threads`, once per step, cheap: a clock read) it re-evaluates about once
-   a second: how many of its CPUs other processes kept busy over that second (``/proc/stat``'s busy time
-   of our CPUs less our own, :class:`zoo.runtime.cpus.CpuMeter`); a CPU counts as taken when others used
-   more than :data:`TAKEN_AT` of a core, and the count becomes min(budget, CPUs − taken), at least 1.
-   It drops at once (a spinning team beside a busy process is what collapses) and rises only after
+   (``LOCAL_WORLD_SIZE``, 1 without torchrun), at least 1. The command starts with the budget; before
+   each training step (:func:`adapt_threads`, cheap: a clock read) it re-evaluates, about once a second
+   (the first time before the first step, over the command's start-up): how many of its CPUs other
+   processes kept busy since the last reading (``/proc/stat``'s busy time of our CPUs less our own,
+   :class:`zoo.runtime.cpus.CpuMeter`); a CPU counts as taken when others used more than
+   :data:`TAKEN_AT` of a core, and the count becomes min(budget, CPUs − taken), at least 1. It drops at
+   once (a spinning team beside a busy process is what collapses) and rises only after
    :data:`RISE_AFTER` readings in a row agree (no flapping on a burst).
 
 Concurrent runs on one machine divide the cores by giving each its own CPU affinity (``taskset``,
@@ -27,8 +28,14 @@ Concurrent runs on one machine divide the cores by giving each its own CPU affin
 while running is seen at the next reading.
 
 Why not ``OMP_WAIT_POLICY=PASSIVE``: threads that sleep instead of spinning do not collapse (274 img/s
-beside a busy process) but cost a fifth of the idle speed (350 vs 445), and libgomp (torch's OpenMP here)
-reads it once, when torch is loaded, before the command could know whether the machine is busy.
+beside a busy process) but cost a fifth of the idle speed (350 vs 445). And torch's OpenMP here is GNU
+libgomp (``torch/lib/libgomp.so.1``), which reads ``OMP_WAIT_POLICY`` / ``GOMP_SPINCOUNT`` once, when
+torch is loaded: the ``zoo`` console script imports ``zoo`` (and torch) before ``zoo.cli.main`` runs, so
+the command could set them only by starting itself again, and still not know whether the machine is busy.
+
+The thread count changes the last bits of a result (a sum split among 2 threads rounds differently), so
+an adapting run is repeatable to the bit only where the load was the same. For a run compared bit for bit
+(a resume against an uninterrupted run, one machine against another), fix the count: ``ZOO_NUM_THREADS=N``.
 
 The Python API (``import zoo``) never changes the thread count: a program's own ``torch.set_num_threads``
 or ``OMP_NUM_THREADS`` stays as it is, and :func:`adapt_threads` does nothing unless the ``zoo`` command
@@ -182,6 +189,7 @@ def configure_threads(environ: Mapping[str, str] | None = None) -> int:
             return max(min(cores, cap or cores) // ranks, 1)
 
         _governor = ThreadGovernor(budget_of)
+        _governor.tick()  # the first reading starts now: the first step already knows how busy the set-up was
     return torch.get_num_threads()
 
 

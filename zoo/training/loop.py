@@ -111,6 +111,7 @@ def _train(
         for b in batches:
             if run.step >= run.total:
                 break
+            adapt_threads()  # a zoo command's threads follow the CPUs left free (zoo.runtime.threads)
             result = run.train_step(b, images, guard)
             done_here += 1
             speed.images += len(b) * run.world
@@ -118,7 +119,6 @@ def _train(
             images_per_s = speed.now()
             bar.set_postfix(loss=f"{run.last_loss:.3f}", img_s=f"{images_per_s:.0f}")
             run.after_step(result, epoch, images_per_s, guard)
-            adapt_threads()  # a zoo command's threads follow the CPUs left free (zoo.runtime.threads)
             if stop_after is not None and done_here >= stop_after:
                 bar.close()
                 return TrainResult(run.out, run.step, run.progress["best"], run.last_loss, None, run.history, model)
