@@ -15,7 +15,7 @@ Busy processes are `yes > /dev/null` loops, started and killed here, not pinned 
 Read the ratios (busy / alone for each setting; new / old per situation), not the img/s: the machine is
 shared, and the load average at each situation is recorded beside it.
 
-    python benchmarks/bench_threads.py [--steps 150] [--seconds 20] [--rounds 1]
+    python benchmarks/bench_threads.py [--steps 150] [--seconds 20] [--rounds 1] [--nice -10]
 """
 
 from __future__ import annotations
@@ -93,7 +93,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=150, help="training steps per measurement at most (batch 64)")
     ap.add_argument("--seconds", type=float, default=20.0, help="... and at most this long (then stopped as by Ctrl-C)")
     ap.add_argument("--rounds", type=int, default=1, help="repeat every measurement, alternating the order")
+    ap.add_argument("--nice", type=int, default=0,
+                    help="run the training and the busy processes at this niceness (negative: root; e.g. -10 on "
+                    "a shared machine, so that other users' work weighs less and 'alone' comes nearer to idle)")
     args = ap.parse_args()
+    if args.nice:
+        os.nice(args.nice)  # the busy processes inherit it: they compete with the training as equals
     for var in ("OMP_NUM_THREADS", "ZOO_NUM_THREADS"):
         if os.environ.get(var):
             sys.exit(f"unset {var}: the benchmark compares the thread rules themselves")
@@ -141,7 +146,7 @@ def main() -> None:
         print(f"  {setting}: " + ", ".join(f"{s} = {r:.2f}x of alone" for s, r in of_alone[setting].items()))
     report("bench_threads", {
         "steps_at_most": args.steps, "seconds_at_most": args.seconds, "batch_size": 64, "rounds": args.rounds,
-        "old_threads": old_threads,
+        "old_threads": old_threads, "nice": args.nice,
         "images_per_s": figures, "threads_at_end": ended, "load_avg_1m": load,
         "ratio_to_alone": of_alone, "new_over_old": new_over_old,
         "goal_beside_one_busy_at_least_0.6_of_alone": of_alone["new"]["beside 1 busy"] >= 0.6,
