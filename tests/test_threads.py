@@ -23,7 +23,8 @@ CPUS = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 
 CHILD_ENV = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "ZOO_NUM_THREADS",
                                                                "LOCAL_WORLD_SIZE", "MKL_NUM_THREADS")}
 CHILD_ENV.update(PYTHONPATH=str(ROOT), ZOO_DISABLE_PLUGIN_AUTOLOAD="1")
-needs_two_cpus = pytest.mark.skipif(len(CPUS) < 2, reason="needs a process allowed on 2 CPUs or more (Linux)")
+needs_two_cpus = pytest.mark.skipif(len(CPUS) < 2 or usable_cores(frozenset(CPUS)) < 2,
+                                    reason="needs a process allowed on 2 CPUs or more (Linux), with no lower CPU quota")
 
 
 # -- which setting wins ---------------------------------------------------------------------------------------
