@@ -9,7 +9,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SCRIPTS = ["bench_cider.py", "bench_beam_search.py", "bench_teacher_forcing.py", "bench_feature_cache.py", "bench_memory.py",
-           "bench_scst.py"]
+           "bench_scst.py", "bench_threads.py"]
 
 if __name__ == "__main__":
     failed = []

@@ -12,6 +12,10 @@ import pytest
 import torch
 
 torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
+# the thread count changes the last bits of training (zoo.runtime.threads): the tests compare runs bit for bit
+# (resume, sweeps through other executors), so `zoo` commands here and the processes they start use a fixed
+# count rather than following the load of a shared machine; tests/test_threads.py sets its own environment
+os.environ.setdefault("ZOO_NUM_THREADS", str(torch.get_num_threads()))
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"

@@ -18,7 +18,7 @@ from zoo import commands
 from zoo.errors import ZooError
 from zoo.registry.loading import load_plugin
 from zoo.registry.manager import get_plugin_manager, plugin_failures
-from zoo.runtime.threads import configure_threads
+from zoo.runtime.threads import configure_threads, stop_adapting
 from zoo.version import __version__
 
 DEBUG_ENV = "ZOO_DEBUG"
@@ -126,6 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    finally:
+        stop_adapting()  # a program that called main() goes on under its own thread rules (zoo.runtime.threads)
 
 
 if __name__ == "__main__":  # pragma: no cover

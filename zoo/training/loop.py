@@ -49,6 +49,7 @@ from zoo.models.caption_model import CaptionModel
 from zoo.models.checkpoint import save
 from zoo.runtime import distributed as dist
 from zoo.runtime.device import resolve_device
+from zoo.runtime.threads import adapt_threads
 from zoo.training.config import TrainConfig, TrainResult
 from zoo.training.monitor import RunMonitor
 from zoo.training.objective import ObjectiveBatch, ObjectiveContext, ObjectiveSchedule, StepOutput
@@ -113,6 +114,7 @@ def _train(
         for b in batches:
             if run.step >= run.total:
                 break
+            adapt_threads()  # a zoo command's threads follow the CPUs left free (zoo.runtime.threads)
             result = run.train_step(b, images, guard)
             done_here += 1
             speed.images += len(b) * run.world
