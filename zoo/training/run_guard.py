@@ -18,6 +18,7 @@ import shlex
 from pathlib import Path
 from typing import Any, Callable
 
+from zoo.contracts.executor import StopRequested
 from zoo.errors import ZooError
 
 
@@ -74,6 +75,8 @@ class RunGuard:
                 pass
         interrupted = isinstance(exc, KeyboardInterrupt)
         what = "interrupted (Ctrl-C)" if interrupted else f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, StopRequested):  # a job's executor asked it to stop (preemption, time limit, cancel)
+            what = f"stopped on request ({exc.reason})"
         where = f"training stopped at step {self.step} of {self.total}" if self.between_steps else (
             f"training failed during step {self.step + 1} of {self.total}"
         )
