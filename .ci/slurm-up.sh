@@ -6,7 +6,8 @@
 # node idle. Idempotent: run again, it leaves a running cluster alone (and restarts the daemons only when
 # the configuration it would write differs from the one in place). Needs Debian's slurm-wlm and munge.
 # Settings chosen for fast tests: linuxproc process tracking (no cgroups in containers), no task
-# plugin, cons_tres selection with CPUs and memory as consumables, jobs forgotten 30 s after they end,
+# plugin, cons_tres selection with CPUs and memory as consumables (a job without --mem gets a share, not
+# the whole node), jobs forgotten 30 s after they end,
 # a short KillWait, a scheduler that looks at new jobs at once.
 set -euo pipefail
 
@@ -53,6 +54,7 @@ MpiDefault=none
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
+DefMemPerCPU=$((mem_mb / cpus / 2))
 PartitionName=zoo Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 EOF
 )

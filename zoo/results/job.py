@@ -26,7 +26,9 @@ from zoo.contracts.executor import StopRequested, clear_stop, request_stop
 from zoo.errors import ZooError
 from zoo.files import atomic_write
 from zoo.registry.loading import load_plugin
+from zoo.registry.manager import get_plugin_manager
 from zoo.runtime import distributed as dist
+from zoo.runtime.threads import configure_threads
 from zoo.results.compare import CompareConfig, plan, train_and_evaluate
 from zoo.training.runs import load_split
 
@@ -50,8 +52,10 @@ def run_job(out: str | Path, name: str, plugins: tuple[str, ...] = ()) -> dict[s
     one); returns its summary. On failure ``failed.json`` records why, and the error is raised again."""
     out = Path(out)
     run_dir = out / name
-    for plugin in plugins:  # plugins the driver's command line loaded by hand (--plugin)
-        load_plugin(plugin)
+    for plugin in plugins:  # plugins the driver's command line loaded by hand (--plugin), unless already here
+        if not get_plugin_manager().has_plugin(plugin):
+            load_plugin(plugin)
+    configure_threads()  # the job's own CPUs (its affinity set), unless ZOO_NUM_THREADS / OMP_NUM_THREADS say
     clear_stop()
     previous = _on_sigterm()
     dist.init_from_env()
