@@ -20,6 +20,7 @@ from __future__ import annotations
 import getpass
 import signal
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -54,12 +55,21 @@ class SlurmJob(submitit.helpers.Checkpointable):
         if self.distributed:  # several tasks: the torch.distributed variables torchrun would set
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
         requeue = signal.getsignal(signal.SIGUSR2)  # submitit's: checkpoint(), scontrol requeue, exit
-        signal.signal(signal.SIGUSR2, lambda signum, frame: zoo.request_stop("preempted or out of time (SIGUSR2)"))
+        warned: list[int] = []
+
+        def on_warning(signum: int, frame: Any) -> None:
+            warned.append(signum)
+            zoo.request_stop("preempted or out of time (SIGUSR2)")
+
+        signal.signal(signal.SIGUSR2, on_warning)
         try:
             return self.function()
         except BaseException as exc:
-            if _stopped_by(exc, "SIGUSR2") and callable(requeue):
-                requeue(signal.SIGUSR2, None)  # the state is saved: requeue and leave (raises SystemExit)
+            # stopped at a step with its state saved; or warned outside training (Slurm signals every process
+            # of the job, so the evaluation's Java tokenizer may have died of it): either way, run again
+            if (warned or _stopped_by(exc, "SIGUSR2")) and callable(requeue):
+                print(f"zoo: {exc}\nzoo: requeueing this job", file=sys.stderr, flush=True)
+                requeue(signal.SIGUSR2, None)  # raises SystemExit after `scontrol requeue`
             raise
 
 

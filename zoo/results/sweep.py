@@ -172,7 +172,7 @@ class Sweep:
         self.ledger = read_ledger(out)
         self.ledger["executor"] = {"name": executor_name, "options": executor_options}
         self.tag = hashlib.sha256(str(out.resolve()).encode()).hexdigest()[:8]
-        self.tried: set[str] = set()  # submitted by this driver: a failure is final for this invocation
+        self.tried: set[str] = set()  # submitted or watched by this driver: a failure is final for this invocation
         self.reported: set[str] = set()
 
     def task(self, name: str, key: str) -> Task:
@@ -204,6 +204,8 @@ class Sweep:
             rs.step, rs.val_cider = last_validation(run_dir)
             job_state = live.get(rs.job_id) if rs.job_id else None
             rs.live = job_state in (JobState.QUEUED, JobState.RUNNING)
+            if rs.live:  # watched by this driver (submitted by it or found running): a failure now is final
+                self.tried.add(name)
             if (run_dir / "eval.json").exists() or (run_dir / EVALUATION).exists():
                 rs.state = "done"
             elif job_state in (JobState.QUEUED, JobState.RUNNING):
