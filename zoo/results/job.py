@@ -22,7 +22,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from zoo.contracts.executor import StopRequested, clear_stop, request_stop
+from zoo.contracts.executor import StopRequested, clear_stop, request_stop, stop_requested
 from zoo.errors import ZooError
 from zoo.files import atomic_write
 from zoo.registry.loading import load_plugin
@@ -87,8 +87,9 @@ def _on_sigterm() -> Any:
 
 def _write_failure(run_dir: Path, exc: BaseException) -> None:
     stopped = exc if isinstance(exc, StopRequested) else getattr(exc, "__cause__", None)
+    asked = stop_requested()  # a signal came first (scancel, a kill): say so before what it broke
     note = {
-        "error": f"{type(exc).__name__}: {exc}",
+        "error": (f"{asked}; then " if asked and not isinstance(stopped, StopRequested) else "") + f"{type(exc).__name__}: {exc}",
         "stopped": stopped.reason if isinstance(stopped, StopRequested) else None,
         "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-8000:],
         "pid": os.getpid(),
