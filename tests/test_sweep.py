@@ -275,3 +275,28 @@ def test_status_table_lists_every_run():
     assert lines[0] == "queued 1  running 1"
     assert lines[2].split() == ["a", "running", "12_0", "40", "45.7"]
     assert lines[3].split() == ["b", "queued", "12_1", "-", "-"]
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("train")
+def test_a_stop_request_saves_the_state_at_the_next_step_and_the_run_resumes_bit_identical(tmp_path, monkeypatch):
+    """What a job does on SIGTERM (scancel) or SIGUSR2 (time limit, preemption): its handler only asks
+    (``zoo.request_stop``); the loop stops after the step it is in, the guard saves that step's state."""
+    from zoo.contracts.executor import StopRequested, clear_stop
+    from zoo.training.run_guard import RunFailed
+    from zoo.training.runs import execute
+    from zoo.training.state import saved_step
+
+    monkeypatch.setenv("ZOO_FEATURE_CACHE", str(tmp_path / "cache"))
+    spec = plan(tiny(decoders=["gru"], seeds=[0]))[0][1]
+    execute(spec, tmp_path / "whole", progress=False)
+    zoo.request_stop("preempted (test)")
+    try:
+        with pytest.raises(RunFailed, match=r"stopped at step 1 of 8: stopped on request \(preempted \(test\)\)") as info:
+            execute(spec, tmp_path / "stopped", progress=False)
+    finally:
+        clear_stop()
+    assert isinstance(info.value.__cause__, StopRequested)
+    assert saved_step(tmp_path / "stopped" / "state.safetensors") == 1  # the step it was in, saved
+    execute(spec, tmp_path / "stopped", resume=True, progress=False)
+    assert _weights(tmp_path / "whole", "") == _weights(tmp_path / "stopped", "")
