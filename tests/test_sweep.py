@@ -300,3 +300,28 @@ def test_a_stop_request_saves_the_state_at_the_next_step_and_the_run_resumes_bit
     assert saved_step(tmp_path / "stopped" / "state.safetensors") == 1  # the step it was in, saved
     execute(spec, tmp_path / "stopped", resume=True, progress=False)
     assert _weights(tmp_path / "whole", "") == _weights(tmp_path / "stopped", "")
+
+
+def test_a_folder_changes_executor_only_when_no_job_of_the_old_one_runs(tmp_path):
+    from zoo.results.compare import _settings_json
+    from zoo.results.sweep import _check_executor_switch
+
+    out = tmp_path / "cmp"
+    out.mkdir()
+    (out / "compare.json").write_text(_settings_json(tiny()))
+    job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        for _ in range(100):
+            if b"sleep(60)" in Path(f"/proc/{job.pid}/cmdline").read_bytes():
+                break
+            time.sleep(0.05)
+        start = Path(f"/proc/{job.pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        (out / LEDGER).write_text(json.dumps({"executor": {"name": "local", "options": {}}, "submissions": 1,
+                                              "runs": {"r": {"key": "k#0", "job_id": f"{job.pid}:{start}:0"}}}))
+        with pytest.raises(zoo.ZooError, match=r"jobs submitted through executor 'local' still run .* before using 'slurm'"):
+            _check_executor_switch(out, "slurm")
+        _check_executor_switch(out, "local")  # the same executor reattaches
+    finally:
+        job.kill()
+        job.wait()
+    _check_executor_switch(out, "slurm")  # nothing runs any more: fine

@@ -284,6 +284,7 @@ def sweep(cfg: CompareConfig, out_dir: str | Path, executor_name: str, executor_
     check(cfg, runs)  # everything that can be checked fails here, before any job is submitted
     _check_reuse(cfg, runs, out)
     with driving(out):
+        _check_executor_switch(out, executor_name)
         atomic_write(out / "compare.json", lambda tmp: Path(tmp).write_text(_settings_json(cfg)))
         sw = Sweep(cfg, out, executor, executor_name, options, db_path, plugins)
         view = LiveView(say, live=sys.stdout.isatty() if live is None else live)
@@ -310,6 +311,20 @@ def sweep(cfg: CompareConfig, out_dir: str | Path, executor_name: str, executor_
                 + (f" ({', '.join(f'{r.name}: {r.job_id}' for r in live_jobs)})" if live_jobs else "")
                 + f". Reattach with the same command, or see where it stands: zoo compare --status {out}")
             raise
+
+
+def _check_executor_switch(out: Path, name: str) -> None:
+    """A folder whose jobs went to another executor may change executor only when none of them still runs:
+    the new one cannot see the old one's jobs, and would submit their runs a second time."""
+    before = (read_ledger(out).get("executor") or {})
+    if not before or before.get("name") == name:
+        return
+    old = make_executor(before["name"], before.get("options") or {})
+    ids = [e["job_id"] for e in read_ledger(out)["runs"].values() if e.get("job_id")]
+    live = sorted(old.states(ids, out)) if ids else []
+    if live:
+        raise ZooError(f"{out}: jobs submitted through executor {before['name']!r} still run ({', '.join(live)}); "
+                       f"wait for them (zoo compare --status {out}) or cancel them before using {name!r}")
 
 
 def failure_report(rs: RunState, out: Path) -> str:
