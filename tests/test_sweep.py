@@ -325,3 +325,45 @@ def test_a_folder_changes_executor_only_when_no_job_of_the_old_one_runs(tmp_path
         job.kill()
         job.wait()
     _check_executor_switch(out, "slurm")  # nothing runs any more: fine
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("train")
+def test_ctrl_c_in_the_terminal_leaves_local_jobs_running_and_the_same_command_reattaches(tmp_path):
+    """Ctrl-C reaches every process of the terminal's foreground group: the driver's, not the jobs (each
+    in a session of its own). The same command watches the running job instead of starting another."""
+    import signal
+
+    out = tmp_path / "cmp"
+    args = [sys.executable, "-m", "zoo", "compare", "--encoder", "resnet10t", "--decoder", "gru", "--steps", "150",
+            "--metrics", "cider-d", "--beam", "1", "--no-progress", "--out", str(out), "--db", str(tmp_path / "r.sqlite"),
+            "--executor", "local", *sum((["--set", s] for s in tiny().overrides), []),
+            *sum((["--set", f"data.{k}={v}"] for k, v in tiny().data_options.items()), [])]
+    env = {**os.environ, "ZOO_FEATURE_CACHE": str(tmp_path / "cache"), "ZOO_NUM_THREADS": "1"}
+    run = out / "resnet10t-gru-word-seed0"
+
+    def step() -> int:
+        try:
+            return max([json.loads(x).get("step", 0) for x in (run / "log.jsonl").read_text().splitlines()] or [0])
+        except (OSError, ValueError):
+            return 0
+
+    with open(tmp_path / "first.log", "w") as log:
+        driver = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    for _ in range(1200):
+        if step() >= 4 or driver.poll() is not None:
+            break
+        time.sleep(0.1)
+    os.killpg(driver.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+    assert driver.wait(60) == 130, (tmp_path / "first.log").read_text()
+    job_id = json.loads((out / LEDGER).read_text())["runs"][run.name]["job_id"]
+    pid = int(job_id.split(":")[0])
+    assert Path(f"/proc/{pid}").exists()  # the job goes on
+    assert "keep running" in (tmp_path / "first.log").read_text()
+
+    second = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "[1/1]" not in second.stdout and f"(job {job_id})" in second.stdout  # watched, not started again
+    ledger = json.loads((out / LEDGER).read_text())
+    assert ledger["submissions"] == 1 and ledger["runs"][run.name]["job_id"] == job_id
+    assert (run / "eval.json").exists() and len(_rows(tmp_path / "r.sqlite")) == 1
