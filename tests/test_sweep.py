@@ -367,3 +367,22 @@ def test_ctrl_c_in_the_terminal_leaves_local_jobs_running_and_the_same_command_r
     ledger = json.loads((out / LEDGER).read_text())
     assert ledger["submissions"] == 1 and ledger["runs"][run.name]["job_id"] == job_id
     assert (run / "eval.json").exists() and len(_rows(tmp_path / "r.sqlite")) == 1
+
+
+def test_the_live_view_redraws_its_table_on_a_terminal_and_prints_changes_elsewhere():
+    from zoo.results.sweep import LiveView, RunState
+
+    said: list[str] = []
+    view = LiveView(said.append, live=True)
+    view.show({"a": RunState("a", "running", "7")})
+    view.show({"a": RunState("a", "running", "7")})
+    assert not said[0].startswith("\x1b") and said[1].startswith("\x1b[3F\x1b[J")  # up 3 lines, erase, redraw
+    view.note("a: FAILED")
+    view.show({"a": RunState("a", "failed", "7")})
+    assert not said[3].startswith("\x1b")  # the failure stays on screen
+    said.clear()
+    plain = LiveView(said.append, live=False)  # a log file: one line per change, no escape codes
+    for state in ("queued", "queued", "running", "done"):
+        plain.show({"a": RunState("a", state, "7", 0.5)})
+    assert said == ["a: queued (job 7), last val CIDEr-D 50.0", "a: running (job 7), last val CIDEr-D 50.0",
+                    "a: done (job 7), last val CIDEr-D 50.0"]

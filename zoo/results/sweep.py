@@ -297,7 +297,7 @@ def sweep(cfg: CompareConfig, out_dir: str | Path, executor_name: str, executor_
                     final = rs.state == "blocked" or (rs.state == "failed" and rs.name in sw.tried)
                     if final and rs.name not in sw.reported:
                         sw.reported.add(rs.name)
-                        say(failure_report(rs, out))
+                        view.note(failure_report(rs, out))
                 sw.submit(sw.ready(states))
                 states = sw.assess() if sw.tried else states
                 view.show(states)
@@ -369,6 +369,11 @@ class LiveView:
         self.say, self.live = say, live
         self.lines = 0
         self.last: dict[str, tuple[str, str | None]] = {}
+
+    def note(self, text: str) -> None:
+        """A message between tables (a failure): kept on screen, the next table drawn below it."""
+        self.say(text)
+        self.lines = 0
 
     def show(self, states: dict[str, RunState]) -> None:
         if self.live:
