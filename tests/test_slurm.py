@@ -195,3 +195,20 @@ def test_a_job_warned_of_its_time_limit_saves_requeues_and_finishes_bit_identica
     assert "Requeued job" in log
     assert _ledger(out)["submissions"] == 1  # requeued by Slurm, not submitted again
     assert _weights(out, RUN) == _weights(long_reference, RUN)
+
+
+def test_an_scst_run_waits_in_the_queue_for_its_xe_run(env, tmp_path):
+    """With Slurm the SCST run is submitted at once, depending on its XE job (afterok), so the sweep goes on
+    without the driver; it starts from the XE run's best checkpoint when that job has succeeded."""
+    out = tmp_path / "cmp"
+    assert zoo_main(["compare", *TINY, "--decoder", "gru", "--steps", "8", "--objective", "xe,scst",
+                     "--objective-set", "train.steps=2", "--objective-set", "objective.sample_n=2",
+                     "--out", str(out), "--db", str(tmp_path / "r.sqlite"), "--executor", "slurm",
+                     "--executor-set", "time=5"]) == 0
+    ledger = _ledger(out)
+    xe, scst = ledger["runs"][RUN], ledger["runs"][f"{RUN}-scst"]
+    # submitted while its XE run was still to be trained, not after it
+    assert scst["submitted_at"] < (out / RUN / "evaluation.json").stat().st_mtime
+    script = (out / "slurm" / f"{scst['job_id']}_submission.sh").read_text()
+    assert f"--dependency=afterok:{xe['job_id']}" in script and "--kill-on-invalid-dep=yes" in script
+    assert sorted(r.run_name for r in _rows(tmp_path / "r.sqlite")) == [RUN, f"{RUN}-scst"]

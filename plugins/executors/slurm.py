@@ -78,6 +78,7 @@ class SlurmExecutor(Executor):
     QoS, further sbatch options; requeued with exact resume when its time runs out or it is preempted."""
 
     capacity = None  # the cluster's queue decides
+    dependencies = True  # an SCST run waits in the queue for its XE run (afterok)
 
     def __init__(self, partition: str | None = None, time: int = 60, gpus_per_run: int = 0,
                  cpus_per_run: int | None = None, mem: str | None = None, account: str | None = None,
@@ -115,21 +116,40 @@ class SlurmExecutor(Executor):
         return params
 
     def submit(self, tasks: Sequence[Task], folder: Path) -> list[str]:
+        """The tasks without dependencies as one job array (or one job); each task that waits for another
+        job as a job of its own with ``--dependency=afterok:ID`` (dropped by Slurm when that job fails)."""
         if not tasks:
             return []
-        name = tasks[0].key.split("#")[0]  # one name for the tasks submitted together (find() looks it up)
-        ex = submitit.SlurmExecutor(folder=folder / "slurm", max_num_timeout=self.max_requeue)
-        ex.update_parameters(**self.parameters(name))
-        wrapped = [SlurmJob(t.function, distributed=self.gpus_per_run > 1) for t in tasks]
+        batch = tasks[0].key.split("#")[0]
+        free = [i for i, t in enumerate(tasks) if not t.after]
+        ids: dict[int, str] = {}
         try:
-            if self.array and len(tasks) > 1:
-                with ex.batch():
+            if free:
+                ex = self._executor(folder, batch)
+                wrapped = [SlurmJob(tasks[i].function, distributed=self.gpus_per_run > 1) for i in free]
+                if self.array and len(free) > 1:
+                    with ex.batch():
+                        jobs = [ex.submit(w) for w in wrapped]
+                else:
                     jobs = [ex.submit(w) for w in wrapped]
-            else:
-                jobs = [ex.submit(w) for w in wrapped]
+                ids.update({i: str(j.job_id) for i, j in zip(free, jobs)})
+            for i, task in enumerate(tasks):
+                if task.after:
+                    ex = self._executor(folder, f"{batch}.{task.key.split('#')[-1]}",
+                                        dependency=f"afterok:{':'.join(task.after)}")
+                    ids[i] = str(ex.submit(SlurmJob(task.function, distributed=self.gpus_per_run > 1)).job_id)
         except (submitit.core.utils.FailedJobError, subprocess.CalledProcessError, OSError) as exc:
             raise zoo.ZooError(f"sbatch refused the jobs of {', '.join(t.name for t in tasks)}: {exc}") from exc
-        return [str(j.job_id) for j in jobs]
+        return [ids[i] for i in range(len(tasks))]
+
+    def _executor(self, folder: Path, name: str, dependency: str | None = None) -> submitit.SlurmExecutor:
+        ex = submitit.SlurmExecutor(folder=folder / "slurm", max_num_timeout=self.max_requeue)
+        params = self.parameters(name)
+        if dependency:
+            params["additional_parameters"] = {**params["additional_parameters"], "dependency": dependency,
+                                               "kill_on_invalid_dep": "yes"}
+        ex.update_parameters(**params)
+        return ex
 
     def _squeue(self, *args: str) -> list[list[str]]:
         try:
@@ -159,6 +179,10 @@ class SlurmExecutor(Executor):
 
     def find(self, key: str, folder: Path) -> str | None:
         name, _, index = key.partition("#")
+        alone = [job_id for job_id, _, _, job_name in self._squeue("-n", f"{name}.{index}")
+                 if job_name == f"{name}.{index}"]
+        if alone:  # submitted on its own (it waited for another job)
+            return alone[0]
         ids = [job_id for job_id, _, _, job_name in self._squeue("-n", name) if job_name == name]
         if not ids:
             return None

@@ -52,6 +52,9 @@ class Task:
     command: list[str]
     log: Path
     env: dict[str, str] = field(default_factory=dict)
+    #: job ids that must finish successfully before this one starts (only for executors with
+    #: ``dependencies = True``; the others get a task only once what it depends on is done)
+    after: list[str] = field(default_factory=list)
 
 
 class Executor:
@@ -60,6 +63,10 @@ class Executor:
 
     #: at most this many jobs of the sweep at once (None: no limit; the cluster's queue decides)
     capacity: int | None = None
+    #: True: :meth:`submit` honours ``task.after`` (the job waits in the queue, e.g. Slurm's ``afterok``, and
+    #: is dropped when what it waits for fails), so a dependent run is submitted with its starting point
+    #: and the sweep goes on without the driver
+    dependencies: bool = False
 
     def submit(self, tasks: Sequence[Task], folder: Path) -> list[str]:
         """Start ``tasks``; return their job ids in the same order. ``folder`` is the compare folder's

@@ -12,7 +12,9 @@ What it keeps in the compare folder:
   writes ``eval.json``. A sweep interrupted anywhere and run again ends with the same rows.
 
 Dependencies: a run that starts from another's checkpoint (SCST from its XE run) is submitted when that
-run is done; when it failed, the dependent run is reported ``blocked`` (not left waiting).
+run is done, or, with an executor that can make a job wait (``Executor.dependencies``: Slurm's
+``afterok``), as soon as that run's job is queued; when it failed, the dependent run is reported
+``blocked`` (a dependent job still waiting is cancelled), never left waiting.
 
 Within one invocation a failed job is reported (run folder, error, end of its log) and not retried; the
 others go on. Run the command again to retry it: it resumes from its last saved training state.
@@ -221,8 +223,11 @@ class Sweep:
             states[name] = rs
         for name, rs in states.items():  # a run whose starting point failed for good cannot start
             start = states.get(rs.after) if rs.after else None
-            if start is not None and rs.state in ("waiting", "failed") and (
+            if start is not None and rs.state in ("waiting", "failed", "queued") and (
                     start.state == "blocked" or (start.state == "failed" and start.name in self.tried)):
+                if rs.live and rs.job_id:  # waiting in the queue for a job that failed: it would wait forever
+                    self.executor.cancel([rs.job_id], self.out)
+                    rs.live = False
                 rs.state, rs.error = "blocked", f"its starting point {rs.after} failed"
         return states
 
@@ -235,14 +240,16 @@ class Sweep:
         for name, rs in states.items():
             if rs.state not in ("waiting", "failed") or name in self.tried:
                 continue
-            if rs.after and states[rs.after].state != "done":
-                continue
+            start = states.get(rs.after) if rs.after else None
+            if start is not None and start.state != "done" and not (self.executor.dependencies and start.live):
+                continue  # its starting point is not done (nor queued where the executor can wait for it)
             out.append(name)
         return out if room is None else out[:room]
 
-    def submit(self, names: list[str]) -> None:
+    def submit(self, names: list[str], states: dict[str, RunState] | None = None) -> None:
         if not names:
             return
+        states = states or {}
         attempt = self.ledger.setdefault("submissions", 0) + 1
         self.ledger["submissions"] = attempt
         batch = f"zoo-{self.tag}-{attempt}"
@@ -254,7 +261,11 @@ class Sweep:
                                          "attempt": old.get("attempt", 0) + 1, "submitted_at": time.time()}
             (self.out / name).mkdir(parents=True, exist_ok=True)
             (self.out / name / FAILED).unlink(missing_ok=True)
-            tasks.append(self.task(name, key))
+            task = self.task(name, key)
+            start = states.get(self.after.get(name, ""))
+            if start is not None and start.state != "done" and start.job_id:
+                task.after = [start.job_id]  # the executor waits for it (Slurm: afterok)
+            tasks.append(task)
             self.tried.add(name)
         write_ledger(self.out, self.ledger)  # before submitting: a crash after sbatch is found again by key
         ids = self.executor.submit(tasks, self.out)
@@ -298,7 +309,10 @@ def sweep(cfg: CompareConfig, out_dir: str | Path, executor_name: str, executor_
                     if final and rs.name not in sw.reported:
                         sw.reported.add(rs.name)
                         view.note(failure_report(rs, out))
-                sw.submit(sw.ready(states))
+                sw.submit(sw.ready(states), states)
+                if executor.dependencies and sw.tried:  # runs that can wait in the queue for those just submitted
+                    states = sw.assess()
+                    sw.submit(sw.ready(states), states)
                 states = sw.assess() if sw.tried else states
                 view.show(states)
                 if all(rs.state in ("done", "blocked") or (rs.state == "failed" and rs.name in sw.tried)
