@@ -53,8 +53,8 @@ JobRequeue=1
 MpiDefault=none
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
-NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
 DefMemPerCPU=$((mem_mb / cpus / 2))
+NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
 PartitionName=zoo Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 EOF
 )
