@@ -300,20 +300,24 @@ def sweep(cfg: CompareConfig, out_dir: str | Path, executor_name: str, executor_
         sw = Sweep(cfg, out, executor, executor_name, options, db_path, plugins)
         view = LiveView(say, live=sys.stdout.isatty() if live is None else live)
         say(f"{len(runs)} runs in {out} through {executor.describe()}")
+        def report(states: dict[str, RunState]) -> None:
+            for rs in states.values():  # each failure once, when it is final for this driver
+                final = rs.state == "blocked" or (rs.state == "failed" and rs.name in sw.tried)
+                if final and rs.name not in sw.reported:
+                    sw.reported.add(rs.name)
+                    view.note(failure_report(rs, out))
+
         try:
             while True:
                 states = sw.assess()
-                summaries = sw.record_finished(states)
-                for rs in states.values():
-                    final = rs.state == "blocked" or (rs.state == "failed" and rs.name in sw.tried)
-                    if final and rs.name not in sw.reported:
-                        sw.reported.add(rs.name)
-                        view.note(failure_report(rs, out))
+                sw.record_finished(states)
+                report(states)
                 sw.submit(sw.ready(states), states)
                 if executor.dependencies and sw.tried:  # runs that can wait in the queue for those just submitted
                     states = sw.assess()
                     sw.submit(sw.ready(states), states)
                 states = sw.assess() if sw.tried else states
+                report(states)
                 view.show(states)
                 if all(rs.state in ("done", "blocked") or (rs.state == "failed" and rs.name in sw.tried)
                        for rs in states.values()):
