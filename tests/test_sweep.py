@@ -386,3 +386,15 @@ def test_the_live_view_redraws_its_table_on_a_terminal_and_prints_changes_elsewh
         plain.show({"a": RunState("a", state, "7", 0.5)})
     assert said == ["a: queued (job 7), last val CIDEr-D 50.0", "a: running (job 7), last val CIDEr-D 50.0",
                     "a: done (job 7), last val CIDEr-D 50.0"]
+
+
+def test_executors_are_listed_and_described_like_every_other_kind(capsys):
+    from zoo.cli import main as zoo_main
+
+    assert zoo_main(["list", "executors"]) == 0
+    assert capsys.readouterr().out.split() == ["local", "slurm"]
+    assert zoo_main(["info", "slurm"]) == 0
+    shown = capsys.readouterr().out
+    assert "plugin: slurm-executor" in shown and "partition = None" in shown and "gpus_per_run = 0" in shown
+    assert zoo_main(["info", "local", "--kind", "executor"]) == 0
+    assert "jobs = None" in capsys.readouterr().out
