@@ -13,6 +13,7 @@ from __future__ import annotations
 from zoo import _compat
 from zoo.contracts.decoder import Decoder
 from zoo.contracts.encoder import Encoder
+from zoo.contracts.executor import Executor, JobState, StopRequested, Task, request_stop
 from zoo.contracts.features import Features
 from zoo.contracts.tokenizer import Tokenizer
 from zoo.errors import ZooError
@@ -32,6 +33,10 @@ __all__ = [
     "CaptionModel",
     "Decoder",
     "Encoder",
+    "Executor",
+    "JobState",
+    "StopRequested",
+    "Task",
     "Features",
     "Tokenizer",
     "ZooError",
@@ -46,5 +51,6 @@ __all__ = [
     "list_names",
     "load",
     "load_plugin",
+    "request_stop",
     "save",
 ]

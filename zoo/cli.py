@@ -108,6 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _load_plugins(plugins)
         parser = build_parser()
         args = parser.parse_args(argv)
+        args.plugins = [s if _is_module_name(s) else os.path.abspath(s) for s in plugins]  # for jobs elsewhere
         if not getattr(args, "func", None):
             parser.print_help()
             return 2

@@ -29,7 +29,7 @@ def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("patterns", nargs="*", default=["*"], help="fnmatch patterns, e.g. 'convnext*'")
     p.set_defaults(func=cmd_list)
     p = subparsers.add_parser("info", help="where a name comes from (plugin, module), its options and defaults")
-    p.add_argument("name", help="a decoder, encoder, tokenizer, dataset, metric, objective or model recipe name")
+    p.add_argument("name", help="a decoder, encoder, tokenizer, dataset, metric, objective, executor or model recipe name")
     p.add_argument("--kind", choices=[k for k in KINDS] + ["model"], default=None)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_info)
@@ -94,7 +94,7 @@ def _info(name: str, kind: str | None) -> dict:
         kind_of.setdefault(n, "model")
     close = difflib.get_close_matches(name, list(kind_of), n=5, cutoff=0.5)
     hint = f" Did you mean: {', '.join(f'{c} ({kind_of[c]})' for c in close)}?" if close else ""
-    raise ZooError(f"no decoder, encoder, tokenizer, dataset, metric, objective or model is named {name!r}.{hint}")
+    raise ZooError(f"no decoder, encoder, tokenizer, dataset, metric, objective, executor or model is named {name!r}.{hint}")
 
 
 def load_recipes_quietly() -> list[str]:

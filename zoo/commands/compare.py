@@ -11,9 +11,11 @@ from zoo.errors import ZooError
 from zoo.files import atomic_write
 from zoo.generation.options import DEFAULTS, DecodingOptions, add_decoding_arguments
 from zoo.registry.hookspecs import hookimpl
+from zoo.registry.manager import get_registry
 from zoo.results.compare import CompareConfig, compare
 from zoo.results.database import ResultsDB, add_db_argument, check_writable
 from zoo.results.leaderboard import build_leaderboard
+from zoo.results.sweep import failure_report, missing_note, parse_settings, status, status_table, sweep
 
 
 def _csv(text: str) -> list[str]:
@@ -32,8 +34,8 @@ def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
         "`zoo --plugin MODULE compare ...`); each decoder is checked against the decoder contract before "
         "any run trains.",
     )
-    p.add_argument("--encoder", required=True, help="comma-separated encoder names")
-    p.add_argument("--decoder", required=True,
+    p.add_argument("--encoder", help="comma-separated encoder names (required)")
+    p.add_argument("--decoder",
                    help="comma-separated decoder names: built-ins (gru,gru-stacked,gru-attn,lstm) or any plugin's "
                    "(installed, or loaded with --plugin; see `zoo list decoders`), e.g. gru-attn,transformer")
     p.add_argument("--tokenizer", default="word", help="comma-separated tokenizer names")
@@ -48,7 +50,8 @@ def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--freeze", action="store_true", help="freeze the encoder (features cached once, shared by all runs)")
     p.add_argument("--metrics", default="bleu,meteor,rouge-l,cider-d,spice")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="applied to every run, e.g. decoder.hidden_size=256, train.lr=1e-3")
+                   help="applied to every run, e.g. decoder.hidden_size=256, train.lr=1e-3; or to one decoder's runs "
+                   "when it names that decoder, e.g. gru-attn.attention_size=256 (part of that system's identity)")
     p.add_argument("--objective", default="xe",
                    help="comma-separated training objectives, e.g. xe,scst: each objective other than xe trains a "
                    "second run per combination, starting from its xe run's best checkpoint")
@@ -63,11 +66,33 @@ def zoo_add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--plot", default=None, help="also write the plot (PNG) here")
     p.add_argument("--resamples", type=int, default=1000)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--executor", default=None,
+                   help="where the runs are carried out: local (default: this machine) or slurm, or a plugin's "
+                   "(`zoo list executors`, `zoo info slurm`). With an executor, each run is a job: the command "
+                   "watches them, Ctrl-C leaves them running, and the same command reattaches")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="runs at once (local: default one per GPU, or 1 on CPUs, whose cores are divided between "
+                   "the runs; slurm: at most this many array tasks running)")
+    p.add_argument("--executor-set", dest="executor_settings", action="append", default=[], metavar="KEY=VALUE",
+                   help="an executor option, e.g. partition=gpu, time=240, gpus_per_run=1, account=lab, "
+                   "sbatch='{constraint: a100}' (see `zoo info slurm`)")
+    p.add_argument("--status", metavar="DIR", default=None,
+                   help="show where the sweep in this compare folder stands (submits nothing) and exit")
     p.set_defaults(func=cmd_compare)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-
+    if args.status:
+        states, _ = status(args.status)
+        print(status_table(states))
+        for rs in states.values():
+            if rs.state in ("failed", "blocked"):
+                print(failure_report(rs, Path(args.status)))
+        return 0
+    for flag, value in (("--encoder", args.encoder), ("--decoder", args.decoder)):
+        if not value:
+            raise ZooError(f"zoo compare: {flag} is required (comma-separated names), e.g. --encoder resnet10t "
+                           "--decoder gru,lstm; or --status DIR to see a sweep")
     decoding = DecodingOptions.from_args(args)  # bad settings fail before anything trains
     if args.steps is None and args.epochs is None:
         raise ZooError("give the budget: --steps N or --epochs N (the same for every run)")
@@ -91,9 +116,31 @@ def cmd_compare(args: argparse.Namespace) -> int:
     )
 
     check_writable(args.db)  # every run is recorded there: find out before training, not after
-    summaries = compare(cfg, args.out, db_path=args.db, progress=not args.no_progress)
-    show_leaderboard([s["record_id"] for s in summaries], args.db, resamples=args.resamples,
-                     html=args.html, plot=args.plot)
+    settings = parse_settings(args.executor_settings)
+    if args.executor is None and args.jobs in (None, 1) and not settings:
+        # one run after another in this process, as always (progress bars, Ctrl-C stops the run)
+        summaries = compare(cfg, args.out, db_path=args.db, progress=not args.no_progress)
+        show_leaderboard([s["record_id"] for s in summaries], args.db, resamples=args.resamples,
+                         html=args.html, plot=args.plot)
+        return 0
+    name = args.executor or "local"
+    if args.jobs is not None:
+        entry = get_registry().get("executor", name)
+        if "jobs" not in entry.options():
+            raise ZooError(f"--jobs: executor {name!r} takes no jobs option (see `zoo info {name}`)")
+        settings.setdefault("jobs", args.jobs)
+    try:
+        summaries, states = sweep(cfg, args.out, name, settings, db_path=args.db,
+                                  plugins=tuple(getattr(args, "plugins", ()) or ()))
+    except KeyboardInterrupt:
+        return 130
+    if summaries:
+        show_leaderboard([s["record_id"] for s in summaries], args.db, resamples=args.resamples,
+                         html=args.html, plot=args.plot)
+    missing = missing_note(states)
+    if missing:
+        print(missing)
+        return 1
     return 0
 
 

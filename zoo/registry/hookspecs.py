@@ -31,7 +31,7 @@ hookimpl = pluggy.HookimplMarker("zoo")
 def zoo_register(registry: "Registry") -> None:
     """Add named factories to the registry: ``registry.add_decoder(name, cls)``, ``add_encoder``,
     ``add_encoder_family``, ``add_tokenizer``, ``add_dataset``, ``add_metric``, ``add_objective``,
-    ``add_recipes`` (docs/plugins.md has a complete example of each).
+    ``add_executor``, ``add_recipes`` (docs/plugins.md has a complete example of each; executors: docs/cluster.md).
 
     Called once per plugin, the zoo's own first. If it raises (a name already taken included), everything
     that plugin added is dropped and the failure recorded in ``registry.failed_plugins``; the other plugins

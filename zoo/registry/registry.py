@@ -1,4 +1,4 @@
-"""The registry: every encoder, decoder, tokenizer, data set, metric and training objective by name.
+"""The registry: every encoder, decoder, tokenizer, data set, metric, training objective and executor by name.
 
 Plugins never write into module-level dicts; their ``zoo_register(registry)`` hook calls ``add_*`` on the
 object it is handed. The registry knows which plugin is registering (the manager tells it), so it can name
@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable
 from zoo.errors import DuplicateNameError, UnknownNameError
 from zoo.registry.options import check_option_defaults
 
-KINDS: tuple[str, ...] = ("encoder", "decoder", "tokenizer", "dataset", "metric", "objective")
+KINDS: tuple[str, ...] = ("encoder", "decoder", "tokenizer", "dataset", "metric", "objective", "executor")
 PLURALS: dict[str, str] = {k + "s": k for k in KINDS}
 # arguments the zoo passes to a factory itself, not options a user sets (``zoo info``, recipe checks)
 SUPPLIED_BY_THE_ZOO: dict[str, tuple[str, ...]] = {
@@ -169,6 +169,11 @@ class Registry:
     def add_objective(self, name: str, factory: Callable[..., Any]) -> None:
         """A training objective (``zoo.training.objective.Objective`` subclass): ``zoo train --objective NAME``."""
         self.add("objective", name, factory)
+
+    def add_executor(self, name: str, factory: Callable[..., Any]) -> None:
+        """Where a sweep's runs are carried out (``zoo.contracts.executor.Executor`` subclass): ``zoo compare
+        --executor NAME``; its keyword options are what ``--executor-set KEY=VALUE`` sets."""
+        self.add("executor", name, factory)
 
     def add_encoder_family(
         self,

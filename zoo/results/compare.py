@@ -30,10 +30,11 @@ from zoo.models.builder import create_decoder, create_encoder
 from zoo.models.checkpoint import load, read_extra
 from zoo.registry.manager import get_registry
 from zoo.registry.recipes import check_kwargs
-from zoo.results.record import record
+from zoo.registry.registry import normalise
+from zoo.results.record import PendingRecord, build_record, store
 from zoo.training.config import TrainConfig
 from zoo.training.objective import ObjectiveSchedule, checkpoint_objective
-from zoo.training.runs import RunSpec, execute, load_split, read_train_speed
+from zoo.training.runs import SECTIONS, RunSpec, execute, load_split, read_train_speed
 
 
 @dataclass
@@ -74,6 +75,7 @@ def run_name(encoder: str, decoder: str, tokenizer: str, seed: int) -> str:
 def plan(cfg: CompareConfig) -> list[tuple[str, RunSpec]]:
     """Every run, in training order: a combination's ``xe`` run before the runs that start from it (their
     ``spec.init`` is ``{"run": <the xe run's name>}`` until :func:`resolve_init` fills in its checkpoint)."""
+    shared, per_decoder = split_overrides(cfg)
     runs = []
     for enc, dec, tok, seed in itertools.product(cfg.encoders, cfg.decoders, cfg.tokenizers, cfg.seeds):
         spec = RunSpec(
@@ -81,7 +83,7 @@ def plan(cfg: CompareConfig) -> list[tuple[str, RunSpec]]:
             data_options=dict(cfg.data_options), encoder_kwargs=dict(cfg.encoder_kwargs),
             decoder_kwargs=dict(cfg.decoder_kwargs), tokenizer_kwargs=dict(cfg.tokenizer_kwargs),
             train={**cfg.train, "seed": seed}, pretrained=cfg.pretrained,
-        ).with_overrides(cfg.overrides)
+        ).with_overrides(shared + per_decoder.get(dec, []))
         name = run_name(enc, dec, tok, seed)
         for objective in cfg.objectives:
             if objective == "xe":
@@ -94,6 +96,30 @@ def plan(cfg: CompareConfig) -> list[tuple[str, RunSpec]]:
             other.init = {"run": name}
             runs.append((f"{name}-{objective}", other))
     return runs
+
+
+def split_overrides(cfg: CompareConfig) -> tuple[list[str], dict[str, list[str]]]:
+    """``--set`` split into the settings of every run and those of one decoder: ``gru-attn.attention_size=256``
+    sets ``decoder.attention_size`` for the ``gru-attn`` runs only (checked against that decoder's options;
+    being a decoder option it is part of the system's identity: its config hash, its leaderboard row)."""
+    decoders = {normalise(d): d for d in cfg.decoders}
+    shared: list[str] = []
+    per: dict[str, list[str]] = {}
+    for assignment in cfg.overrides:
+        key = assignment.split("=", 1)[0]
+        section = key.split(".", 1)[0] if "." in key else ""
+        if section in SECTIONS or not section:
+            shared.append(assignment)
+        elif normalise(section) in decoders:
+            per.setdefault(decoders[normalise(section)], []).append(f"decoder.{assignment[len(section) + 1:]}")
+        elif (("decoder", section) in get_registry()):
+            raise ZooError(f"--set {assignment!r}: decoder {section!r} is not in this compare (--decoder "
+                           f"{','.join(cfg.decoders)}); set options of the decoders compared")
+        else:
+            raise ZooError(f"--set {assignment!r}: {section!r} is neither a section ({', '.join(SECTIONS)}) nor a "
+                           f"decoder of this compare ({', '.join(cfg.decoders)}), e.g. "
+                           f"--set {cfg.decoders[0]}.hidden_size=256 sets it for that decoder only")
+    return shared, per
 
 
 def resolve_init(spec: RunSpec, out: Path) -> RunSpec:
@@ -128,29 +154,62 @@ def compare(
             say(f"[{i}/{len(runs)}] {name}: finished earlier, skipped")
             summaries.append(json.loads(done.read_text()))
             continue
-        resume = (run_dir / "state.safetensors").exists()
-        finished_training = (run_dir / "last.safetensors").exists()
-        say(f"[{i}/{len(runs)}] {name}: {'evaluating' if finished_training else 'resuming' if resume else 'training'}")
-        train_speed = None
-        spec = resolve_init(spec, out)
-        if not finished_training:
-            result = execute(spec, run_dir, resume=resume, progress=progress)
-            train_speed = result.train_images_per_s
-        else:
-            train_speed = read_train_speed(run_dir)
-        ckpt = run_dir / "best.safetensors"
-        model = load(ckpt)
-        ev = evaluate_model(model, test_set, decoding=decoding_options(cfg), metrics=cfg.metrics,
-                            out_dir=run_dir / "eval", progress=progress)
-        assert ev is not None
-        rid = record(ev, model, db_path, checkpoint=ckpt, seed=spec.train.get("seed"), run_name=name, train_images_per_s=train_speed)
-        objective = checkpoint_objective(read_extra(ckpt))["signature"]
-        row = {"run": name, "system": spec.system, "objective": objective, "seed": spec.train.get("seed"), "record_id": rid,
-               "metrics": ev.metrics, "not_computed": ev.not_computed,
-               "train_images_per_s": train_speed, "decode_images_per_s": ev.decode_images_per_s}
-        atomic_write(done, lambda tmp: Path(tmp).write_text(json.dumps(row, indent=1)))
-        summaries.append(row)
+        if not (run_dir / EVALUATION).exists():
+            resume = (run_dir / "state.safetensors").exists()
+            finished_training = (run_dir / "last.safetensors").exists()
+            say(f"[{i}/{len(runs)}] {name}: {'evaluating' if finished_training else 'resuming' if resume else 'training'}")
+            train_and_evaluate(cfg, out, name, spec, test_set, progress=progress)
+        summaries.append(record_run(out, name, db_path))
     return summaries
+
+
+#: a run folder's evaluation, written by whoever trained and evaluated the run, not yet in the database
+EVALUATION = "evaluation.json"
+
+
+def train_and_evaluate(cfg: CompareConfig, out: Path, name: str, spec: RunSpec, test_set: Any,
+                       progress: bool = True) -> dict[str, Any]:
+    """Train (or resume, or only evaluate) one planned run into ``out/name`` and write its evaluation there
+    (``evaluation.json``: the database row to be, and the run's summary). Writes nothing else: the results
+    database is the driver's alone (:func:`record_run`), so a sweep's jobs never write it. Under torchrun
+    every rank trains; rank 0 writes."""
+    run_dir = out / name
+    resume = (run_dir / "state.safetensors").exists()
+    spec = resolve_init(spec, out)
+    if not (run_dir / "last.safetensors").exists():
+        train_speed = execute(spec, run_dir, resume=resume, progress=progress).train_images_per_s
+    else:
+        train_speed = read_train_speed(run_dir)
+    ckpt = run_dir / "best.safetensors"
+    model = load(ckpt)
+    ev = evaluate_model(model, test_set, decoding=decoding_options(cfg), metrics=cfg.metrics,
+                        out_dir=run_dir / "eval", progress=progress)
+    if ev is None:  # another rank than 0 under torchrun: rank 0 scores and writes
+        return {}
+    pending = build_record(ev, model, checkpoint=ckpt, seed=spec.train.get("seed"), run_name=name,
+                           train_images_per_s=train_speed)
+    objective = checkpoint_objective(read_extra(ckpt))["signature"]
+    row = {"run": name, "system": spec.system, "objective": objective, "seed": spec.train.get("seed"),
+           "metrics": ev.metrics, "not_computed": ev.not_computed,
+           "train_images_per_s": train_speed, "decode_images_per_s": ev.decode_images_per_s}
+    text = json.dumps({"summary": row, "record": json.loads(pending.to_json())})
+    atomic_write(run_dir / EVALUATION, lambda tmp: Path(tmp).write_text(text))
+    return row
+
+
+def record_run(out: Path, name: str, db_path: str | Path | None) -> dict[str, Any]:
+    """Store the evaluation a run folder holds in the results database (once: a driver stopped between
+    storing it and writing ``eval.json`` finds its row again instead of adding a second) and mark the run
+    recorded (``eval.json``, the run's summary with its row id). Returns that summary."""
+    run_dir = out / name
+    done = run_dir / "eval.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    saved = json.loads((run_dir / EVALUATION).read_text())
+    rid = store(PendingRecord.from_json(json.dumps(saved["record"])), db_path, once=True)
+    row = {**saved["summary"], "record_id": rid}
+    atomic_write(done, lambda tmp: Path(tmp).write_text(json.dumps(row, indent=1)))
+    return row
 
 
 def check(cfg: CompareConfig, runs: list[tuple[str, RunSpec]]) -> Any:
@@ -193,7 +252,16 @@ def check(cfg: CompareConfig, runs: list[tuple[str, RunSpec]]) -> Any:
         for kind, name, kwargs in (("encoder", spec.encoder, spec.encoder_kwargs),
                                    ("decoder", spec.decoder, spec.decoder_kwargs),
                                    ("tokenizer", spec.tokenizer, spec.tokenizer_kwargs)):
-            check_kwargs("zoo compare --set", kind, reg.get(kind, name), kwargs, ZooError, prefix=kind)
+            try:
+                check_kwargs("zoo compare --set", kind, reg.get(kind, name), kwargs, ZooError, prefix=kind)
+            except ZooError as exc:
+                if kind != "decoder":
+                    raise
+                unknown = [k for k in kwargs if k not in reg.get(kind, name).options()][:1] or ["OPTION"]
+                takers = [d for d in dict.fromkeys(s.decoder for _, s in runs)
+                          if unknown[0] in reg.get("decoder", d).options()] or [name]
+                raise ZooError(f"{exc} To set an option for one decoder only, name the decoder instead of the "
+                               f"section: --set {takers[0]}.{unknown[0]}=VALUE") from exc
         TrainConfig.from_dict(spec.train)
     _probe_decoders(runs)
     return load_split(runs[0][1], cfg.split)

@@ -41,6 +41,7 @@ from typing import Any, Iterator
 import torch
 from tqdm.auto import tqdm
 
+from zoo.contracts.executor import StopRequested, stop_requested
 from zoo.data.feature_cache import get_or_build
 from zoo.errors import ZooError
 from zoo.evaluation.captioning import validation_score
@@ -122,6 +123,9 @@ def _train(
             images_per_s = speed.now()
             bar.set_postfix(loss=f"{run.last_loss:.3f}", img_s=f"{images_per_s:.0f}")
             run.after_step(result, epoch, images_per_s, guard)
+            reason = stop_requested()  # a job asked to stop (preempted, cancelled): the guard saves this step
+            if reason is not None:
+                raise StopRequested(reason)
             if stop_after is not None and done_here >= stop_after:
                 bar.close()
                 return TrainResult(run.out, run.step, run.progress["best"], run.last_loss, None, run.history, model)

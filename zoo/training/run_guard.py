@@ -23,6 +23,7 @@ import shlex
 from pathlib import Path
 from typing import Any, Callable
 
+from zoo.contracts.executor import StopRequested
 from zoo.errors import CheckpointError, ZooError
 from zoo.runtime import distributed as dist
 from zoo.training.state import saved_step
@@ -95,6 +96,8 @@ class RunGuard:
                     f"torch.distributed: {dist.peer_detail(exc)})")
         else:
             what = f"{type(exc).__name__}: {str(exc).rstrip('.')}"
+        if isinstance(exc, StopRequested):  # a job's executor asked it to stop (preemption, time limit, cancel)
+            what = f"stopped on request ({exc.reason})"
         where = f"training stopped at step {self.step} of {self.total}" if self.between_steps else (
             f"training failed during step {self.step + 1} of {self.total}"
         )

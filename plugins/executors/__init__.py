@@ -1,0 +1,1 @@
+"""Built-in executors: ``local`` (processes on this machine) and ``slurm`` (jobs through submitit)."""
