@@ -5,7 +5,8 @@ Each measurement is a real `zoo train` (zoo.cli.main, in this process: the comma
 gru-attn from cached features (resnet10t, frozen, `shapes`), batch 64, `--steps` steps (150, as in the issue)
 or `--seconds` (20), whichever comes first (stopped as by Ctrl-C); its figure is the images/s the run logs at
 its last step (from its first step: start-up and the one-off feature cache excluded).
-Busy processes are `yes > /dev/null` loops, started and killed here, not pinned (the scheduler places them).
+Busy processes are `yes > /dev/null` loops, started and killed here as another program's would be (not our
+descendants: the zoo counts its children's CPU time as its own), not pinned (the scheduler places them).
 
 - old: today's rule, fixed: min(usable cores, torch's default) threads, spinning OpenMP
   (`ZOO_NUM_THREADS` set to that number: a user's setting turns adaptation off, which is what the old rule was).
@@ -41,15 +42,20 @@ SITUATIONS = {"alone": 0, "beside 1 busy": 1, "beside 2 busy": 2}
 
 @contextlib.contextmanager
 def busy(n: int) -> Iterator[None]:
-    """``n`` busy loops (``yes > /dev/null``) for the duration of the block."""
-    procs = [subprocess.Popen(["yes"], stdout=subprocess.DEVNULL) for _ in range(n)]
+    """``n`` busy loops (``yes > /dev/null``) for the duration of the block, started as another program's
+    would be: not descendants of this process (a shell starts each in the background and exits, so they are
+    re-parented), since the zoo counts its own children's CPU time as its own (DataLoader workers, Java)."""
+    pids = []
+    for _ in range(n):
+        out = subprocess.run(["sh", "-c", "yes > /dev/null 2>&1 & echo $!"], capture_output=True, text=True, check=True)
+        pids.append(int(out.stdout.strip()))
     try:
         time.sleep(1.0 if n else 0.0)  # let them take their cores
         yield
     finally:
-        for p in procs:
-            p.kill()
-            p.wait()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def _stop(signum: int, frame: object) -> None:

@@ -303,3 +303,23 @@ def test_the_thread_count_drops_while_a_busy_process_holds_one_of_our_cpus():
             if p is not None:
                 p.kill()
                 p.wait()
+
+
+def test_a_count_lowered_for_a_busy_moment_is_not_the_next_commands_default():
+    """A program (or the benchmark) that runs two commands in one process: the first adapted down to one
+    thread when the machine was busy; the second must start from the count the first started with, not
+    take that one thread as torch's default for good."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        started = threads.configure_threads({})
+        gov = threads.governor()
+        assert gov is not None and started == torch.get_num_threads()
+        gov.decide(others=1.0, cpus=2, budget=started)  # a busy moment: down at once
+        assert torch.get_num_threads() == max(started - 1, 1)
+        threads.stop_adapting()
+        assert torch.get_num_threads() == started
+        assert threads.configure_threads({}) == started
+    finally:
+        threads.stop_adapting()
+        torch.set_num_threads(before)

@@ -132,6 +132,7 @@ class ThreadGovernor:
     cpus_of: Callable[[], frozenset[int]] = affinity
     readings: list[tuple[float, int]] = field(default_factory=list)  # (others, chosen): the last few, newest last
     ticks: int = 0  # calls of tick() so far
+    start: int = 0  # the count at start-up (stop_adapting puts it back); 0: none to put back
     _meter: CpuMeter | None = None
     _next: float = 0.0
     _rises: int = 0
@@ -188,7 +189,7 @@ def configure_threads(environ: Mapping[str, str] | None = None) -> int:
             cores = usable_cores(cpus)
             return max(min(cores, cap or cores) // ranks, 1)
 
-        _governor = ThreadGovernor(budget_of)
+        _governor = ThreadGovernor(budget_of, start=torch.get_num_threads())
         _governor.tick()  # the first reading starts now: the first step already knows how busy the set-up was
     return torch.get_num_threads()
 
@@ -204,6 +205,10 @@ def stop_adapting() -> None:
     """End the adaptation :func:`configure_threads` started (the ``zoo`` command calls it when it returns,
     so a program that called ``zoo.cli.main`` goes on with a fixed count)."""
     global _governor
+    if _governor is not None and _governor.start and torch.get_num_threads() != _governor.start:
+        # put back the count the command started with: the next command in this process (a program calling
+        # zoo.cli.main twice, the benchmark) must not take a count lowered for a busy moment as torch's default
+        torch.set_num_threads(_governor.start)
     _governor = None
 
 
