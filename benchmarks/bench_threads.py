@@ -91,7 +91,8 @@ def train_once(out: Path, steps: int, seconds: float, threads: int | None) -> tu
     logged = [e for e in logged if "images_per_s" in e]
     if not logged:  # not one step in the time: that is the figure
         return 0.0, 0, torch.get_num_threads()
-    return float(logged[-1]["images_per_s"]), int(logged[-1]["step"]), torch.get_num_threads()
+    # the count at its last logged step (the command puts back its start-up count when it returns)
+    return float(logged[-1]["images_per_s"]), int(logged[-1]["step"]), int(logged[-1].get("threads", 0))
 
 
 def main() -> None:

@@ -233,7 +233,7 @@ class _Run:
         step = self.step
         if step % self.cfg.log_every == 0 or step == self.total:
             self.log({"step": step, "epoch": epoch, "loss": self.last_loss, "lr": self.opt.param_groups[0]["lr"],
-                      "images_per_s": images_per_s, **result.logs})
+                      "images_per_s": images_per_s, "threads": torch.get_num_threads(), **result.logs})
         if step % self.ckpt_every == 0 or step == self.total:  # the state first: validation may fail
             guard.save()
             dist.barrier()
