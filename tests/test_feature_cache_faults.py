@@ -9,27 +9,13 @@ import textwrap
 
 import numpy as np
 import pytest
-import torch
 
-import zoo
 from zoo.cli import main as zoo_main
-from zoo.data.datasets import load_dataset
 from zoo.data.feature_cache import FeatureCacheError, FeatureCacheWarning, get_or_build, list_entries
 
 from .conftest import ROOT
 from .helpers import fill_disk
-
-
-@pytest.fixture
-def setup(tmp_path):
-    torch.manual_seed(0)
-    enc = zoo.create_encoder("resnet10t", img_size=48, freeze=True)
-    ds = load_dataset("shapes", split="val", num_train=10, num_val=24, num_test=10)
-    return enc, ds, tmp_path
-
-
-def _build(enc, ds, root, log):
-    return get_or_build(enc, ds, root=root, batch_size=8, progress=False, on_build=log.append)
+from .test_feature_cache import _build, setup  # noqa: F401 - the same encoder, data set and build as there
 
 
 def test_random_bytes_in_an_entry_are_named_and_the_entry_rebuilt(setup):
