@@ -60,15 +60,20 @@ PAD, BOS, EOS, UNK = 0, 1, 2, 3
 MAX_WORDS = 16
 
 
-def coco_corpus(vocab: int) -> tuple[list[list[np.ndarray]], np.ndarray]:
-    """val2014 references per image as token ids (<eos> included), and the word count of every caption."""
+def coco_words(vocab: int) -> tuple[dict[int, list[list[str]]], dict[str, int]]:
+    """val2014's captions per image as lower-case words, and the ids of the ``vocab - 4`` most common words."""
     with gzip.open(CAPTIONS, "rt") as fh:
         anns = json.load(fh)["annotations"]
     per_image: dict[int, list[list[str]]] = {}
     for a in anns:
         per_image.setdefault(a["image_id"], []).append(re.sub(r"[^a-z0-9 ]+", " ", a["caption"].lower()).split())
     counts = Counter(w for caps in per_image.values() for c in caps for w in c)
-    ids = {w: i + 4 for i, (w, _) in enumerate(counts.most_common(vocab - 4))}
+    return per_image, {w: i + 4 for i, (w, _) in enumerate(counts.most_common(vocab - 4))}
+
+
+def coco_corpus(vocab: int) -> tuple[list[list[np.ndarray]], np.ndarray]:
+    """val2014 references per image as token ids (<eos> included), and the word count of every caption."""
+    per_image, ids = coco_words(vocab)
     docs = [[np.array([ids.get(w, UNK) for w in c[:MAX_WORDS]] + [EOS]) for c in caps] for caps in per_image.values()]
     lengths = np.array([len(c) for caps in per_image.values() for c in caps])
     return docs, lengths
@@ -247,13 +252,7 @@ def convention_gap(vocab: int, rng: np.random.Generator) -> dict:
     """(c): the rewards of the ``zoo`` and ``ruotianluo`` reference conventions on the same samples."""
     from zoo.training.reward import CiderReward
 
-    with gzip.open(CAPTIONS, "rt") as fh:
-        anns = json.load(fh)["annotations"]
-    per_image: dict[int, list[list[str]]] = {}
-    for a in anns:
-        per_image.setdefault(a["image_id"], []).append(re.sub(r"[^a-z0-9 ]+", " ", a["caption"].lower()).split())
-    counts = Counter(w for caps in per_image.values() for c in caps for w in c)
-    ids = {w: i + 4 for i, (w, _) in enumerate(counts.most_common(vocab - 4))}
+    per_image, ids = coco_words(vocab)
     full = [[np.array([ids.get(w, UNK) for w in c]) for c in caps] for caps in per_image.values()]
 
     def rows(cut: int | None) -> torch.Tensor:
