@@ -402,8 +402,9 @@ def _feature_cache(model: CaptionModel, train_set: Any, cfg: TrainConfig, device
     if not builder:
         dist.barrier("waiting for local rank 0 to check or build the feature cache")  # then read it
     # the builder has just checked the entry's checksums (or written it): the others need not read it all again
-    cache = get_or_build(model.encoder, train_set, dtype=cfg.cache_dtype, num_workers=cfg.num_workers,
-                         device=device, progress=cfg.progress and is_main, verify=builder)
+    with model.blamed("encoder", "encoding the training images for the feature cache"):
+        cache = get_or_build(model.encoder, train_set, dtype=cfg.cache_dtype, num_workers=cfg.num_workers,
+                             device=device, progress=cfg.progress and is_main, verify=builder)
     if builder:
         dist.barrier("telling the other ranks the feature cache is ready")
     return cache
