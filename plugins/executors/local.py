@@ -86,25 +86,21 @@ class LocalExecutor(Executor):
             gpus = visible_gpus()
         else:
             gpus = [d.strip() for d in str(devices).split(",") if d.strip()]
+        # a slot: the GPUs (as CUDA_VISIBLE_DEVICES lists them) or the CPUs of one run at a time
+        self.cpu_sets: list[list[int]] | None = None
         if gpus:
-            self.slots: list[dict[str, str]] = []
-            for group in gpu_slots(gpus, self.gpus_per_run):
-                self.slots.append({"CUDA_VISIBLE_DEVICES": ",".join(group)})
-            self.slots = self.slots[:jobs] if jobs else self.slots
-            self.cpu_sets: list[list[int]] | None = None
+            groups = gpu_slots(gpus, self.gpus_per_run)
+            self.slots = [",".join(group) for group in (groups[:jobs] if jobs else groups)]
         else:
-            n = jobs or 1
-            self.cpu_sets = cpu_slots(sorted(os.sched_getaffinity(0)), n)
-            self.slots = [{"ZOO_CPUS": ",".join(map(str, s))} for s in self.cpu_sets]
+            self.cpu_sets = cpu_slots(sorted(os.sched_getaffinity(0)), jobs or 1)
+            self.slots = [",".join(map(str, s)) for s in self.cpu_sets]
         self.gpus = gpus
         self.capacity = len(self.slots)
         self._busy: dict[str, int] = {}  # job id → slot
         self._children: dict[str, subprocess.Popen] = {}
 
     def describe(self) -> str:
-        if self.gpus:
-            return f"local: {self.capacity} at once, GPUs {' | '.join(s['CUDA_VISIBLE_DEVICES'] for s in self.slots)}"
-        return f"local: {self.capacity} at once, CPUs {' | '.join(s['ZOO_CPUS'] for s in self.slots)}"
+        return f"local: {self.capacity} at once, {'GPUs' if self.gpus else 'CPUs'} {' | '.join(self.slots)}"
 
     def launch(self, task: Task, slot: int) -> tuple[list[str], dict[str, str], list[int] | None]:
         """What a task runs with in ``slot``: its argv (torchrun for several GPUs), the environment changes,
@@ -112,7 +108,7 @@ class LocalExecutor(Executor):
         env = dict(task.env)
         argv = list(task.command)
         if self.gpus:
-            env["CUDA_VISIBLE_DEVICES"] = self.slots[slot]["CUDA_VISIBLE_DEVICES"]
+            env["CUDA_VISIBLE_DEVICES"] = self.slots[slot]
             if self.gpus_per_run > 1:
                 assert argv[1] == "-m", argv  # [python, -m, module, args...]
                 argv = [argv[0], "-m", "torch.distributed.run", "--standalone",
