@@ -398,3 +398,16 @@ def test_executors_are_listed_and_described_like_every_other_kind(capsys):
     assert "plugin: slurm-executor" in shown and "partition = None" in shown and "gpus_per_run = 0" in shown
     assert zoo_main(["info", "local", "--kind", "executor"]) == 0
     assert "jobs = None" in capsys.readouterr().out
+
+
+def test_the_live_view_reads_a_runs_last_validation_from_its_log(tmp_path):
+    """Step and CIDEr-D of the last validation, from a log still being written (a torn last line)."""
+    from zoo.results.sweep import last_validation
+
+    run = tmp_path / "run"
+    assert last_validation(run) == (None, None)  # no log yet
+    run.mkdir()
+    lines = [{"step": 1, "loss": 3.0}, {"step": 2, "val_cider_d": 0.4}, {"step": 3, "loss": 2.0},
+             {"step": 4, "val_cider_d": 0.7}, {"step": 5, "loss": 1.5}]
+    (run / "log.jsonl").write_text("\n".join(json.dumps(e) for e in lines) + '\n{"step": 6, "lo')
+    assert last_validation(run) == (5, 0.7)

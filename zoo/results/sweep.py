@@ -46,6 +46,7 @@ from zoo.registry.recipes import check_kwargs
 from zoo.results.compare import EVALUATION, CompareConfig, _check_reuse, _settings_json, check, plan, record_run
 from zoo.results.job import FAILED, load_config, run_job
 from zoo.training.runs import RunSpec
+from zoo.views.curves import read_log
 
 LEDGER = "jobs.json"
 #: the states of the live view, in the order their counts are shown
@@ -127,22 +128,14 @@ def driving(out: Path) -> Iterator[None]:
 
 # -- what a run folder says -------------------------------------------------------------------------------
 def last_validation(run_dir: Path) -> tuple[int | None, float | None]:
-    """The step and CIDEr-D of the run's last validation (its ``log.jsonl``)."""
-    step, score = None, None
+    """The step and CIDEr-D of the run's last validation (its ``log.jsonl``, read as the curves read it);
+    (None, None) while there is no log, or one that cannot be read."""
     try:
-        lines = (run_dir / "log.jsonl").read_text().splitlines()
-    except OSError:
+        entries = read_log(run_dir)
+    except (ZooError, OSError):
         return None, None
-    for line in lines:
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(entry, dict):
-            step = entry.get("step", step)
-            if entry.get("val_cider_d") is not None:
-                score = entry["val_cider_d"]
-    return step, score
+    scores = [e["val_cider_d"] for e in entries if e.get("val_cider_d") is not None]
+    return (entries[-1]["step"] if entries else None), (scores[-1] if scores else None)
 
 
 def log_tail(path: Path | None, lines: int = 15) -> str:
