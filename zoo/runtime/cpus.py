@@ -168,16 +168,22 @@ def cpu_busy_ticks(stat: str, cpus: frozenset[int]) -> tuple[int, int]:
     return busy, total
 
 
-def _proc_ticks(root: Path, pid: str) -> int:
-    """utime + stime of one process (all its threads), in clock ticks, from ``/proc/PID/stat``."""
+def _stat_ticks(root: Path, pid: str, fields: slice) -> int:
+    """The sum of ``fields`` of ``/proc/PID/stat`` (counted after the command name), in clock ticks; 0 when
+    it cannot be read (a process that has just ended)."""
     text = _read(root / "proc" / pid / "stat")
     if not text:
         return 0
-    fields = text.rpartition(")")[2].split()  # the command name may hold spaces and parentheses
+    values = text.rpartition(")")[2].split()  # the command name may hold spaces and parentheses
     try:
-        return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5), counted after the name
-    except (IndexError, ValueError):
+        return sum(int(v) for v in values[fields])
+    except ValueError:
         return 0
+
+
+def _proc_ticks(root: Path, pid: str) -> int:
+    """utime + stime of one process (all its threads), in clock ticks (fields 14 and 15 of proc(5))."""
+    return _stat_ticks(root, pid, slice(11, 13))
 
 
 def _children(root: Path, pid: str) -> list[str]:
@@ -194,14 +200,7 @@ def _children(root: Path, pid: str) -> list[str]:
 def own_ticks(root: Path = Path("/"), pid: str = "self") -> int:
     """CPU clock ticks used by this process (every thread) and its living descendants, plus the children
     it has already waited for (``cutime``/``cstime``): all of it is ours, not another program's."""
-    text = _read(root / "proc" / pid / "stat")
-    total = 0
-    if text:
-        fields = text.rpartition(")")[2].split()
-        try:
-            total = sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
-        except ValueError:
-            total = 0
+    total = _stat_ticks(root, pid, slice(11, 15))  # utime stime cutime cstime
     seen = set()
     todo = _children(root, pid)
     while todo:
